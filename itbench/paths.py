@@ -19,9 +19,19 @@ def data_home() -> Path:
     return home
 
 
+def cache_root() -> Path:
+    """Root of all caches: ``$ITBENCH_CACHE`` or ``<data home>/cache``.
+
+    The runner sets ``ITBENCH_CACHE`` for sandboxed submissions, which cannot
+    see the data home itself (it holds held-out responses).
+    """
+    env = os.environ.get("ITBENCH_CACHE")
+    return Path(env).expanduser() if env else data_home() / "cache"
+
+
 def cache_dir(kind: str) -> Path:
-    """A named cache folder under the data home (``fitted``, ``activations`` ...)."""
-    path = data_home() / "cache" / kind
+    """A named cache folder (``fitted``, ``activations``, ``predictions`` ...)."""
+    path = cache_root() / kind
     path.mkdir(parents=True, exist_ok=True)
     return path
 

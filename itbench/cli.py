@@ -1,0 +1,306 @@
+"""The ``itbench`` command: a thin click layer over the library.
+
+Imports of heavy modules (torch, xarray) happen inside commands so that
+``itbench --help`` and ``itbench leaderboard`` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import ItbenchError
+
+SPLIT = click.Choice(["train", "val", "test"])
+
+
+def _fmt(value: Any, ci: list | None = None) -> str:
+    if value is None:
+        return "—"
+    text = f"{value:.3f}"
+    if ci and None not in ci:
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return text
+
+
+def format_scores(record: dict[str, Any]) -> str:
+    """The score table printed after ``itbench score``."""
+    bench = record["benchmark"]
+    head = (f"{record['submission']['name']} ({record['submission']['id']}) on "
+            f"{bench['id']}{' [SYNTHETIC demo data]' if bench.get('synthetic') else ''}, "
+            f"split {record['split']}: {record['status'].upper()}")
+    if record["status"] != "ok":
+        return f"{head}\n  {record['error']}"
+    scores, ci = record["scores"], record["scores"].get("ci", {})
+    rows = [("mean EV", "mean_ev"), ("median EV", "median_ev"), ("mean r", "mean_r"),
+            ("median r", "median_r"), ("ceiling (median)", "ceiling"),
+            ("normalised r", "normalized_r")]
+    lines = [head, f"  {'metric':<18} {'value [95% CI]'}"]
+    lines += [f"  {label:<18} {_fmt(scores.get(key), ci.get(key))}" for label, key in rows]
+    lines.append(f"  {scores['n_images']} images x {scores['n_neuroids']} neuroids"
+                 + (f"; {scores['n_nan_r']} neuroids with undefined r (constant)"
+                    if scores.get("n_nan_r") else ""))
+    prov = record.get("provenance", {})
+    lines.append(f"  device {prov.get('device')}, size {prov.get('size')}, "
+                 f"{prov.get('wall_time_s')} s"
+                 + (", cached fit" if prov.get("fit_cached") else ""))
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="itbench")
+def cli() -> None:
+    """Score models of macaque IT cortex responses and build the leaderboard.
+
+    \b
+    Typical use:
+      itbench data list                       what benchmarks are installed
+      itbench score submissions/pixels_ridge  fit, predict, score, record one model
+      itbench leaderboard                     regenerate leaderboard/ from records
+    """
+
+
+# --- score -------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("submissions", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--all", "run_all", is_flag=True, help="Score every submission without a current record.")
+@click.option("--benchmark", "-b", default=None,
+              help="Benchmark id (default: majajhong2015 or nx414 when installed, else demo).")
+@click.option("--split", type=SPLIT, default="val", show_default=True, help="Split to score on.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--size", default="auto", show_default=True,
+              help="Size preset: full, small (CPU-sized) or auto (small on CPU when defined).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--timeout", "timeout_s", type=float, default=None, help="Wall-clock limit per run, seconds.")
+@click.option("--memory-gb", type=float, default=None, help="Memory limit per run, GiB.")
+@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for CIs.")
+@click.option("--no-cache", is_flag=True, help="Refit and re-predict even when cached.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result record(s) as JSON.")
+def score(submissions: tuple[Path, ...], run_all: bool, benchmark: str | None, split: str,
+          device: str, batch_size: int, size: str, seed: int, timeout_s: float | None,
+          memory_gb: float | None, n_boot: int, no_cache: bool, as_json: bool) -> None:
+    """Fit, predict and score SUBMISSIONS (folders under submissions/), writing records."""
+    from .benchmark import default_benchmark
+    from .runner import RunOptions, score_submission
+
+    bid = benchmark or default_benchmark()
+    if benchmark is None:
+        click.echo(f"benchmark: {bid}" + (" (synthetic demo; fetch or import real data to "
+                                          "score on it)" if bid == "demo" else ""), err=True)
+    paths = list(submissions) or (_pending(bid, split) if run_all else [])
+    if not paths:
+        raise click.UsageError("name at least one submission folder, or use --all")
+    opts = RunOptions(split=split, device=device, batch_size=batch_size, seed=seed, size=size,
+                      timeout_s=timeout_s, memory_gb=memory_gb, use_cache=not no_cache, n_boot=n_boot)
+    records = []
+    for path in paths:
+        record = score_submission(path, bid, options=opts)
+        records.append(record)
+        click.echo(json.dumps(record, indent=1) if as_json else format_scores(record))
+        if not as_json:
+            click.echo(f"  record: {record['path']}", err=True)
+    if all(r["status"] == "failed" for r in records):
+        sys.exit(1)
+
+
+def _pending(benchmark_id: str, split: str) -> list[Path]:
+    """Submissions whose record is missing or stale (code changed)."""
+    from .paths import project_root
+    from .plugins import discover
+    from .record import read_record, record_path
+
+    todo = []
+    for sub in discover():
+        path = record_path(project_root() / "leaderboard" / "results", benchmark_id, sub.id, split)
+        try:
+            current = read_record(path)["submission"]["code_hash"] == sub.code_hash()
+        except (OSError, ValueError, KeyError):
+            current = False
+        if not current:
+            todo.append(sub.path)
+    return todo
+
+
+# --- data --------------------------------------------------------------------------
+
+@cli.group()
+def data() -> None:
+    """Fetch, import and inspect benchmark data."""
+
+
+@data.command("list")
+def data_list() -> None:
+    """Which benchmarks are installed, and where."""
+    from .sources import KNOWN, describe
+
+    for bid in KNOWN:
+        info = describe(bid)
+        state = "installed" if info.get("installed") else "not installed"
+        click.echo(f"{bid:<15} {state:<14} {info.get('location', '')}")
+
+
+@data.command("info")
+@click.argument("benchmark_id")
+def data_info(benchmark_id: str) -> None:
+    """Files, sizes, checksums and split sizes of one benchmark."""
+    from .sources import describe
+
+    click.echo(json.dumps(describe(benchmark_id), indent=2, default=str))
+
+
+@data.command("fetch")
+@click.argument("benchmark_id", type=click.Choice(["majajhong2015"]))
+@click.option("--mirror", envvar="ITBENCH_MIRROR", default=None,
+              help="Base URL to download from instead of Brain-Score's bucket (env ITBENCH_MIRROR).")
+def data_fetch(benchmark_id: str, mirror: str | None) -> None:
+    """Download Brain-Score's public MajajHong2015 files (sha1-verified)."""
+    from .sources import majajhong2015
+
+    majajhong2015.fetch(mirror=mirror)
+    click.echo(f"{benchmark_id} installed; score with --benchmark {benchmark_id}")
+
+
+@data.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def data_import(path: Path) -> None:
+    """Import the NX-414 course file IT_data.h5 as benchmark nx414."""
+    from .sources import nx414
+
+    nx414.import_file(path)
+    click.echo("nx414 installed; score with --benchmark nx414")
+
+
+# --- new ---------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("submission_id")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Project root (default: the current itbench checkout).")
+def new(submission_id: str, root: Path | None) -> None:
+    """Create submissions/SUBMISSION_ID from a template that scores as generated."""
+    from .scaffold import scaffold
+
+    path = scaffold(submission_id, root)
+    click.echo(f"created {path}\n  edit {path / 'model.py'}, then: itbench score {path}")
+
+
+# --- leaderboard ---------------------------------------------------------------------
+
+@cli.command()
+@click.option("--benchmark", "-b", "benchmarks", multiple=True, help="Only these benchmarks.")
+@click.option("--run", "run_missing", is_flag=True,
+              help="First score every submission without a current record.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default: leaderboard/).")
+def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None) -> None:
+    """Regenerate the leaderboard page from the stored result records."""
+    from .paths import project_root
+
+    root = project_root()
+    if run_missing:
+        from .benchmark import default_benchmark
+        from .runner import score_submission
+
+        for bid in benchmarks or (default_benchmark(),):
+            for path in _pending(bid, "val"):
+                record = score_submission(path, bid)
+                click.echo(format_scores(record))
+    from .leaderboard import render
+
+    report = render(root / "leaderboard" / "results", out or root / "leaderboard",
+                    list(benchmarks) or None, root / "benchmark" / "table1.csv")
+    click.echo(str(report))
+
+
+# --- sweep -------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("model")
+@click.option("--layers", default=None, help="Comma-separated node names (default: the model's standard set).")
+@click.option("--pretrained/--random", default=True, show_default=True, help="ImageNet or random weights.")
+@click.option("--benchmark", "-b", default=None)
+@click.option("--split", type=SPLIT, default="val", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--reducer", default="auto", show_default=True,
+              help="How activations are reduced while streaming: flatten, avgpool:K, project:D, auto.")
+@click.option("--pca", "n_components", type=int, default=1000, show_default=True)
+def sweep(model: str, layers: str | None, pretrained: bool, benchmark: str | None, split: str,
+          device: str, batch_size: int, reducer: str, n_components: int) -> None:
+    """Score every chosen layer of MODEL with PCA + ridge from one pass (Fig. 1)."""
+    from .benchmark import default_benchmark
+    from .sweep import run_sweep
+
+    record = run_sweep(model, layers.split(",") if layers else None, pretrained=pretrained,
+                       benchmark_id=benchmark or default_benchmark(), split=split, device=device,
+                       batch_size=batch_size, reducer=reducer, n_components=n_components)
+    for layer in record["layers"]:
+        s = layer["scores"]
+        click.echo(f"{layer['layer']:<14} EV {_fmt(s['mean_ev'])}  r {_fmt(s['mean_r'], s['ci'].get('mean_r'))}")
+    click.echo(f"record: {record['path']}", err=True)
+
+
+# --- cache and bench -----------------------------------------------------------------
+
+@cli.group()
+def cache() -> None:
+    """Inspect or clear the activation / fitted-state / prediction caches."""
+
+
+@cache.command("info")
+def cache_info() -> None:
+    """Entries and sizes per cache kind."""
+    from . import cache as cache_mod
+
+    click.echo(json.dumps(cache_mod.info(), indent=2, default=str))
+
+
+@cache.command("clear")
+@click.option("--kind", default=None, help="Only this kind (activations, fitted, predictions).")
+def cache_clear(kind: str | None) -> None:
+    """Delete cached activations, fitted states and predictions."""
+    from . import cache as cache_mod
+
+    freed = cache_mod.clear(kind)
+    click.echo(f"cleared {freed}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the speed/memory benchmarks (bench/run.py); prints ratios side by side."""
+    import runpy
+
+    from .paths import project_root
+
+    sys.path.insert(0, str(project_root()))
+    sys.argv = ["bench.run", *args]
+    runpy.run_module("bench.run", run_name="__main__")
+
+
+def main() -> None:
+    """Entry point: user errors become one clear message, not a traceback."""
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except ItbenchError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Shared test setup: a private data home so tests never touch ~/.cache/itbench."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_home(tmp_path_factory: pytest.TempPathFactory):
+    """Point ITBENCH_HOME at a temporary folder for the whole session."""
+    home = tmp_path_factory.mktemp("itbench-home")
+    old = {k: os.environ.get(k) for k in ("ITBENCH_HOME", "ITBENCH_ROOT", "ITBENCH_CACHE")}
+    os.environ["ITBENCH_HOME"] = str(home)
+    os.environ["ITBENCH_ROOT"] = str(REPO)
+    os.environ.pop("ITBENCH_CACHE", None)
+    yield home
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def shared_fixtures() -> Path:
+    """The real BrainIO fixtures in ../shared, or a clean skip on a user's clone."""
+    path = SHARED / "fixtures" / "brainio"
+    if not path.is_dir():
+        pytest.skip(f"real BrainIO fixtures not present at {path} (only in the dev/CI checkout)")
+    return path
