@@ -192,7 +192,7 @@ def sandbox_argv(
     hidden_paths: Iterable[str | os.PathLike[str]] = (),
     network: bool = False,
     cwd: str | os.PathLike[str] | None = None,
-    gpu: bool = False,
+    gpu: bool | None = None,
 ) -> list[str]:
     """The bubblewrap command that runs ``argv`` with the given view of the disk.
 
@@ -201,7 +201,8 @@ def sandbox_argv(
     ``/dev/null``); ``ro_paths`` and ``rw_paths`` are bound back in. Mounts are
     applied shallowest first, so a deeper path wins: a cache dir under the
     hidden data home stays writable, and a hidden ``benchmark/`` inside a
-    read-only repo stays hidden.
+    read-only repo stays hidden. ``gpu`` (default: whenever the host has them)
+    passes the NVIDIA device nodes through, which ``--dev /dev`` would drop.
     """
     exe = bwrap_path()
     if exe is None:
@@ -224,7 +225,7 @@ def sandbox_argv(
 
     cmd = [exe, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
            "--tmpfs", "/dev/shm"]
-    if gpu:
+    if gpu or gpu is None:
         for dev in _gpu_devices():
             cmd += ["--dev-bind", str(dev), str(dev)]
     for _, kind, path in mounts:
@@ -486,30 +487,34 @@ def run_isolated(
     argv: Sequence[str],
     *,
     limits: Limits,
-    cwd: str | os.PathLike[str],
+    cwd: str | os.PathLike[str] | None = None,
     ro_paths: Iterable[str | os.PathLike[str]] = (),
     rw_paths: Iterable[str | os.PathLike[str]] = (),
     hidden_paths: Iterable[str | os.PathLike[str]] = (),
     env: Mapping[str, str] | None = None,
     stream_output: bool = True,
     network: bool = False,
-    gpu: bool = False,
+    gpu: bool | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
     require_sandbox: bool = False,
 ) -> IsolatedResult:
     """Run ``argv`` in the sandbox (if available) under ``limits``; never leaves strays.
 
     ``cwd`` is the workdir: always writable, the child's HOME and working
-    directory. ``env`` adds variables to the minimal environment of
+    directory (default: the first of ``rw_paths``). ``env`` adds variables to the minimal environment of
     :func:`child_env`. Submission faults (crash, hang, memory) are reported in
     the result, never raised; a KeyboardInterrupt kills the child and is
     re-raised with the result attached as ``err.isolated_result``.
     """
+    rw_list = _norm(rw_paths)
+    if cwd is None:
+        if not rw_list:
+            raise ValueError("run_isolated needs a workdir: pass cwd= or at least one rw path")
+        cwd = rw_list[0]
     cwd = Path(cwd).resolve()
-    cwd.mkdir(parents=True, exist_ok=True)
-    rw_list = [cwd, *_norm(rw_paths)]
+    rw_list = _norm([cwd, *rw_list])
     for p in rw_list:
-        Path(p).mkdir(parents=True, exist_ok=True)
+        p.mkdir(parents=True, exist_ok=True)
     reason = unavailable_reason()
     sandboxed = not reason
     if not sandboxed:
