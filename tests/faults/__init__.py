@@ -1,0 +1,1 @@
+"""Fault-injection tests: damaged inputs, broken downloads, full disks, hostile submissions."""
