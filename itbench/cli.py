@@ -140,7 +140,7 @@ def data_list() -> None:
     from .sources import KNOWN, describe
 
     for bid in KNOWN:
-        info = describe(bid)
+        info = describe(bid, splits=False)
         state = "installed" if info.get("installed") else "not installed"
         click.echo(f"{bid:<15} {state:<14} {info.get('location', '')}")
 

@@ -219,9 +219,7 @@ def score_submission(submission_path: str | Path, benchmark_id: str = "demo",
     path = record_path(results_root, bench.id, sub_path.name, opts.split)
     with locked(path):
         record = _score_locked(sub_path, bench, opts, log)
-        record["path"] = None
-        written = write_record(record, path)
-        record["path"] = str(written)
+        record["path"] = str(write_record(record, path))
     return record
 
 
