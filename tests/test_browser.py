@@ -56,7 +56,6 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory: pytest.TempPathFactory):
     browser, driver_path = _browser_paths()
-    os.environ["SE_OFFLINE"] = "true"  # belt and braces: Selenium Manager must not download
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -67,12 +66,16 @@ def driver(tmp_path_factory: pytest.TempPathFactory):
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chrome-profile')}")
     options.add_argument("--window-size=1400,1000")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    drv = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    drv.set_page_load_timeout(30)
-    try:
-        yield drv
-    finally:
-        drv.quit()
+    with pytest.MonkeyPatch.context() as mp:
+        # The explicit driver path already bypasses Selenium Manager; SE_OFFLINE makes
+        # sure it could not download a browser or driver even if it were reached.
+        mp.setenv("SE_OFFLINE", "true")
+        drv = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+        drv.set_page_load_timeout(30)
+        try:
+            yield drv
+        finally:
+            drv.quit()
 
 
 def _records(benchmark: str, split: str = "val") -> dict[str, dict]:
