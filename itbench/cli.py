@@ -111,13 +111,13 @@ def score(submissions: tuple[Path, ...], run_all: bool, benchmark: str | None, s
 
 def _pending(benchmark_id: str, split: str) -> list[Path]:
     """Submissions whose record is missing or stale (code changed)."""
-    from .paths import project_root
+    from .paths import results_root
     from .plugins import discover
     from .record import read_record, record_path
 
     todo = []
     for sub in discover():
-        path = record_path(project_root() / "leaderboard" / "results", benchmark_id, sub.id, split)
+        path = record_path(results_root(), benchmark_id, sub.id, split)
         try:
             current = read_record(path)["submission"]["code_hash"] == sub.code_hash()
         except (OSError, ValueError, KeyError):
@@ -200,7 +200,7 @@ def new(submission_id: str, root: Path | None) -> None:
               help="Output folder (default: leaderboard/).")
 def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None) -> None:
     """Regenerate the leaderboard page from the stored result records."""
-    from .paths import project_root
+    from .paths import project_root, results_root
 
     root = project_root()
     if run_missing:
@@ -213,7 +213,7 @@ def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None
                 click.echo(format_scores(record))
     from .leaderboard import render
 
-    report = render(root / "leaderboard" / "results", out or root / "leaderboard",
+    report = render(results_root(), out or root / "leaderboard",
                     list(benchmarks) or None, root / "benchmark" / "table1.csv")
     click.echo(str(report))
 

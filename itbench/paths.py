@@ -57,6 +57,12 @@ def benchmark_dir() -> Path:
     return project_root() / "benchmark"
 
 
+def results_root() -> Path:
+    """Where result records are written: ``$ITBENCH_RESULTS`` or ``leaderboard/results``."""
+    env = os.environ.get("ITBENCH_RESULTS")
+    return Path(env).expanduser() if env else project_root() / "leaderboard" / "results"
+
+
 def results_dir(benchmark_id: str) -> Path:
     """Where result records of one benchmark are written."""
-    return project_root() / "leaderboard" / "results" / benchmark_id
+    return results_root() / benchmark_id

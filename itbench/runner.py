@@ -24,6 +24,7 @@ import numpy as np
 from . import __version__, worker
 from .benchmark import Benchmark, load_benchmark
 from .errors import ItbenchError, SubmissionError, WeightsUnavailable
+from . import paths
 from .paths import benchmark_dir, cache_dir, cache_root, data_home, project_root
 from .plugins import Submission, load_submission
 from .record import (SCHEMA, locked, now, package_versions, platform_info, record_path,
@@ -184,7 +185,8 @@ def _run_child(sub: Submission, bench: Benchmark, opts: RunOptions, job: dict[st
             ro_paths=[Path(sys.prefix), sub.path, package_dir,
                       *[p for p in (torch_home, hf_home) if p.exists()]],
             rw_paths=[workdir, cache_root()],
-            hidden_paths=[data_home(), benchmark_dir(), project_root() / "leaderboard", Path.home()],
+            hidden_paths=[data_home(), benchmark_dir(), project_root() / "leaderboard",
+                          paths.results_root(), Path.home()],
             env=env)
         status_file = workdir / worker.STATUS
         status = json.loads(status_file.read_text()) if status_file.exists() else None
@@ -215,8 +217,7 @@ def score_submission(submission_path: str | Path, benchmark_id: str = "demo",
     bench = load_benchmark(benchmark_id)
     bench.stimulus_ids(opts.split)  # validates the split name early
     sub_path = Path(submission_path).resolve()
-    results_root = opts.results_root or project_root() / "leaderboard" / "results"
-    path = record_path(results_root, bench.id, sub_path.name, opts.split)
+    path = record_path(opts.results_root or paths.results_root(), bench.id, sub_path.name, opts.split)
     with locked(path):
         record = _score_locked(sub_path, bench, opts, log)
         record["path"] = str(write_record(record, path))
@@ -269,7 +270,7 @@ def _score_locked(sub_path: Path, bench: Benchmark, opts: RunOptions,
         record = record or _base_record(sub, sub_path.name, bench, opts.split)
         record.update(status="failed", error="interrupted by the user (Ctrl-C)")
         _finish(record, started)
-        write_record(record, record_path(opts.results_root or project_root() / "leaderboard" / "results",
+        write_record(record, record_path(opts.results_root or paths.results_root(),
                                          bench.id, sub_path.name, opts.split))
         raise
     except WeightsUnavailable as err:

@@ -17,7 +17,7 @@ import torch
 
 from .benchmark import load_benchmark
 from .features import default_layers, extract
-from .paths import project_root
+from . import paths
 from .pretrained import build_model
 from .readouts import PCA, RidgeGCV
 from .recipes import DEFAULT_ALPHAS
@@ -90,7 +90,7 @@ def run_sweep(model_name: str, layers: list[str] | None = None, pretrained: bool
                        "packages": package_versions(), "platform": platform_info(),
                        "wall_time_s": round(time.perf_counter() - started, 2)},
     }
-    root = results_root or project_root() / "leaderboard" / "results"
+    root = results_root or paths.results_root()
     path = root / bench.id / "sweeps" / f"{model_name}-{weights}.json"
     with locked(path):
         record["path"] = str(write_record(record, path))

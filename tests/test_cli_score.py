@@ -1,0 +1,131 @@
+"""`itbench score` end to end on the embedded demo benchmark, through the CLI.
+
+Runs the real pipeline: sandboxed worker, fit, predict, metrics, record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from itbench.cli import cli
+from itbench.record import read_record
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def itbench(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a subprocess (as a user would)."""
+    return subprocess.run([sys.executable, "-m", "itbench.cli", *args], cwd=REPO, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="module")
+def scored(results):
+    """Score the two starters once for the module (pixels ridge, EfficientNet-Lite0)."""
+    from itbench.runner import RunOptions, score_submission
+
+    out = {}
+    for sub in ("pixels_ridge", "effnet_lite0_ridge"):
+        started = time.perf_counter()
+        out[sub] = score_submission(REPO / "submissions" / sub, "demo",
+                                    options=RunOptions(results_root=results, n_boot=200))
+        out[sub]["_seconds"] = time.perf_counter() - started
+    return out
+
+
+def test_records_are_complete_and_on_disk(scored, results):
+    for sub, record in scored.items():
+        assert record["status"] == "ok", record["error"]
+        on_disk = read_record(results / "demo" / f"{sub}.json")
+        assert on_disk["scores"] == json.loads(json.dumps(record["scores"]))
+        assert on_disk["benchmark"]["synthetic"] is True
+        assert len(on_disk["per_neuroid"]["r"]) == 168
+        prov = on_disk["provenance"]
+        for key in ("code_hash", "data_checksum", "split_hash", "packages", "device", "seed", "wall_time_s"):
+            assert prov.get(key) is not None, key
+
+
+def test_pretrained_network_beats_pixels_and_both_below_ceiling(scored):
+    pixels, effnet = scored["pixels_ridge"]["scores"], scored["effnet_lite0_ridge"]["scores"]
+    print(f"\npixels mean r {pixels['mean_r']:.3f} ({scored['pixels_ridge']['_seconds']:.1f} s), "
+          f"effnet mean r {effnet['mean_r']:.3f} ({scored['effnet_lite0_ridge']['_seconds']:.1f} s), "
+          f"ceiling {effnet['ceiling']:.3f}")
+    assert effnet["mean_r"] > pixels["mean_r"] + 0.15
+    assert effnet["ci"]["mean_r"][0] > pixels["ci"]["mean_r"][1]  # CIs do not overlap
+    assert effnet["median_r"] < effnet["ceiling"]
+    assert pixels["median_r"] < pixels["ceiling"]
+
+
+def test_warm_rescore_uses_cache_and_is_fast(scored, results):
+    from itbench.runner import RunOptions, score_submission
+
+    started = time.perf_counter()
+    again = score_submission(REPO / "submissions" / "effnet_lite0_ridge", "demo",
+                             options=RunOptions(results_root=results, n_boot=200))
+    elapsed = time.perf_counter() - started
+    assert again["provenance"]["predictions_cached"] is True
+    assert again["scores"] == scored["effnet_lite0_ridge"]["scores"]
+    assert elapsed < 10  # generous: the bench measures the real target
+
+
+def test_cli_json_and_table(results):
+    runner = CliRunner()
+    out = runner.invoke(cli, ["score", "submissions/pixels_ridge", "--benchmark", "demo", "--json",
+                              "--n-boot", "50"], env={"ITBENCH_ROOT": str(REPO)})
+    assert out.exit_code == 0, out.output
+    record = json.loads(out.stdout)
+    assert record["status"] == "ok" and record["split"] == "val"
+    table = itbench("score", "submissions/pixels_ridge", "--benchmark", "demo", "--n-boot", "50")
+    assert table.returncode == 0, table.stderr
+    assert "SYNTHETIC" in table.stdout and "mean r" in table.stdout and "ceiling" in table.stdout
+
+
+def test_cli_user_errors_are_one_line(tmp_path):
+    bad = itbench("score", str(tmp_path / "missing"), "--benchmark", "demo")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "no submission folder" in bad.stderr
+    unknown = itbench("score", "submissions/pixels_ridge", "--benchmark", "nope")
+    assert unknown.returncode == 2 and "unknown benchmark 'nope'" in unknown.stderr
+    test_split = itbench("score", "submissions/pixels_ridge", "--benchmark", "demo", "--split", "bogus")
+    assert test_split.returncode == 2 and "Traceback" not in test_split.stderr
+
+
+def test_every_command_has_help():
+    runner = CliRunner()
+    for args in (["--help"], ["score", "--help"], ["data", "--help"], ["data", "fetch", "--help"],
+                 ["data", "import", "--help"], ["data", "info", "--help"], ["leaderboard", "--help"],
+                 ["sweep", "--help"], ["new", "--help"], ["cache", "--help"], ["bench", "--help"]):
+        out = runner.invoke(cli, args)
+        assert out.exit_code == 0, (args, out.output)
+        assert len(out.output.splitlines()) > 3
+
+
+def test_new_scaffold_scores_as_generated(tmp_path, results):
+    """`itbench new` in a scratch project tree, then scored on the demo."""
+    import shutil
+
+    root = tmp_path / "proj"
+    (root / "submissions").mkdir(parents=True)
+    shutil.copytree(REPO / "benchmark", root / "benchmark")
+    made = itbench("new", "my_model", "--root", str(root))
+    assert made.returncode == 0, made.stderr
+    scored = itbench("score", str(root / "submissions" / "my_model"), "--benchmark", "demo", "--n-boot", "50",
+                     "--json", env={"ITBENCH_ROOT": str(root)})
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["status"] == "ok"
+    tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             str(root / "submissions" / "my_model")], capture_output=True, text=True, cwd=root)
+    assert tested.returncode == 0, tested.stdout[-2000:]
