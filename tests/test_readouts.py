@@ -44,9 +44,10 @@ def _as(kind: str, a: np.ndarray, dtype: str):
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
 def test_ridge_gcv_matches_sklearn_ridgecv(n, p, kind):
     x, y, x_new = _regression(n, p)
-    ref = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(x, y)
+    ref = RidgeCV(alphas=ALPHAS, alpha_per_target=True, store_cv_results=True).fit(x, y)
     ours = R.RidgeGCV(ALPHAS).fit(_as(kind, x, "float64"), _as(kind, y, "float64"))
     assert ours.mode_ == ("cov" if n > p else "gram")
+    np.testing.assert_allclose(ours.loo_mse_.T, ref.cv_results_.mean(axis=0), rtol=1e-6)  # every alpha
     assert np.mean(ours.alpha_ == ref.alpha_) >= 0.99
     assert len(set(ref.alpha_)) > 2  # the test data really exercises per-target choice
     np.testing.assert_allclose(ours.best_score_, ref.best_score_, rtol=1e-6)
@@ -54,6 +55,19 @@ def test_ridge_gcv_matches_sklearn_ridgecv(n, p, kind):
     assert isinstance(pred, torch.Tensor) == (kind == "torch")
     assert _rel(pred, ref.predict(x_new)) < 1e-5
     assert _rel(ours.coef_, ref.coef_) < 1e-5
+
+
+def test_ridge_loo_error_equals_brute_force_leave_one_out():
+    # independent of sklearn: refit without each image, in the near-interpolating p > n regime
+    x, y, _ = _regression(25, 60, t=2)
+    ours = R.RidgeGCV(ALPHAS[:4]).fit(x, y)
+    for i_alpha, alpha in enumerate(ALPHAS[:4]):
+        errors = []
+        for i in range(len(x)):
+            keep = np.arange(len(x)) != i
+            model = SkRidge(alpha=alpha, solver="cholesky").fit(x[keep], y[keep])
+            errors.append((y[i] - model.predict(x[i : i + 1])[0]) ** 2)
+        np.testing.assert_allclose(ours.loo_mse_[i_alpha], np.mean(errors, axis=0), rtol=1e-6)
 
 
 def test_ridge_gcv_float32_input_still_matches():
