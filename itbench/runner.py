@@ -50,19 +50,29 @@ class RunOptions:
     results_root: Path | None = None
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` means CUDA when a GPU is visible, else CPU."""
-    if device != "auto":
-        if device.startswith("cuda"):
-            import torch
+def _cuda_visible() -> bool:
+    """Whether a CUDA GPU is usable, without importing torch when it can be avoided.
 
-            if not torch.cuda.is_available():
-                raise ItbenchError("--device cuda was asked for but no CUDA GPU is visible",
-                                   "use --device cpu or --device auto")
-        return device
+    Scoring from cached predictions should not pay torch's import time, so
+    the driver's presence is checked first; torch has the last word.
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    if "torch" not in sys.modules and not Path("/proc/driver/nvidia/version").exists():
+        return False
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.cuda.is_available()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` means CUDA when a GPU is visible, else CPU."""
+    if device == "auto":
+        return "cuda" if _cuda_visible() else "cpu"
+    if device.startswith("cuda") and not _cuda_visible():
+        raise ItbenchError(f"--device {device} was asked for but no CUDA GPU is visible",
+                           "use --device cpu or --device auto")
+    return device
 
 
 def resolve_size(sub: Submission, size: str, device: str) -> str:
@@ -224,6 +234,15 @@ def score_submission(submission_path: str | Path, benchmark_id: str = "demo",
     return record
 
 
+def _store_predictions(pred_file: Path, pred: np.ndarray, provenance: dict[str, Any]) -> None:
+    """Cache predictions with how they were made (a warm re-score reports the same)."""
+    tmp = pred_file.with_suffix(".tmp.npy")
+    np.save(tmp, pred)
+    os.replace(tmp, pred_file)
+    keep = {k: provenance.get(k) for k in ("device", "sandboxed", "peak_rss_gb")}
+    pred_file.with_suffix(".json").write_text(json.dumps(keep))
+
+
 def _score_locked(sub_path: Path, bench: Benchmark, opts: RunOptions,
                   log: Callable[[str], None]) -> dict[str, Any]:
     started = time.perf_counter()
@@ -243,8 +262,9 @@ def _score_locked(sub_path: Path, bench: Benchmark, opts: RunOptions,
                       "batch_size": opts.batch_size, "fit_cached": False,
                       "predictions_cached": False, "sandboxed": None}
         record["provenance"] = provenance
-        if opts.use_cache and pred_file.exists():
+        if opts.use_cache and pred_file.exists() and pred_file.with_suffix(".json").exists():
             pred = np.load(pred_file, allow_pickle=False)
+            provenance.update(json.loads(pred_file.with_suffix(".json").read_text()))
             provenance.update(fit_cached=True, predictions_cached=True)
             log(f"using cached predictions of {sub.id} (fitted state unchanged)")
         else:
@@ -261,9 +281,7 @@ def _score_locked(sub_path: Path, bench: Benchmark, opts: RunOptions,
         n = len(bench.stimulus_ids(opts.split))
         pred = validate_predictions(pred, n, len(bench.neuroid_ids), sub.id)
         if opts.use_cache and not provenance["predictions_cached"]:
-            tmp = pred_file.with_suffix(".tmp.npy")
-            np.save(tmp, pred)
-            os.replace(tmp, pred_file)
+            _store_predictions(pred_file, pred, provenance)
         log("scoring ...")
         record.update(bench.score(pred, opts.split, n_boot=opts.n_boot, seed=opts.seed))
     except KeyboardInterrupt:

@@ -16,12 +16,12 @@ import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:  # torch is imported where used: scoring cached predictions needs no torch
+    import torch
 
 from itbench.errors import DataError
 
@@ -36,6 +36,7 @@ PROGRESS_MIN = 256
 
 
 def _as_tensor(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+    import torch
     return batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.array(batch, copy=True))
 
 
@@ -45,6 +46,7 @@ def to_unit_chw(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
     Why: every image path (PIL files, numpy arrays from generators, user code)
     funnels through one conversion, so grey handling and scaling cannot drift.
     """
+    import torch
     x = _as_tensor(batch)
     if x.dtype == torch.uint8:
         x = x.float() / 255.0
@@ -73,6 +75,7 @@ def to_unit_chw(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def normalize_chw(x: torch.Tensor) -> torch.Tensor:
     """ImageNet normalisation of (N, 3, H, W) images in [0, 1]."""
+    import torch
     mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -80,6 +83,7 @@ def normalize_chw(x: torch.Tensor) -> torch.Tensor:
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear, antialiased resize of (N, C, H, W) to size x size (as Brain-Score's Resize((s, s)))."""
+    import torch.nn.functional as F
     if x.shape[-2:] == (size, size):
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -215,6 +219,7 @@ class ImageFiles:
             ) from err
 
     def load(self, rows: pd.DataFrame, size: int, progress: bool | None) -> torch.Tensor:
+        import torch
         out = torch.empty((len(rows), 3, size, size), dtype=torch.float32)
         archive = zipfile.ZipFile(self.root) if self.is_zip else None
         try:
@@ -249,6 +254,7 @@ class HDF5Images:
         return f"hdf5 {self.path}"
 
     def load(self, rows: pd.DataFrame, size: int, progress: bool | None) -> torch.Tensor:
+        import torch
         import h5py
 
         out = torch.empty((len(rows), 3, size, size), dtype=torch.float32)
@@ -320,6 +326,7 @@ class StimulusSet(pd.DataFrame):
         self, ids: Sequence[str] | None = None, size: int = DEFAULT_SIZE, progress: bool | None = None
     ) -> torch.Tensor:
         """(N, 3, size, size) float32, ImageNet-normalised, in the order of ``ids`` (default: all)."""
+        import torch
         source = getattr(self, "image_source", None)
         if source is None:
             raise DataError("this stimulus set has no images attached", hint="load it with load_stimulus_set")

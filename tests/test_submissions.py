@@ -41,6 +41,10 @@ def test_fit_predict_on_demo_subset(sub, subset, monkeypatch, tmp_path):
     if "n_components" in params:
         params["n_components"] = 32  # PCA is clipped to n-1 anyway; keep CI quick
     train, images = subset
+    if sub.needs_gpu:  # trained networks: fewer images keep CI in minutes; same code path
+        keep = np.arange(N_TRAIN // 2)
+        train = TrainData(train.images[keep], train.responses[keep], train.stimulus_id[keep],
+                          train.object_name[keep], train.category_name[keep], train.neuroid_id)
     torch.manual_seed(0)
     model = build_model(sub, Context(device="cpu", batch_size=16, params=params, size=size))
     if hasattr(model, "fit"):
