@@ -58,6 +58,7 @@ KilledReason = Literal["timeout", "memory", "signal", "interrupted"]
 # user's home (credentials, the default data home) and runtime sockets.
 _ALWAYS_HIDDEN = ("/home", "/root", "/run")
 _TAIL_CHARS = 8000
+_HIDDEN_TMPFS_BYTES = 1 << 20  # holds only the mount points of binds inside it
 
 
 class SandboxUnavailable(ItbenchError):
@@ -149,6 +150,16 @@ def _probe_bwrap(exe: str) -> tuple[bool, str]:
     return True, ""
 
 
+@functools.lru_cache(maxsize=None)
+def _bwrap_has_option(exe: str, option: str) -> bool:
+    """Whether this bwrap knows ``option`` (``--size`` came with bubblewrap 0.7)."""
+    try:
+        out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return option in out.stdout + out.stderr
+
+
 def available() -> bool:
     """Whether bubblewrap is installed and can create namespaces here (cached)."""
     exe = bwrap_path()
@@ -193,6 +204,7 @@ def sandbox_argv(
     network: bool = False,
     cwd: str | os.PathLike[str] | None = None,
     gpu: bool | None = None,
+    tmp_bytes: int | None = None,
 ) -> list[str]:
     """The bubblewrap command that runs ``argv`` with the given view of the disk.
 
@@ -203,6 +215,8 @@ def sandbox_argv(
     hidden data home stays writable, and a hidden ``benchmark/`` inside a
     read-only repo stays hidden. ``gpu`` (default: whenever the host has them)
     passes the NVIDIA device nodes through, which ``--dev /dev`` would drop.
+    Hidden folders are read-only; ``tmp_bytes`` caps the private ``/tmp`` and
+    ``/dev/shm`` (tmpfs pages are RAM that the RSS limit does not see).
     """
     exe = bwrap_path()
     if exe is None:
@@ -223,22 +237,39 @@ def sandbox_argv(
     mounts += [(len(p.parts), 2, p) for p in rw]
     mounts.sort(key=lambda m: (m[0], m[1], str(m[2])))
 
+    def size(n_bytes: int | None) -> list[str]:
+        return ["--size", str(n_bytes)] if n_bytes and _bwrap_has_option(exe, "--size") else []
+
     cmd = [exe, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-           "--tmpfs", "/dev/shm"]
+           *size(tmp_bytes), "--tmpfs", "/dev/shm"]
     if gpu or gpu is None:
         for dev in _gpu_devices():
             cmd += ["--dev-bind", str(dev), str(dev)]
+    emitted: list[tuple[Path, int]] = []
+    read_only_tmpfs: list[Path] = []
     for _, kind, path in mounts:
+        parent_kind = next((k for p, k in reversed(emitted) if path.is_relative_to(p)), 1)
         if kind == 0:  # hide: an empty tmpfs over a folder, /dev/null over a file
-            if path.is_dir() or path == Path("/tmp"):
-                cmd += ["--tmpfs", str(path)]
+            if parent_kind == 0 and path != Path("/tmp"):
+                continue  # already inside a hidden folder
+            if path == Path("/tmp"):
+                cmd += [*size(tmp_bytes), "--tmpfs", str(path)]
+            elif path.is_dir():
+                cmd += [*size(_HIDDEN_TMPFS_BYTES), "--tmpfs", str(path)]
+                read_only_tmpfs.append(path)
             elif path.exists():
                 cmd += ["--ro-bind", "/dev/null", str(path)]
+            else:
+                continue
         elif kind == 1:
-            if path.exists():
-                cmd += ["--ro-bind", str(path), str(path)]
+            if not path.exists():
+                continue
+            cmd += ["--ro-bind", str(path), str(path)]
         else:
             cmd += ["--bind", str(path), str(path)]
+        emitted.append((path, kind))
+    for path in read_only_tmpfs:  # after the binds inside them created their mount points
+        cmd += ["--remount-ro", str(path)]
     if not network:
         cmd.append("--unshare-net")
     cmd += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -530,7 +561,8 @@ def run_isolated(
         weights = [weights_dir] if weights_dir is not None else []
         cmd = sandbox_argv(argv, ro_paths=[*python_paths(), *ro_paths, *weights],
                            rw_paths=rw_list, hidden_paths=hidden_paths,
-                           network=network, cwd=cwd, gpu=gpu)
+                           network=network, cwd=cwd, gpu=gpu,
+                           tmp_bytes=int(limits.memory_gb * GIB) if limits.memory_gb else None)
     child_environ = child_env(home=cwd, limits=limits, extra=env, weights_dir=weights_dir)
 
     start = time.monotonic()

@@ -157,12 +157,16 @@ def test_tmp_is_private_and_users_home_hidden(layout, sandboxed, tmp_path):
             import os
             print(os.path.exists({str(outside)!r}), os.path.exists({str(Path.home())!r} + '/.bashrc'))
             open('/tmp/scratch', 'w').write('x')
+            try:
+                open({str(Path.home())!r} + '/planted', 'w').write('x')
+            except OSError as err:
+                print('DENIED', err.errno)
         """
         res = run_py(code, layout["work"])
     finally:
         outside.unlink()
     assert res.ok, res.stderr_tail
-    assert res.stdout_tail.split() == ["False", "False"]
+    assert res.stdout_tail.split() == ["False", "False", "DENIED", "30"]  # EROFS
     assert not Path("/tmp/scratch").exists()
 
 
@@ -251,6 +255,27 @@ def test_memory_limit_kills_a_growing_child(layout, mode, marker, find_procs):
     assert 0.25 < res.peak_rss_gb < 3.0
     assert "memory limit" in res.describe()
     assert find_procs(marker) == []
+
+
+def test_private_tmp_is_capped_at_the_memory_limit(layout, sandboxed):
+    """tmpfs pages are RAM the RSS poll cannot see, so /tmp gets the memory limit as size."""
+    code = """
+        import errno
+        chunk = b'\\x01' * (50 * 2**20)
+        written = 0
+        try:
+            with open('/tmp/fill', 'wb') as handle:
+                for _ in range(40):
+                    handle.write(chunk)
+                    handle.flush()
+                    written += len(chunk)
+        except OSError as err:
+            print('FULL', errno.errorcode[err.errno], written // 2**20)
+    """
+    res = run_py(code, layout["work"], memory_gb=0.25)
+    assert res.killed_reason is None, res
+    full = res.stdout_tail.split()
+    assert full[:2] == ["FULL", "ENOSPC"] and int(full[2]) <= 256
 
 
 def test_rlimit_as_option_turns_allocation_into_memory_error(layout):
@@ -381,7 +406,7 @@ def test_mount_order_lets_deeper_paths_win(tmp_path, sandboxed):
                         rw_paths=[home / "cache" / "fitted"], cwd=tmp_path / "w")
 
     def index(flag: str, path: Path) -> int:
-        offset = 1 if flag == "--tmpfs" else 2  # --tmpfs DEST, --bind SRC DEST
+        offset = 1 if flag in ("--tmpfs", "--remount-ro") else 2  # FLAG DEST / FLAG SRC DEST
         for i in range(len(argv) - offset):
             if argv[i] == flag and argv[i + offset] == str(path.resolve()):
                 return i
@@ -389,7 +414,12 @@ def test_mount_order_lets_deeper_paths_win(tmp_path, sandboxed):
 
     assert index("--tmpfs", Path("/tmp")) < index("--ro-bind", repo)
     assert index("--ro-bind", repo) < index("--tmpfs", repo / "benchmark")
-    assert index("--tmpfs", home) < index("--bind", home / "cache" / "fitted")
+    assert index("--tmpfs", Path("/tmp")) < index("--bind", home / "cache" / "fitted")
+    with pytest.raises(AssertionError):  # already hidden by the private /tmp
+        index("--tmpfs", home)
+    assert index("--tmpfs", repo / "benchmark") < index("--remount-ro", repo / "benchmark")
+    with pytest.raises(AssertionError):  # the private /tmp stays writable
+        index("--remount-ro", Path("/tmp"))
     assert argv[index("--ro-bind", repo / "secret.txt") + 1] == "/dev/null"
     assert "--unshare-net" in argv and "--die-with-parent" in argv
     assert argv[-2:] == ["--", "true"]
