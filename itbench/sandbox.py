@@ -532,10 +532,13 @@ def run_isolated(
     """Run ``argv`` in the sandbox (if available) under ``limits``; never leaves strays.
 
     ``cwd`` is the workdir: always writable, the child's HOME and working
-    directory (default: the first of ``rw_paths``). ``env`` adds variables to the minimal environment of
-    :func:`child_env`. Submission faults (crash, hang, memory) are reported in
-    the result, never raised; a KeyboardInterrupt kills the child and is
-    re-raised with the result attached as ``err.isolated_result``.
+    directory (default: the first of ``rw_paths``). ``env`` adds variables to
+    the minimal environment of :func:`child_env`. The memory limit applies to
+    the summed RSS of the process tree (pages shared between forked workers
+    count once per process, so it errs on the strict side). Submission faults
+    (crash, hang, memory) are reported in the result, never raised; a
+    KeyboardInterrupt kills the child and is re-raised with the result
+    attached as ``err.isolated_result``.
     """
     rw_list = _norm(rw_paths)
     if cwd is None:

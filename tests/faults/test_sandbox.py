@@ -152,10 +152,14 @@ def test_workdir_is_writable_home_and_cwd(layout, sandboxed):
 def test_tmp_is_private_and_users_home_hidden(layout, sandboxed, tmp_path):
     outside = Path("/tmp") / f"itbench-visible-{os.getpid()}.txt"
     outside.write_text(SECRET)
+    # something in the user's home that is not on the way to the Python installation
+    in_home = next((p for p in sorted(Path.home().iterdir())
+                    if not any(q.is_relative_to(p) for q in sandbox.python_paths())),
+                   Path.home() / ".bashrc")
     try:
         code = f"""
             import os
-            print(os.path.exists({str(outside)!r}), os.path.exists({str(Path.home())!r} + '/.bashrc'))
+            print(os.path.exists({str(outside)!r}), os.path.exists({str(in_home)!r}))
             open('/tmp/scratch', 'w').write('x')
             try:
                 open({str(Path.home())!r} + '/planted', 'w').write('x')
@@ -175,7 +179,8 @@ def test_parent_environment_and_processes_are_invisible(layout, sandboxed, monke
     code = f"""
         import os
         pids = [int(p) for p in os.listdir('/proc') if p.isdigit()]
-        print('PARENT_VISIBLE', os.path.exists('/proc/{os.getpid()}/environ') and {os.getpid()} in pids)
+        me = {os.getpid()}
+        print('PARENT_VISIBLE', os.path.exists(f'/proc/{{me}}/environ') and me in pids)
         print('NPROC', len(pids))
         print('ENV', sorted(os.environ))
     """
