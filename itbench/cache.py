@@ -438,7 +438,8 @@ def cached_extract(
 
 
 def _cache_root() -> Path:
-    return paths.data_home() / "cache"
+    """Root of every cache kind (``$ITBENCH_CACHE`` or ``<data home>/cache``)."""
+    return paths.cache_root()
 
 
 def _kind_dir(kind: str) -> Path:

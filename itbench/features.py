@@ -20,9 +20,6 @@ Reducers (a spec string is part of the activation-cache key):
   the sparse one holds ~0.9 M non-zeros (~11 MB), preserves norms and inner
   products as well in expectation, and is a sparse-dense matmul per batch.
 
-Measured (two shared CPU cores, ``OMP_NUM_THREADS=1``), see the bottom of this
-docstring for the reducer-vs-exact scores and the memory sweep.
-
 Hooks rather than ``torchvision.models.feature_extraction.create_feature_extractor``:
 forward hooks on named modules work on any ``nn.Module`` (timm models with
 dynamic control flow need no FX tracing), leave the model object untouched,
@@ -36,15 +33,34 @@ modules and are rejected with the close matches that are.
 A module called several times in one forward pass (a shared ReLU, say)
 contributes the output of its first call.
 
-Reducer effect on scores (600 images: 480 fit / 120 held out, skimage photos
-under random crops, flips and colour changes; 168 surrogate sites = random
-linear read-outs of EfficientNet-Lite0 (ImageNet weights) ``blocks.5`` plus noise;
-features from ``blocks.3`` (80 x 14 x 14 = 15,680 values); read-out sklearn
-PCA(200) + RidgeCV; mean Pearson r on the held-out images):
-    see REDUCER_EFFECT below (filled in from bench runs).
+Reducer effect on scores (``bench/extraction.py --only reducers``): 600
+images (skimage's photos under random crops, flips and colour changes; 480 fit,
+120 held out), 168 surrogate sites = random linear read-outs of
+EfficientNet-Lite0 (ImageNet weights) ``blocks.5`` plus noise; predictors from
+``blocks.3`` (80 x 14 x 14 = 15,680 values); sklearn PCA(200) + RidgeCV per
+site; mean held-out Pearson r:
 
-Memory (ResNet50, random weights, stem + 16 bottlenecks, 17 layers,
-``random_projection(1000)``, batch 32, CPU): see bench/extraction.py.
+    flatten (exact, D=15680)      0.682
+    avgpool(1)  (D=80)            0.673   (-0.009)
+    avgpool(2)  (D=320)           0.702   (+0.020)
+    avgpool(4)  (D=1280)          0.704   (+0.022)
+    random_projection(1000)       0.642   (-0.040)
+    random_projection(4000)       0.670   (-0.012)
+    random_projection(8000)       0.676   (-0.006)
+
+So a projection to >= 8000 values is close to exact, 1000 is too few for a
+PCA(200) read-out, and pooling can even help (it builds in some position
+invariance); pooling changes the features, a projection only approximates them.
+
+Memory (``bench/extraction.py --only memory``): ResNet50 (random weights), stem
++ 16 bottlenecks, ``random_projection(1000)``, batch 32, CPU: peak RSS 3.28 GiB
+for 3200 images held in memory (1.79 GiB of that is the image tensor, 0.20 GiB
+the features), measured on a 16-core machine; on 2 cores 1.30 GiB at N=32 and
+1.36 GiB at N=96: what grows with N is the images (0.57 MiB each) and the
+reduced features, never a full activation.
+
+Throughput vs a bare ``model(x)`` loop: see ``bench/extraction.py`` (CPU 0.95;
+on an H200 0.98 for hooks alone, less when the reducers' own work is large).
 """
 
 from __future__ import annotations
@@ -53,7 +69,8 @@ import difflib
 import functools
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, Union
 
 import numpy as np
@@ -116,14 +133,14 @@ class AvgPool:
         self.spec = f"avgpool(k={self.k})"
 
     def __call__(self, act: Tensor) -> Tensor:
-        act = act.float()
         spatial = act.dim() - 2
         if spatial <= 0:  # already (B, C): nothing to pool
-            return act.reshape(act.shape[0], -1)
+            return act.reshape(act.shape[0], -1).float()
         pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}.get(spatial)
         if pool is None:
             raise FeatureError(f"avgpool cannot pool a {act.dim()}-d activation", hint="use 'flatten' or 'random_projection'")
-        return pool(act, self.k).reshape(act.shape[0], -1)
+        # pooling accumulates in float32 even for bf16 input, so pool first and convert the small result
+        return pool(act, self.k).reshape(act.shape[0], -1).float()
 
     def __repr__(self) -> str:
         return self.spec
@@ -171,12 +188,15 @@ class RandomProjection:
         return self._mats[key]
 
     def __call__(self, act: Tensor) -> Tensor:
-        flat = act.reshape(act.shape[0], -1).float()
+        # one kernel for dtype and layout (channels_last activations are flattened in NCHW order)
+        flat = act.to(torch.float32, memory_format=torch.contiguous_format).reshape(act.shape[0], -1)
         if flat.shape[1] <= self.dim:
             return flat
         mat = self.matrix(flat.shape[1], flat.device)
-        # (dim x D) @ (D x B): a contiguous D x B right operand keeps the gather cache-friendly
-        return (mat @ flat.T.contiguous()).T.contiguous()
+        with torch.autocast(flat.device.type, enabled=False):  # keep the sparse product in float32
+            # (dim x D) @ (D x B): a row-major D x B operand keeps the gather cache-friendly
+            # (measured 2x faster than a column-major operand on an H200, 4x on CPU)
+            return (mat @ flat.T.contiguous()).T.contiguous()
 
     def __repr__(self) -> str:
         return self.spec
@@ -352,6 +372,26 @@ def _batches(images: Images, batch_size: int) -> tuple[Iterable[Tensor], int | N
     return unwrap(), None
 
 
+def _pinned_ahead(batches: Iterable[Tensor]) -> Iterator[Tensor]:
+    """Batches in pinned memory, the next one pinned in a thread while the GPU works on the current one.
+
+    Pinning a 256-image batch is a ~150 MB host copy: done inline it leaves the
+    GPU idle between batches, so it is overlapped with the forward pass.
+    """
+    def pin(batch: Tensor) -> Tensor:
+        return batch if batch.is_cuda else batch.pin_memory()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for batch in batches:
+            future = pool.submit(pin, batch)
+            if pending is not None:
+                yield pending.result()
+            pending = future
+        if pending is not None:
+            yield pending.result()
+
+
 def _memory_available() -> int | None:
     """MemAvailable in bytes (Linux), to refuse a request that would be killed for memory."""
     try:
@@ -424,8 +464,7 @@ class FeatureExtractor:
             if not isinstance(output, Tensor):
                 raise FeatureError(f"layer {layer!r} returned {type(output).__name__}, not a tensor",
                                    hint="choose a module whose output is a tensor")
-            with torch.autocast(self.device.type, enabled=False):
-                store[layer] = reducer(output.detach())
+            store[layer] = reducer(output.detach())
             if self.stop_early and len(store) == n_layers:
                 raise _StopForward
 
@@ -478,9 +517,7 @@ class FeatureExtractor:
         try:
             with torch.inference_mode(), tqdm(total=n_total, unit="img", desc="features",
                                               disable=not self.progress, leave=False) as bar:
-                for batch in batches:
-                    if on_cuda and not batch.is_cuda:
-                        batch = batch.pin_memory()
+                for batch in (_pinned_ahead(batches) if on_cuda else batches):
                     self._forward(batch, store)
                     b = batch.shape[0]
                     if n_total is not None and not buffers:

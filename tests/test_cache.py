@@ -199,6 +199,7 @@ def test_hashes(model):
 
 def test_info_and_clear_over_kinds(tmp_path, monkeypatch):
     monkeypatch.setenv("ITBENCH_HOME", str(tmp_path))
+    monkeypatch.delenv("ITBENCH_CACHE", raising=False)
     store = ActivationCache()
     assert store.root == tmp_path / "cache" / "activations"
     store.put(key("a"), arr())

@@ -181,13 +181,22 @@ def test_bad_requests_fail_clearly(resnet18, images, monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu(resnet18, images):
-    cpu = extract(resnet18, images, ["layer2", "avgpool"], "random_projection(300)", progress=False, device="cpu")
-    exact = extract(resnet18, images, ["layer2", "avgpool"], "random_projection(300)", progress=False,
-                    device="cuda", amp=False, channels_last=True)
-    fast = extract(resnet18, images, ["layer2", "avgpool"], "random_projection(300)", progress=False, device="cuda")
-    resnet18.to("cpu", memory_format=torch.contiguous_format)
-    for name in cpu:
-        np.testing.assert_allclose(exact[name], cpu[name], rtol=1e-3, atol=1e-3)
+@pytest.mark.parametrize("reducer", ["flatten", "avgpool(2)", "random_projection(300)"])
+def test_cuda_matches_cpu(images, reducer):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    layers = ["layer2", "layer3.1", "avgpool"]
+    cpu = extract(model, images, layers, reducer, progress=False, device="cpu")
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # full float32 convolutions for the exact comparison
+    try:
+        exact = extract(model, images, layers, reducer, progress=False, device="cuda", amp=False, channels_last=True)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    fast = extract(model, images, layers, reducer, progress=False, device="cuda")  # bf16 autocast
+    for name in layers:
+        scale = np.abs(cpu[name]).max()
+        err = np.abs(exact[name] - cpu[name]).max() / scale
+        assert err < 1e-4, (name, err)
         r = np.corrcoef(fast[name].ravel(), cpu[name].ravel())[0, 1]
-        assert r > 0.99, (name, r)
+        assert r > 0.98, (name, r)
