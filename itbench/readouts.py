@@ -46,15 +46,18 @@ Design choices, and why:
   and randomized subspace iteration (QR-normalised power iterations, like
   ``sklearn.utils.extmath.randomized_svd``) otherwise. ``n_components`` larger
   than ``min(n, p)`` is clamped to it with a warning (the sweep asks for
-  PCA(1000) even on small benchmarks); components beyond the rank of the
-  centred data are returned as zeros.
+  PCA(1000) even on small benchmarks). Components are the normalised rows
+  of ``Qᵀ Xc`` and their norms the singular values, accurate far down the
+  spectrum (pixel spectra span many decades); a component with a singular
+  value of exactly zero is returned as zeros.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -74,6 +77,32 @@ class ReadoutError(ItbenchError, ValueError):
 
 
 # --------------------------------------------------------------------------- backend
+
+
+def _one_torch_thread(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a public method with torch's CPU ops single-threaded, then restore the setting.
+
+    The heavy CPU work goes through numpy's OpenBLAS (see ``_matmul``), whose
+    idle threads spin for a while after each call; torch's OpenMP workers then
+    wait for cores the spinning threads hold, and on a 2-core machine a fit
+    took 10x longer (0.25 s instead of 0.025 s for 600 x 200, measured). With
+    torch on one thread the two pools never compete; torch's remaining CPU
+    work here is elementwise and memory-bound anyway.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        if threads == 1:
+            return method(*args, **kwargs)
+        torch.set_num_threads(1)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
+
 
 
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -96,6 +125,15 @@ def _eigh_desc(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         w, v = torch.linalg.eigh(m)
     return w.flip(0), v.flip(1)
+
+
+def _spd_solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Solve ``a x = b`` for symmetric positive definite ``a`` (Cholesky)."""
+    if a.device.type == "cpu":
+        import scipy.linalg
+
+        return torch.from_numpy(scipy.linalg.cho_solve(scipy.linalg.cho_factor(a.numpy()), b.numpy()))
+    return torch.cholesky_solve(b, torch.linalg.cholesky(a))
 
 
 def _blocks(size: int, other: int) -> Iterator[slice]:
@@ -271,6 +309,7 @@ class _Linear:
         """Intercepts, ``(n_targets,)`` (a 0-d value for 1-D Y)."""
         return _out(self._b[0] if self._y_1d else self._b, self._numpy_io)
 
+    @_one_torch_thread
     def predict(self, X: Any) -> Any:
         """Predictions ``X @ coef_ᵀ + intercept_`` (float64 unless ``dtype`` says otherwise)."""
         if not hasattr(self, "_w"):
@@ -317,6 +356,7 @@ class OLS(_Linear):
         self.solver = solver
         self.rcond = rcond
 
+    @_one_torch_thread
     def fit(self, X: Any, Y: Any) -> "OLS":
         """Fit the minimum-norm least-squares weights."""
         x, x_mean, yc, y_mean = self._prepare(X, Y)
@@ -384,6 +424,7 @@ class RidgeGCV(_Linear):
         self.alphas = a
         self.alpha_per_target = alpha_per_target
 
+    @_one_torch_thread
     def fit(self, X: Any, Y: Any) -> "RidgeGCV":
         """Decompose once, score every alpha by LOO error, keep the best per target."""
         x, x_mean, yc, y_mean = self._prepare(X, Y)
@@ -467,11 +508,10 @@ class RidgeGCV(_Linear):
         if self.mode_ == "gram":
             k = _gram(x, x_mean, self.dtype)
             k.diagonal().add_(alpha)
-            dual = torch.cholesky_solve(yc, torch.linalg.cholesky(k))
-            return _xt_dot(x, x_mean, dual, self.dtype)
+            return _xt_dot(x, x_mean, _spd_solve(k, yc), self.dtype)
         c = _cov(x, x_mean, self.dtype)
         c.diagonal().add_(alpha)
-        return torch.cholesky_solve(_xt_dot(x, x_mean, yc, self.dtype), torch.linalg.cholesky(c))
+        return _spd_solve(c, _xt_dot(x, x_mean, yc, self.dtype))
 
 
 class Ridge(RidgeGCV):
@@ -496,6 +536,13 @@ def _orthonormal(m: torch.Tensor) -> torch.Tensor:
     if m.device.type == "cpu":
         return torch.from_numpy(np.linalg.qr(m.numpy())[0])
     return torch.linalg.qr(m)[0]
+
+
+def _unit_rows(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows scaled to unit norm (zero rows stay zero) and the float64 row norms."""
+    norms = raw.to(torch.float64).norm(dim=1)
+    scale = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, torch.ones_like(norms)), torch.zeros_like(norms))
+    return (raw * scale[:, None].to(raw.dtype)).contiguous(), norms
 
 
 class PCA:
@@ -539,11 +586,13 @@ class PCA:
 
     # ---- fitting
 
+    @_one_torch_thread
     def fit(self, X: Any) -> "PCA":
         """Fit the components (X is not copied; blocks are centred on the fly)."""
         self._fit(X, want_scores=False)
         return self
 
+    @_one_torch_thread
     def fit_transform(self, X: Any) -> Any:
         """Fit and return the projections of X (from the decomposition, no extra pass)."""
         return self._fit(X, want_scores=True)
@@ -603,14 +652,14 @@ class PCA:
         if n <= p:
             gram = _gram(x, self._mean, dtype)
             total = float(gram.diagonal().sum())
-            evals, q = _eigh_desc(gram)
-            evals, q = evals[:k].clamp_min(0.0), q[:, :k]
-            s = evals.sqrt()
-            live = s > s[0] * _default_rcond(n, p, dtype) if s[0] > 0 else torch.zeros_like(s, dtype=torch.bool)
-            scale = torch.where(live, 1.0 / torch.where(live, s, torch.ones_like(s)), torch.zeros_like(s))
-            comps = _xt_dot(x, self._mean, (q * scale[None, :]).to(dtype), dtype).T.contiguous()
-            scores = q * (s * live)[None, :] if want_scores else None
-            return s * live, comps, scores, total
+            _, q = _eigh_desc(gram)
+            q = q[:, :k]
+            # components are the normalised rows of Qᵀ Xc, and their norms the singular
+            # values: accurate to working precision even for components far below the
+            # largest (sqrt of a Gram eigenvalue is not), and no division by a tiny S
+            comps, s = _unit_rows(_xt_dot(x, self._mean, q.to(dtype), dtype).T)
+            scores = q * s[None, :] if want_scores else None
+            return s, comps, scores, total
         cov = _cov(x, self._mean, dtype)
         total = float(cov.diagonal().sum())
         evals, v = _eigh_desc(cov)
@@ -637,17 +686,15 @@ class PCA:
         for rows in _blocks(n, p):
             total += float((_centered(x[rows], self._mean, dtype).to(torch.float64) ** 2).sum())
         small = _matmul(bt.T, bt).to(torch.float64)  # B Bᵀ, ell x ell
-        evals, ub = _eigh_desc(small)
-        evals, ub = evals[:k].clamp_min(0.0), ub[:, :k]
-        s = evals.sqrt()
-        live = s > 0
-        scale = torch.where(live, 1.0 / torch.where(live, s, torch.ones_like(s)), torch.zeros_like(s))
-        comps = (_matmul(bt, (ub * scale[None, :]).to(dtype))).T.contiguous()
+        _, ub = _eigh_desc(small)
+        ub = ub[:, :k]
+        comps, s = _unit_rows(_matmul(bt, ub.to(dtype)).T)  # rows of U_Bᵀ B, normalised
         scores = _matmul(q.to(torch.float64), ub) * s[None, :] if want_scores else None
         return s, comps, scores, total
 
     # ---- using a fitted PCA
 
+    @_one_torch_thread
     def transform(self, X: Any) -> Any:
         """Project X onto the components (``(X - mean_) @ components_ᵀ``, whitened if asked)."""
         if not hasattr(self, "_components"):

@@ -181,6 +181,18 @@ def test_pca_matches_sklearn_randomized(solver, shape):
     np.testing.assert_allclose(R.PCA(k, svd_solver=solver).fit_transform(x), ours.transform(x), atol=1e-3 * np.abs(ref.transform(x)).max())
 
 
+def test_pca_keeps_components_far_down_a_steep_spectrum():
+    # variances over 8 decades (pixel-like); nothing may be zeroed or lose accuracy
+    rng = np.random.default_rng(2)
+    n, p, rank = 120, 300, 60
+    scores = rng.normal(size=(n, rank)) * np.logspace(0, -4, rank)
+    x = scores @ np.linalg.qr(rng.normal(size=(p, rank)))[0].T + 5.0
+    ref = SkPCA(40, svd_solver="full").fit(x)
+    ours = R.PCA(40).fit(x)
+    np.testing.assert_allclose(ours.explained_variance_, ref.explained_variance_, rtol=1e-6)
+    assert _same_up_to_sign(ours.components_, ref.components_, axis=1) < 1e-5
+
+
 def test_pca_torch_in_torch_out_whiten_and_float64():
     x = _spectrum_data(200, 250, dtype=np.float64)
     ref = SkPCA(8, whiten=True, svd_solver="full").fit(x)
