@@ -182,8 +182,9 @@ def table(rows: list[dict]) -> str:
 def markdown(result: dict) -> str:
     """The results file for humans: machine, table, per-row notes."""
     m = result["machine"]
-    blas = "; ".join(f"{b['internal_api']} {b.get('version') or ''} ({b['prefix']}, {b['num_threads']} threads)"
-                     for b in m["blas"])
+    blas = "; ".join(" ".join(filter(None, [b["internal_api"], b.get("version")])) + f" ({b['prefix']}, "
+                     f"{b['num_threads']} threads)" for b in m["blas"])
+    env = ", ".join(f"{k}={v}" for k, v in m["env"].items() if v is not None) or "no thread variables set"
     lines = [
         f"# Benchmark results: {result['label']} ({result['date']})",
         "",
@@ -197,7 +198,7 @@ def markdown(result: dict) -> str:
         f"| GPU | {m['gpu'] or 'none'} |",
         f"| versions | python {m['python']}, " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + " |",
         f"| BLAS | {blas}; torch BLAS {m['torch_blas']}, {m['torch_threads']} threads |",
-        f"| env | " + ", ".join(f"{k}={v}" for k, v in m["env"].items() if v is not None) + " |",
+        f"| env | {env} |",
         f"| load average (1 min) | {result['load_before']:.2f} before, {result['load_after']:.2f} after |",
         "",
         "| " + " | ".join(HEADERS) + " |",

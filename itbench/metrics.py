@@ -288,6 +288,22 @@ def _check_trials(trials: Any) -> np.ndarray:
     return t
 
 
+def _aligned_trials(trials: Any, n_images: int, n_neuroids: int) -> np.ndarray:
+    """Trials that must line up with predictions: an array of matching shape, not an assembly."""
+    if hasattr(trials, "dims"):
+        raise MetricInputError(
+            "trials given as an assembly: its image order may differ from the predictions'",
+            hint="convert with itbench.metrics.trials_array(da, stimulus_ids=<the predictions' stimulus ids>)",
+        )
+    t = _check_trials(trials)
+    if t.shape[0] != n_images or t.shape[2] != n_neuroids:
+        raise MetricInputError(
+            f"trials {t.shape} do not match predictions ({n_images}, {n_neuroids})",
+            hint="trials must be (n_images, n_reps, n_neuroids) for the same images and neuroids, in order",
+        )
+    return t
+
+
 def _split_half_means(trials: np.ndarray, n_splits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Half-means for every split: two arrays ``(n_splits, n_images, n_neuroids)``.
 
@@ -529,12 +545,7 @@ def bootstrap_normalized_ci(
     """
     _check_boot(n_boot, alpha)
     p, t = _pair(pred, target)
-    tr = _check_trials(trials)
-    if tr.shape[0] != p.shape[0] or tr.shape[2] != p.shape[1]:
-        raise MetricInputError(
-            f"trials {tr.shape} do not match predictions {p.shape}",
-            hint="trials must be (n_images, n_reps, n_neuroids) for the same images and neuroids, in order",
-        )
+    tr = _aligned_trials(trials, *p.shape)
     half_a, half_b = _split_half_means(tr, n_splits, split_seed)
     w = _counts(bootstrap_indices(p.shape[0], n_boot, seed))
     chunk = max(1, int(5e7 // (half_a.size + p.size)))
@@ -580,7 +591,7 @@ def summarize(
     Returns ``{"scores": {...}, "per_neuroid": {...}}`` with exactly the keys of
     the ``itbench.record/1`` schema (docs/internals.md); JSON-serialisable, NaN
     written as ``None``. ``trials`` (``(n_images, n_reps, n_neuroids)`` for the
-    same images and neuroids, or a trial assembly) adds the ceiling and the
+    same images and neuroids, in order; see :func:`trials_array`) adds the ceiling and the
     normalised score; without it those are ``None``. A constant-target neuroid
     has EV and r ``None`` (see the module docstring). ``n_boot=0`` skips the
     confidence intervals (all ``None``).
@@ -599,12 +610,7 @@ def summarize(
     r = pearson_r(p, t)
     tr = None
     if trials is not None:
-        tr = _check_trials(trials)
-        if tr.shape[0] != n or tr.shape[2] != m:
-            raise MetricInputError(
-                f"trials {tr.shape} do not match predictions {p.shape}",
-                hint="trials must be (n_images, n_reps, n_neuroids) for the same images and neuroids, in order",
-            )
+        tr = _aligned_trials(trials, n, m)
     ceiling = split_half_ceiling(tr, n_splits=n_splits, seed=seed) if tr is not None else None
     with _quiet():
         scores: dict[str, Any] = {

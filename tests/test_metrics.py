@@ -286,3 +286,10 @@ def test_summarize_without_trials_and_without_bootstrap():
         M.summarize(pred, target, neuroid_ids=["a"])
     with pytest.raises(M.MetricInputError):
         M.summarize(pred, target, trials=np.zeros((20, 4, 2)))
+    with pytest.raises(M.MetricInputError, match="image order"):
+        M.summarize(pred, target, trials=xr.DataArray(np.zeros((40, 3)), dims=("presentation", "neuroid")))
+
+
+def test_ceiling_accepts_an_assembly_directly():
+    da = _trial_assembly()
+    np.testing.assert_allclose(M.split_half_ceiling(da), M.split_half_ceiling(M.trials_array(da)))
