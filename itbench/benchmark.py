@@ -79,8 +79,15 @@ class Benchmark:
         return self._cache[key]
 
     def images(self, split: str):
-        """ImageNet-normalised image tensor (N, 3, 224, 224) for a split."""
-        return self.source.stimuli.load_images(list(self.stimulus_ids(split)))
+        """ImageNet-normalised image tensor (N, 3, 224, 224) for a split.
+
+        Decoded once per process: a leaderboard run scores many submissions on
+        the same images. Callers must not modify the returned tensor in place.
+        """
+        key = f"images-{split}"
+        if key not in self._cache:
+            self._cache[key] = self.source.stimuli.load_images(list(self.stimulus_ids(split)))
+        return self._cache[key]
 
     def labels(self, split: str, column: str) -> np.ndarray:
         """A per-stimulus metadata column (object_name, category_name) for a split."""

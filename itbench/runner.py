@@ -25,7 +25,7 @@ from . import __version__, worker
 from .benchmark import Benchmark, load_benchmark
 from .errors import ItbenchError, SubmissionError, WeightsUnavailable
 from . import paths
-from .paths import benchmark_dir, cache_dir, cache_root, data_home, project_root
+from .paths import benchmark_dir, cache_dir, data_home, project_root
 from .plugins import Submission, load_submission
 from .record import (SCHEMA, locked, now, package_versions, platform_info, record_path,
                      write_record)
@@ -165,12 +165,17 @@ def _child_failure(result: Any, status: dict[str, Any] | None, limits: Any) -> s
     if status and not status.get("ok"):
         return f"{status['error_type']} in {status['phase']}: {status['error']}"
     tail = (result.stderr_tail or "").strip().splitlines()[-1:] or ["no output"]
-    return f"the submission process died (exit code {result.returncode}): {tail[0][:300]}"
+    return f"the submission process {result.describe()}: {tail[0][:300]}"
 
 
 def _run_child(sub: Submission, bench: Benchmark, opts: RunOptions, job: dict[str, Any],
-               fitted: Path, log: Callable[[str], None]) -> tuple[np.ndarray, dict[str, Any]]:
-    """Run the worker in the sandbox; return raw predictions and its status."""
+               own_cache: Path, fitted: Path, provenance: dict[str, Any],
+               log: Callable[[str], None]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run the worker in the sandbox; return raw predictions and its status.
+
+    ``provenance`` learns whether the run was sandboxed and its peak memory
+    even when the run fails.
+    """
     from . import sandbox
 
     workdir = Path(tempfile.mkdtemp(prefix="itbench-run-"))
@@ -184,7 +189,7 @@ def _run_child(sub: Submission, bench: Benchmark, opts: RunOptions, job: dict[st
         package_dir = Path(__file__).resolve().parent
         torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
         hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-        env = {"ITBENCH_CACHE": str(cache_root()), "PYTHONPATH": str(package_dir.parent),
+        env = {"ITBENCH_CACHE": str(own_cache), "PYTHONPATH": str(package_dir.parent),
                "TORCH_HOME": str(torch_home), "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
         for name in ("ITBENCH_RANDOM_WEIGHTS", "CUDA_VISIBLE_DEVICES"):
             if name in os.environ:
@@ -194,12 +199,13 @@ def _run_child(sub: Submission, bench: Benchmark, opts: RunOptions, job: dict[st
             [sys.executable, "-m", "itbench.worker", str(workdir)], limits=limits,
             ro_paths=[Path(sys.prefix), sub.path, package_dir,
                       *[p for p in (torch_home, hf_home) if p.exists()]],
-            rw_paths=[workdir, cache_root()],
+            rw_paths=[workdir, own_cache],
             hidden_paths=[data_home(), benchmark_dir(), project_root() / "leaderboard",
                           paths.results_root(), Path.home()],
             env=env)
         status_file = workdir / worker.STATUS
         status = json.loads(status_file.read_text()) if status_file.exists() else None
+        provenance.update(sandboxed=result.sandboxed, peak_rss_gb=round(result.peak_rss_gb, 3))
         if result.killed_reason == "interrupted":
             raise KeyboardInterrupt
         if result.returncode != 0 or not status or not status.get("ok"):
@@ -208,10 +214,7 @@ def _run_child(sub: Submission, bench: Benchmark, opts: RunOptions, job: dict[st
             if error_type == "WeightsUnavailable":
                 raise WeightsUnavailable(status["error"], status.get("hint"))
             raise SubmissionError(f"submission '{sub.id}': {message}")
-        pred = np.load(workdir / worker.PREDICTIONS, allow_pickle=False)
-        status["sandboxed"] = result.sandboxed
-        status["peak_rss_gb"] = result.peak_rss_gb
-        return pred, status
+        return np.load(workdir / worker.PREDICTIONS, allow_pickle=False), status
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -227,6 +230,9 @@ def score_submission(submission_path: str | Path, benchmark_id: str = "demo",
     bench = load_benchmark(benchmark_id)
     bench.stimulus_ids(opts.split)  # validates the split name early
     sub_path = Path(submission_path).resolve()
+    if not sub_path.is_dir():  # nothing to record: a typo, not a submission fault
+        raise SubmissionError(f"no submission folder at {sub_path}",
+                              "pass a folder such as submissions/pixels_ridge")
     path = record_path(opts.results_root or paths.results_root(), bench.id, sub_path.name, opts.split)
     with locked(path):
         record = _score_locked(sub_path, bench, opts, log)
@@ -257,7 +263,10 @@ def _score_locked(sub_path: Path, bench: Benchmark, opts: RunOptions,
         fit_key = _key(record["submission"]["code_hash"], bench.checksum, bench.split_hash,
                        params, opts.seed, size, bench.id)
         pred_file = cache_dir("predictions") / f"{_key(fit_key, opts.split)}.npy"
-        fitted = cache_dir("fitted") / fit_key
+        # A submission writes only its own cache namespace (fitted state, activations):
+        # it can never plant predictions or states for another submission.
+        own_cache = cache_dir("submissions") / sub.id
+        fitted = own_cache / "fitted" / fit_key
         provenance = {"device": device, "size": size, "params": params, "seed": opts.seed,
                       "batch_size": opts.batch_size, "fit_cached": False,
                       "predictions_cached": False, "sandboxed": None}
@@ -274,10 +283,9 @@ def _score_locked(sub_path: Path, bench: Benchmark, opts: RunOptions,
             job = {"submission_path": str(sub.path), "device": device,
                    "batch_size": opts.batch_size, "seed": opts.seed, "params": params,
                    "size": size, "benchmark_id": bench.id, "fitted_dir": str(fitted),
-                   "cache_dir": str(cache_root())}
-            pred, status = _run_child(sub, bench, opts, job, fitted, log)
-            provenance.update(fit_cached=status.get("fit_cached", False),
-                              sandboxed=status.get("sandboxed"), peak_rss_gb=status.get("peak_rss_gb"))
+                   "cache_dir": str(own_cache)}
+            pred, status = _run_child(sub, bench, opts, job, own_cache, fitted, provenance, log)
+            provenance["fit_cached"] = status.get("fit_cached", False)
         n = len(bench.stimulus_ids(opts.split))
         pred = validate_predictions(pred, n, len(bench.neuroid_ids), sub.id)
         if opts.use_cache and not provenance["predictions_cached"]:

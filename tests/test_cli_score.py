@@ -97,6 +97,7 @@ def test_cli_user_errors_are_one_line(tmp_path):
     bad = itbench("score", str(tmp_path / "missing"), "--benchmark", "demo")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "no submission folder" in bad.stderr
+    assert not list(Path(os.environ["ITBENCH_RESULTS"]).glob("*/missing.json"))  # nothing recorded
     unknown = itbench("score", "submissions/pixels_ridge", "--benchmark", "nope")
     assert unknown.returncode == 2 and "unknown benchmark 'nope'" in unknown.stderr
     test_split = itbench("score", "submissions/pixels_ridge", "--benchmark", "demo", "--split", "bogus")

@@ -31,7 +31,10 @@ class Model:
             "package": _try_write(package / "_tampered.py"),
             "own_folder": _try_write(Path(__file__).resolve().parent / "tampered.txt"),
             "results": _try_write(repo / "leaderboard" / "results" / "demo" / "tampered.json"),
-            "prediction_cache": _try_write(cache / "predictions" / "tampered.npy"),
+            "prediction_cache": _try_write(cache / "predictions" / "tampered.npy"),  # its own: allowed
+            # the runner's shared caches sit two levels up (<cache root>/submissions/<id>)
+            "shared_cache": _try_write(cache.parents[1] / "predictions" / "tampered.npy"),
+            "other_submission": _try_write(cache.parents[1] / "submissions" / "other" / "tampered"),
         }
         print(MARK, json.dumps(report), flush=True)
         raise RuntimeError("tamper attempts done")
