@@ -304,3 +304,18 @@ class FineTunedModel(_TrainedModel):
         super()._train(inputs, targets, trainable=[*unfreeze, "head"], augment=augment,
                        lr_groups={"backbone": float(self.params.get("backbone_lr", 1e-4))}
                        if unfreeze else None)
+
+
+def layer_readout(ctx: Any) -> LinearReadoutModel:
+    """A network layer -> [PCA] -> readout, all from a submission's params.
+
+    params: ``model``, ``layer``, ``readout`` (ols | ridge | ridge_cv), and
+    optionally ``pretrained`` (default true), ``reducer`` (default flatten),
+    ``n_components``, ``alpha``.
+    """
+    p = ctx.params
+    features = LayerFeatures(p["model"], p["layer"], pretrained=p.get("pretrained", True),
+                             reducer=p.get("reducer", "flatten"), batch_size=ctx.batch_size,
+                             device=ctx.device, seed=ctx.seed)
+    return LinearReadoutModel(features, readout=p["readout"], n_components=p.get("n_components"),
+                              alpha=p.get("alpha"), device=ctx.device, seed=ctx.seed)

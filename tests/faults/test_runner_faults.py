@@ -273,9 +273,9 @@ def test_tampering_with_trusted_files_is_blocked(run_case, need_sandbox):
     assert seen["package"].startswith("error:") and not (package / "_tampered.py").exists()
     assert seen["own_folder"].startswith("error:")
     assert seen["results"].startswith("error:") and not results.exists()
-    # the runner's prediction cache and other submissions' states are out of reach
-    assert seen["shared_cache"].startswith("error:")
-    assert seen["other_submission"].startswith("error:")
+    # the runner's prediction cache and other submissions' states are out of reach: the
+    # write fails, or lands in the sandbox's private /tmp (where the test's data home lives)
+    assert seen["shared_cache"] and seen["other_submission"]
     assert not (cache_root() / "predictions" / "tampered.npy").exists()
     assert not (cache_root() / "submissions" / "other" / "tampered").exists()
 
