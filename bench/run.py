@@ -150,6 +150,7 @@ def collect(quick: bool, device: str, only: str | None) -> list[dict]:
             row.setdefault("module", module)
         rows.extend(new)
         print(f"[bench] {module}: {len(new)} rows in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        print(table(new), file=sys.stderr, flush=True)  # progress: a long run shows each module as it ends
     return rows
 
 
