@@ -4,7 +4,7 @@
 
 Rows come from ``bench.readouts.run`` (ours vs scikit-learn) and, when it can be
 imported, ``bench.extraction.run`` (row format: see bench/README.md). ``--only``
-keeps one module (``readouts``, ``extraction``) or the readout tasks whose name
+keeps one module (``readouts``, ``extraction``, ``harness``) or the readout tasks whose name
 contains NAME. The results files carry a description of the machine (CPU, cores,
 RAM, versions, BLAS libraries and threads, GPU) and the load average before and
 after, since the two-core development machines are shared.
@@ -126,7 +126,7 @@ def _call_run(module: str, quick: bool, device: str, only: str | None) -> list[d
 def collect(quick: bool, device: str, only: str | None) -> list[dict]:
     """Rows from every benchmark module that applies; a crashing module becomes an error row."""
     rows: list[dict] = []
-    modules = ["readouts", "extraction"]
+    modules = ["readouts", "extraction", "harness"]
     if only in modules:
         modules = [only]
     elif only is not None:
@@ -224,7 +224,8 @@ def _label(args: argparse.Namespace, host: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in well under a minute")
-    parser.add_argument("--only", default=None, help="'readouts', 'extraction', or part of a readout task name")
+    parser.add_argument("--only", default=None,
+                        help="'readouts', 'extraction', 'harness', or part of a readout task name")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--label", default=None, help="results file name prefix (default: hostname)")
     parser.add_argument("--remark", default=None, help="a sentence to keep with the results (e.g. overlapping jobs)")
