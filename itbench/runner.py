@@ -235,7 +235,7 @@ def score_submission(submission_path: str | Path, benchmark_id: str = "demo",
                               "pass a folder such as submissions/pixels_ridge")
     path = record_path(opts.results_root or paths.results_root(), bench.id, sub_path.name, opts.split)
     with locked(path):
-        record = _score_locked(sub_path, bench, opts, log)
+        record = _score_locked(sub_path, bench, opts, log, path)
         record["path"] = str(write_record(record, path))
     return record
 
@@ -250,7 +250,8 @@ def _store_predictions(pred_file: Path, pred: np.ndarray, provenance: dict[str, 
 
 
 def _score_locked(sub_path: Path, bench: Benchmark, opts: RunOptions,
-                  log: Callable[[str], None]) -> dict[str, Any]:
+                  log: Callable[[str], None], path: Path) -> dict[str, Any]:
+    """The run itself; on Ctrl-C the interrupted record is written before re-raising."""
     started = time.perf_counter()
     sub: Submission | None = None
     record: dict[str, Any] = {}
@@ -296,8 +297,7 @@ def _score_locked(sub_path: Path, bench: Benchmark, opts: RunOptions,
         record = record or _base_record(sub, sub_path.name, bench, opts.split)
         record.update(status="failed", error="interrupted by the user (Ctrl-C)")
         _finish(record, started)
-        write_record(record, record_path(opts.results_root or paths.results_root(),
-                                         bench.id, sub_path.name, opts.split))
+        write_record(record, path)
         raise
     except WeightsUnavailable as err:
         record = record or _base_record(sub, sub_path.name, bench, opts.split)
