@@ -206,10 +206,22 @@ def _cov(x: torch.Tensor, mean: torch.Tensor | None, dtype: torch.dtype) -> torc
 
 
 def _x_dot(x: torch.Tensor, mean: torch.Tensor | None, m: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``Xc @ m`` (n x k) over blocks of rows, result in ``m``'s dtype."""
-    out = torch.empty(x.shape[0], m.shape[1], dtype=m.dtype, device=x.device)
+    """``Xc @ m`` (n x k), result in ``m``'s dtype.
+
+    Wide X (p > n, so ``m`` is the big operand): blocks of columns, each
+    slice of ``m`` read once and the small n x k result accumulated. Blocks of
+    rows there would re-read all of ``m`` per block (33 GB of memory traffic
+    per pass for 2592 x 200,000 @ 200,000 x 1010). Tall X: blocks of rows.
+    """
+    n, p = x.shape
     md = m.to(dtype)
-    for rows in _blocks(x.shape[0], x.shape[1]):
+    if p > n:
+        acc = torch.zeros(n, m.shape[1], dtype=dtype, device=x.device)
+        for cols in _blocks(p, n):
+            acc += _matmul(_centered(x[:, cols], None if mean is None else mean[cols], dtype), md[cols])
+        return acc.to(m.dtype)
+    out = torch.empty(n, m.shape[1], dtype=m.dtype, device=x.device)
+    for rows in _blocks(n, p):
         out[rows] = _matmul(_centered(x[rows], mean, dtype), md).to(m.dtype)
     return out
 

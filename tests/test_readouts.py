@@ -193,6 +193,16 @@ def test_pca_keeps_components_far_down_a_steep_spectrum():
     assert _same_up_to_sign(ours.components_, ref.components_, axis=1) < 1e-5
 
 
+def test_pca_eigh_is_exact_where_randomized_is_not():
+    # flat-ish tail: sklearn's randomized solver loses percents there, the Gram route does not
+    x = _spectrum_data(200, 500, rank=150, seed=4)
+    exact = SkPCA(120, svd_solver="full").fit(x.astype(np.float64)).explained_variance_
+    ours = R.PCA(120, svd_solver="eigh").fit(x).explained_variance_
+    randomized = SkPCA(120, svd_solver="randomized", random_state=0).fit(x).explained_variance_
+    np.testing.assert_allclose(ours, exact, rtol=1e-3)  # float32 input: ~2e-4 at the noise floor
+    assert np.max(np.abs(randomized / exact - 1)) > 0.01
+
+
 def test_pca_torch_in_torch_out_whiten_and_float64():
     x = _spectrum_data(200, 250, dtype=np.float64)
     ref = SkPCA(8, whiten=True, svd_solver="full").fit(x)
