@@ -272,7 +272,9 @@ def test_tampering_with_trusted_files_is_blocked(run_case, need_sandbox):
     assert "RuntimeError in fit: tamper attempts done" in record["error"]
     assert seen["package"].startswith("error:") and not (package / "_tampered.py").exists()
     assert seen["own_folder"].startswith("error:")
-    assert seen["results"].startswith("error:") and not results.exists()
+    # refused, or (when the checkout itself lives under /tmp) swallowed by the sandbox's
+    # private /tmp: either way nothing reaches the real results folder
+    assert seen["results"] and not results.exists()
     # the runner's prediction cache and other submissions' states are out of reach: the
     # write fails, or lands in the sandbox's private /tmp (where the test's data home lives)
     assert seen["shared_cache"] and seen["other_submission"]
