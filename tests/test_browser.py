@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from itbench.leaderboard import render
+from helpers_records import FIXTURES, fixture_records
 
 pytestmark = pytest.mark.browser
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "records"
 TABLE1 = Path(__file__).resolve().parents[1] / "benchmark" / "table1.csv"
 CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--disable-quic",
@@ -78,19 +78,6 @@ def driver(tmp_path_factory: pytest.TempPathFactory):
             drv.quit()
 
 
-def _records(benchmark: str, split: str = "val") -> dict[str, dict]:
-    """The fixture records themselves (read here with json, not via itbench)."""
-    out = {}
-    for path in sorted((FIXTURES / benchmark).glob("*.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            continue
-        if rec.get("schema") == "itbench.record/1" and rec.get("split") == split:
-            out[rec["submission"]["id"]] = rec
-    return out
-
-
 def _mean_r(rec: dict) -> float | None:
     value = (rec.get("scores") or {}).get("mean_r")
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
@@ -108,7 +95,7 @@ def test_sorting_by_mean_r_in_browser(page: Path, driver) -> None:
 
     driver.get((page / "index.html").as_uri())
     assert driver.title.startswith("itbench leaderboard")
-    recs = _records("demo")
+    recs = fixture_records("demo")
     status_order = {"ok": 0, "failed": 1, "skipped": 2}
     scored = [k for k, r in recs.items() if r["status"] == "ok" and _mean_r(r) is not None]
     unscored = sorted((k for k in recs if k not in scored),
@@ -137,7 +124,7 @@ def test_sorting_by_mean_r_in_browser(page: Path, driver) -> None:
     assert header.get_attribute("aria-sort") is None
 
     # Another table on the page is untouched by these clicks.
-    nx = _records("nx414")
+    nx = fixture_records("nx414")
     assert _row_ids(driver, "table-nx414-val") == sorted(nx, key=lambda k: -_mean_r(nx[k]))
 
 

@@ -31,9 +31,9 @@ from itbench.leaderboard import (
     parse_submission,
     render,
 )
+from helpers_records import FIXTURES, fixture_records
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "records"
 TABLE1 = REPO / "benchmark" / "table1.csv"
 NS = {"h": "http://www.w3.org/1999/xhtml"}
 
@@ -51,18 +51,6 @@ gen = _load_generator()
 
 
 # --- helpers: independent readers ----------------------------------------------------
-
-
-def records(benchmark: str, split: str = "val") -> dict[str, dict]:
-    out = {}
-    for path in sorted((FIXTURES / benchmark).glob("*.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            continue
-        if rec.get("schema") == "itbench.record/1" and rec.get("split", "val") == split:
-            out[rec["submission"]["id"]] = rec
-    return out
 
 
 def table1() -> dict[int, dict[str, float]]:
@@ -128,7 +116,7 @@ def test_pages_are_strict_html5(rendered) -> None:
 def test_every_score_cell_equals_the_record(index) -> None:
     for bench, split in (("demo", "val"), ("demo", "test"), ("nx414", "val"),
                          ("majajhong2015", "val")):
-        recs = records(bench, split)
+        recs = fixture_records(bench, split)
         rows = table_cells(index, f"table-{bench}-{split}")
         assert sorted(r["_id"][0] for r in rows) == sorted(recs)
         for row in rows:
@@ -156,7 +144,7 @@ def test_every_score_cell_equals_the_record(index) -> None:
 
 
 def test_ranking_order_and_ranks(index) -> None:
-    recs = records("demo")
+    recs = fixture_records("demo")
     rows = table_cells(index, "table-demo-val")
     ids = [r["_id"][0] for r in rows]
     scored = sorted((k for k, r in recs.items()
@@ -171,7 +159,7 @@ def test_ranking_order_and_ranks(index) -> None:
 
 
 def test_failed_and_skipped_rows_show_their_reason(index) -> None:
-    recs = records("demo")
+    recs = fixture_records("demo")
     rows = {r["_id"][0]: r for r in table_cells(index, "table-demo-val")}
     for sub_id, status in (("shallow_cnn", "failed"), ("convnext_linear", "skipped")):
         shown = rows[sub_id]["status"][0]
@@ -184,7 +172,7 @@ def test_failed_and_skipped_rows_show_their_reason(index) -> None:
 def test_table1_columns_and_deltas(index) -> None:
     ref = table1()
     for bench in ("nx414", "majajhong2015"):
-        recs = records(bench)
+        recs = fixture_records(bench)
         for row in table_cells(index, f"table-{bench}-val"):
             rec = recs[row["_id"][0]]
             t1 = ref[rec["submission"]["table1_row"]]
@@ -197,7 +185,7 @@ def test_table1_columns_and_deltas(index) -> None:
             assert row["delta_mean_ev"][0] == f"{ev - t1['ev']:+.3f}"
             assert row["delta_mean_r"][0] == f"{r - t1['r']:+.3f}"
     # A hand-checked case: nx414 resnet50_layer3 (row 5 of Table I: 0.398 / 0.623).
-    rec = records("nx414")["resnet50_layer3"]
+    rec = fixture_records("nx414")["resnet50_layer3"]
     row = {r["_id"][0]: r for r in table_cells(index, "table-nx414-val")}["resnet50_layer3"]
     assert row["delta_mean_r"][0] == f"{rec['scores']['mean_r'] - 0.623:+.3f}"
     # Synthetic data is never compared with the report; nx414 has no ceilings.
@@ -254,7 +242,7 @@ def test_no_external_urls_and_unique_ids(rendered) -> None:
 
 def test_detail_page_has_figure_and_provenance(rendered) -> None:
     out, _ = rendered
-    rec = records("majajhong2015")["resnet50_layer3_ridge"]
+    rec = fixture_records("majajhong2015")["resnet50_layer3_ridge"]
     doc = parse_strict(out / "submissions" / "majajhong2015" / "resnet50_layer3_ridge.html")
     svg = doc.find(".//figure/{http://www.w3.org/2000/svg}svg")
     assert svg is not None
@@ -292,7 +280,7 @@ def test_results_json_and_csv_match_records(rendered) -> None:
     by_key = {(r["benchmark"], r["split"], r["submission_id"]): r for r in rows}
     for bench in ("demo", "nx414", "majajhong2015"):
         for split in ("val", "test"):
-            for sub_id, rec in records(bench, split).items():
+            for sub_id, rec in fixture_records(bench, split).items():
                 row = by_key[(bench, split, sub_id)]
                 assert row["status"] == rec["status"]
                 for key in ("mean_ev", "median_ev", "mean_r", "median_r", "normalized_r"):
@@ -313,7 +301,7 @@ def test_readme_tables(rendered) -> None:
         lines = block.strip("\n").split("\n")
         widths = {len(re.findall(r"(?<!\\)\|", line)) for line in lines}
         assert len(widths) == 1, lines
-    rec = records("nx414")["resnet50_layer3"]
+    rec = fixture_records("nx414")["resnet50_layer3"]
     line = next(ln for ln in md.splitlines() if "`resnet50_layer3`" in ln and "0.398" in ln)
     ev = rec["scores"]["mean_ev"]
     assert f"| {ev:.3f} [" in line and f"| {ev - 0.398:+.3f} |" in line
