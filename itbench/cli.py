@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .errors import ItbenchError
+from itbench.errors import ItbenchError
 
 SPLIT = click.Choice(["train", "val", "test"])
 
@@ -86,8 +86,8 @@ def score(submissions: tuple[Path, ...], run_all: bool, benchmark: str | None, s
           device: str, batch_size: int, size: str, seed: int, timeout_s: float | None,
           memory_gb: float | None, n_boot: int, no_cache: bool, as_json: bool) -> None:
     """Fit, predict and score SUBMISSIONS (folders under submissions/), writing records."""
-    from .benchmark import default_benchmark
-    from .runner import RunOptions, score_submission
+    from itbench.scoring.benchmark import default_benchmark
+    from itbench.harness.runner import RunOptions, score_submission
 
     bid = benchmark or default_benchmark()
     if benchmark is None:
@@ -111,9 +111,9 @@ def score(submissions: tuple[Path, ...], run_all: bool, benchmark: str | None, s
 
 def _pending(benchmark_id: str, split: str) -> list[Path]:
     """Submissions whose record is missing or stale (code changed)."""
-    from .paths import results_root
-    from .plugins import discover
-    from .record import read_record, record_path
+    from itbench.paths import results_root
+    from itbench.harness.submission import discover
+    from itbench.harness.record import read_record, record_path
 
     todo = []
     for sub in discover():
@@ -137,7 +137,7 @@ def data() -> None:
 @data.command("list")
 def data_list() -> None:
     """Which benchmarks are installed, and where."""
-    from .sources import KNOWN, describe
+    from itbench.data.sources import KNOWN, describe
 
     for bid in KNOWN:
         info = describe(bid, splits=False)
@@ -149,7 +149,7 @@ def data_list() -> None:
 @click.argument("benchmark_id")
 def data_info(benchmark_id: str) -> None:
     """Files, sizes, checksums and split sizes of one benchmark."""
-    from .sources import describe
+    from itbench.data.sources import describe
 
     click.echo(json.dumps(describe(benchmark_id), indent=2, default=str))
 
@@ -160,7 +160,7 @@ def data_info(benchmark_id: str) -> None:
               help="Base URL to download from instead of Brain-Score's bucket (env ITBENCH_MIRROR).")
 def data_fetch(benchmark_id: str, mirror: str | None) -> None:
     """Download Brain-Score's public MajajHong2015 files (sha1-verified)."""
-    from .sources import majajhong2015
+    from itbench.data.sources import majajhong2015
 
     majajhong2015.fetch(mirror=mirror)
     click.echo(f"{benchmark_id} installed; score with --benchmark {benchmark_id}")
@@ -170,7 +170,7 @@ def data_fetch(benchmark_id: str, mirror: str | None) -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def data_import(path: Path) -> None:
     """Import the NX-414 course file IT_data.h5 as benchmark nx414."""
-    from .sources import nx414
+    from itbench.data.sources import nx414
 
     nx414.import_file(path)
     click.echo("nx414 installed; score with --benchmark nx414")
@@ -184,7 +184,7 @@ def data_import(path: Path) -> None:
               help="Project root (default: the current itbench checkout).")
 def new(submission_id: str, root: Path | None) -> None:
     """Create submissions/SUBMISSION_ID from a template that scores as generated."""
-    from .scaffold import scaffold
+    from itbench.harness.scaffold import scaffold
 
     path = scaffold(submission_id, root)
     click.echo(f"created {path}\n  edit {path / 'model.py'}, then: itbench score {path}")
@@ -200,18 +200,18 @@ def new(submission_id: str, root: Path | None) -> None:
               help="Output folder (default: leaderboard/).")
 def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None) -> None:
     """Regenerate the leaderboard page from the stored result records."""
-    from .paths import project_root, results_root
+    from itbench.paths import project_root, results_root
 
     root = project_root()
     if run_missing:
-        from .benchmark import default_benchmark
-        from .runner import score_submission
+        from itbench.scoring.benchmark import default_benchmark
+        from itbench.harness.runner import score_submission
 
         for bid in benchmarks or (default_benchmark(),):
             for path in _pending(bid, "val"):
                 record = score_submission(path, bid)
                 click.echo(format_scores(record))
-    from .leaderboard import render
+    from itbench.page.leaderboard import render
 
     report = render(results_root(), out or root / "leaderboard",
                     list(benchmarks) or None, root / "benchmark" / "table1.csv")
@@ -234,8 +234,8 @@ def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None
 def sweep(model: str, layers: str | None, pretrained: bool, benchmark: str | None, split: str,
           device: str, batch_size: int, reducer: str, n_components: int) -> None:
     """Score every chosen layer of MODEL with PCA + ridge from one pass (Fig. 1)."""
-    from .benchmark import default_benchmark
-    from .sweep import run_sweep
+    from itbench.scoring.benchmark import default_benchmark
+    from itbench.harness.sweep import run_sweep
 
     record = run_sweep(model, layers.split(",") if layers else None, pretrained=pretrained,
                        benchmark_id=benchmark or default_benchmark(), split=split, device=device,
@@ -256,7 +256,7 @@ def cache() -> None:
 @cache.command("info")
 def cache_info() -> None:
     """Entries and sizes per cache kind."""
-    from . import cache as cache_mod
+    from itbench.models import cache as cache_mod
 
     click.echo(json.dumps(cache_mod.info(), indent=2, default=str))
 
@@ -265,7 +265,7 @@ def cache_info() -> None:
 @click.option("--kind", default=None, help="Only this kind (activations, fitted, predictions).")
 def cache_clear(kind: str | None) -> None:
     """Delete cached activations, fitted states and predictions."""
-    from . import cache as cache_mod
+    from itbench.models import cache as cache_mod
 
     freed = cache_mod.clear(kind)
     click.echo(f"cleared {freed}")
@@ -274,14 +274,14 @@ def cache_clear(kind: str | None) -> None:
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: tuple[str, ...]) -> None:
-    """Run the speed/memory benchmarks (bench/run.py); prints ratios side by side."""
+    """Run the speed/memory benchmarks (perf/run.py); prints ratios side by side."""
     import runpy
 
-    from .paths import project_root
+    from itbench.paths import project_root
 
     sys.path.insert(0, str(project_root()))
-    sys.argv = ["bench.run", *args]
-    runpy.run_module("bench.run", run_name="__main__")
+    sys.argv = ["perf.run", *args]
+    runpy.run_module("perf.run", run_name="__main__")
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ HVM_SAMPLE = {
 
 
 def sha1_of(path: str | Path) -> str:
-    """sha1 of a file, computed here independently of itbench.download."""
+    """sha1 of a file, computed here independently of itbench.data.download."""
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""itbench.assembly: real BrainIO files, files written the way BrainIO writes them, averaging, saving."""
+"""itbench.data.assembly: real BrainIO files, files written the way BrainIO writes them, averaging, saving."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from helpers_data import files_in, hvm_like_table, make_trials, trial_values, write_brainio_netcdf
-from itbench.assembly import add_repetition, average_trials, load_assembly, save_assembly, validate_responses
+from itbench.data.assembly import add_repetition, average_trials, load_assembly, save_assembly, validate_responses
 from itbench.errors import DataError
 
 DIMS = ("presentation", "neuroid")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from itbench.leaderboard import render
+from itbench.page.leaderboard import render
 from helpers_records import FIXTURES, fixture_records
 
 pytestmark = pytest.mark.browser

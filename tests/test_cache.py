@@ -12,10 +12,10 @@ import pytest
 import torch
 import torchvision
 
-from itbench import cache as cache_mod
-from itbench.cache import (ActivationCache, ActivationKey, CacheError, cache_limit_bytes, cached_extract,
+from itbench.models import cache as cache_mod
+from itbench.models.cache import (ActivationCache, ActivationKey, CacheError, cache_limit_bytes, cached_extract,
                            stimulus_hash, weights_hash)
-from itbench.features import extract
+from itbench.models.features import extract
 
 
 def key(layer: str = "layer1", reducer: str = "flatten", split: str = "train") -> ActivationKey:

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from itbench.cli import cli
-from itbench.record import read_record
+from itbench.harness.record import read_record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def results(tmp_path_factory):
 @pytest.fixture(scope="module")
 def scored(results):
     """Score the two starters once for the module (pixels ridge, EfficientNet-Lite0)."""
-    from itbench.runner import RunOptions, score_submission
+    from itbench.harness.runner import RunOptions, score_submission
 
     out = {}
     for sub in ("pixels_ridge", "effnet_lite0_ridge"):
@@ -70,7 +70,7 @@ def test_pretrained_network_beats_pixels_and_both_below_ceiling(scored):
 
 
 def test_warm_rescore_uses_cache_and_is_fast(scored, results):
-    from itbench.runner import RunOptions, score_submission
+    from itbench.harness.runner import RunOptions, score_submission
 
     started = time.perf_counter()
     again = score_submission(REPO / "submissions" / "effnet_lite0_ridge", "demo",

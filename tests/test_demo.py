@@ -23,7 +23,7 @@ from PIL import Image
 from scipy import stats
 
 from itbench.errors import DataError
-from itbench.sources import demo
+from itbench.data.sources import demo
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "benchmark" / "demo"

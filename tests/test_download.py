@@ -1,4 +1,4 @@
-"""itbench.download: sha1-checked downloads from a local HTTP server on 127.0.0.1."""
+"""itbench.data.download: sha1-checked downloads from a local HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from helpers_data import LocalServer, files_in, refused_url, sha1_of
-from itbench.download import DEFAULT_BASE_URL, base_url, fetch_file, file_sha1
+from itbench.data.download import DEFAULT_BASE_URL, base_url, fetch_file, file_sha1
 from itbench.errors import DownloadError
 
 PAYLOAD = bytes(range(256)) * 4000  # ~1 MB, several chunks

@@ -12,8 +12,8 @@ from sklearn.random_projection import SparseRandomProjection
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from itbench import features
-from itbench.features import (AvgPool, FeatureError, FeatureExtractor, Flatten, RandomProjection, default_layers,
+from itbench.models import features
+from itbench.models.features import (AvgPool, FeatureError, FeatureExtractor, Flatten, RandomProjection, default_layers,
                               extract, layer_names, parse_reducer, resolve_layers)
 
 

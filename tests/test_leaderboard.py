@@ -24,7 +24,7 @@ import html5lib
 import pytest
 
 from itbench.errors import DataError
-from itbench.leaderboard import (
+from itbench.page.leaderboard import (
     InvalidRecord,
     RenderReport,
     load_results,
@@ -209,7 +209,7 @@ def test_skipped_records_are_reported_not_fatal(rendered, index) -> None:
     skipped = {s.path: s.reason for s in report.skipped}
     assert set(skipped) == {"demo/broken.json", "nx414/wrong_schema.json"}
     assert "not valid JSON" in skipped["demo/broken.json"]
-    assert "itbench.record/0" in skipped["nx414/wrong_schema.json"]
+    assert "itbench.harness.record/0" in skipped["nx414/wrong_schema.json"]
     note = index.find(".//section[@id='skipped-records']")
     assert "demo/broken.json" in text(note) and "nx414/wrong_schema.json" in text(note)
     assert "demo/broken.json" in str(report)  # what the CLI prints
@@ -331,7 +331,7 @@ def test_render_is_byte_identical(rendered, tmp_path: Path) -> None:
 
 
 def test_figure_does_not_depend_on_previous_draws() -> None:
-    from itbench.figures import SubmissionFigures
+    from itbench.page.figures import SubmissionFigures
 
     a = json.loads((FIXTURES / "demo" / "resnet50_best.json").read_text())
     b = json.loads((FIXTURES / "majajhong2015" / "random_resnet50.json").read_text())
@@ -384,7 +384,7 @@ def test_twenty_records_render_fast_without_torch(tmp_path: Path) -> None:
     recs["demo/sweeps/resnet50-random.json"] = gen.sweep_record("demo", "resnet50", "random")
     gen.write_records(root, recs)
     script = ("import sys, time; t = time.perf_counter(); "
-              "from itbench.leaderboard import render; "
+              "from itbench.page.leaderboard import render; "
               f"r = render({str(root)!r}, {str(tmp_path / 'out')!r}, None, {str(TABLE1)!r}); "
               "print(round(time.perf_counter() - t, 3), r.n_submissions, r.n_sweeps, "
               "'torch' in sys.modules)")
@@ -401,7 +401,7 @@ def test_twenty_records_render_fast_without_torch(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda r: r.update(schema="itbench.record/2"), "schema"),
+    (lambda r: r.update(schema="itbench.harness.record/2"), "schema"),
     (lambda r: r.update(status="done"), "status"),
     (lambda r: r["submission"].update(id="../../etc"), "submission.id"),
     (lambda r: r["submission"].update(table1_row="5"), "table1_row"),

@@ -12,7 +12,7 @@ import scipy.stats
 import xarray as xr
 from sklearn.metrics import explained_variance_score
 
-from itbench import metrics as M
+from itbench.scoring import metrics as M
 from itbench.errors import DataError, ItbenchError
 
 

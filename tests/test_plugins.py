@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from itbench.errors import SubmissionError
-from itbench.plugins import Context, build_model, discover, load_submission
-from itbench.scaffold import scaffold
+from itbench.contract import Context
+from itbench.harness.submission import build_model, discover, load_submission
+from itbench.harness.scaffold import scaffold
 
 GOOD_MODEL = "class M:\n    def predict(self, images):\n        return images[:, :2, 0, 0].numpy()\n\ndef build(ctx):\n    return M()\n"
 

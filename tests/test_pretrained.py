@@ -1,4 +1,4 @@
-"""itbench.pretrained: offline EfficientNet-Lite0 weights, seeded random twins, clear offline failures.
+"""itbench.models.pretrained: offline EfficientNet-Lite0 weights, seeded random twins, clear offline failures.
 
 No test touches the network: downloads are replaced by functions that raise
 URLError (as an offline machine does) and caches point at empty temp folders.
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from itbench import pretrained
+from itbench.models import pretrained
 from itbench.errors import ItbenchError, WeightsUnavailable
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

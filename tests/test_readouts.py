@@ -10,7 +10,7 @@ import torch
 from sklearn.decomposition import PCA as SkPCA
 from sklearn.linear_model import LinearRegression, Ridge as SkRidge, RidgeCV
 
-from itbench import readouts as R
+from itbench.models import readouts as R
 from itbench.errors import ItbenchError
 
 ALPHAS = np.logspace(-3, 6, 10)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from itbench.errors import ItbenchError
-from itbench.record import (SCHEMA, atomic_write_text, dumps, failure_path, locked, read_record,
+from itbench.harness.record import (SCHEMA, atomic_write_text, dumps, failure_path, locked, read_record,
                             record_path, write_record)
 
 

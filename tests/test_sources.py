@@ -1,4 +1,4 @@
-"""itbench.sources: majajhong2015 fetched end to end from 127.0.0.1, nx414 imported, dispatch and describe."""
+"""itbench.data.sources: majajhong2015 fetched end to end from 127.0.0.1, nx414 imported, dispatch and describe."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from helpers_data import (
     write_it_data_h5,
 )
 from itbench.errors import BenchmarkError, DataError
-from itbench.sources import KNOWN, SourceData, describe, installed, load_source, majajhong2015, nx414
-from itbench.sources.registry import HVM_OBJECTS, hvm_category
-from itbench.split import file_hash, read_split, split_counts
+from itbench.data.sources import KNOWN, SourceData, describe, installed, load_source, majajhong2015, nx414
+from itbench.data.hvm import HVM_OBJECTS, hvm_category
+from itbench.data.split import file_hash, read_split, split_counts
 
 REPO = Path(__file__).resolve().parents[1]
 

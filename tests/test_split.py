@@ -1,4 +1,4 @@
-"""itbench.split: making, writing, reading and validating the fixed split files."""
+"""itbench.data.split: making, writing, reading and validating the fixed split files."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from helpers_data import isolate
 from itbench.errors import DataError
-from itbench.sources import nx414
-from itbench.split import (
+from itbench.data.sources import nx414
+from itbench.data.split import (
     check_split_covers,
     file_hash,
     load_split,

@@ -1,4 +1,4 @@
-"""itbench.stimuli: BrainIO stimulus sets (folder or zip) -> normalised image tensors."""
+"""itbench.data.stimuli: BrainIO stimulus sets (folder or zip) -> normalised image tensors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import itbench.stimuli as stimuli_mod
+import itbench.data.stimuli as stimuli_mod
 from helpers_data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -20,7 +20,7 @@ from helpers_data import (
     write_stimulus_csv,
 )
 from itbench.errors import DataError
-from itbench.stimuli import StimulusSet, load_stimulus_set, normalize, to_model_input
+from itbench.data.stimuli import StimulusSet, load_stimulus_set, normalize, to_model_input
 
 
 def reference(pixels: np.ndarray) -> np.ndarray:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from itbench.record import read_record
-from itbench.sweep import run_sweep
+from itbench.harness.record import read_record
+from itbench.harness.sweep import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 PLANTED = json.loads((REPO / "benchmark" / "demo" / "manifest.json").read_text())["settings"]["layer"]

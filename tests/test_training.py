@@ -8,7 +8,7 @@ import torch
 from sklearn.linear_model import LinearRegression
 from torch import nn
 
-from itbench.training import (ConvHead, ImageAugment, MLPHead, ShallowCNN, Trainer, TrainingError, fit_regressor,
+from itbench.models.training import (ConvHead, ImageAugment, MLPHead, ShallowCNN, Trainer, TrainingError, fit_regressor,
                               loss_function, predict)
 
 

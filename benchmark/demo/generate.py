@@ -20,9 +20,9 @@ a fresh 1/f^a noise background per image. 640 images, 128x128 grey PNG.
 stimulus_id = first 16 hex digits of the sha1 of the decoded pixels.
 
 Responses (168 surrogate "IT" sites, two surrogate animals).
-  1. layer: EfficientNet-Lite0 with its ImageNet weights (``itbench.pretrained``),
+  1. layer: EfficientNet-Lite0 with its ImageNet weights (``itbench.models.pretrained``),
      layer ``blocks.4`` (112 channels, 14x14 at 224 px), fed the images exactly
-     as a submission sees them (``itbench.stimuli.to_model_input``: 224x224,
+     as a submission sees them (``itbench.data.stimuli.to_model_input``: 224x224,
      grey repeated over RGB, ImageNet-normalised);
   2. readout, two linear parts with equal variance in each site's drive:
      (a) pooling + sparse readout: the 112 channel means (global average
@@ -470,8 +470,8 @@ def layer_activations(images: np.ndarray, cfg: Settings, batch: int = 16) -> np.
     """EfficientNet-Lite0's ``cfg.layer`` output (N, C, H, W) for the images, as a submission would compute it."""
     import torch
 
-    from itbench import pretrained
-    from itbench.stimuli import to_model_input
+    from itbench.models import pretrained
+    from itbench.data.stimuli import to_model_input
 
     if pretrained.random_weights_forced():
         raise SystemExit(f"{pretrained.RANDOM_WEIGHTS_ENV} is set: the demo must be generated with the real weights")
@@ -620,9 +620,9 @@ def write_preview(table: pd.DataFrame, images: np.ndarray, path: Path, thumb: in
 def generate(out_dir: Path = HERE, split_path: Path = ROOT / "benchmark" / "splits" / "demo.csv",
              cfg: Settings = Settings()) -> dict:
     """Build every file of the demo benchmark; returns the manifest (also written as manifest.json)."""
-    from itbench.download import file_sha1
-    from itbench.metrics import split_half_ceiling
-    from itbench.split import write_split
+    from itbench.data.download import file_sha1
+    from itbench.scoring.metrics import split_half_ceiling
+    from itbench.data.split import write_split
 
     t0 = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -661,7 +661,7 @@ def generate(out_dir: Path = HERE, split_path: Path = ROOT / "benchmark" / "spli
         "ceiling": {"median": round(float(np.median(ceiling)), 4),
                     "p10": round(float(np.percentile(ceiling, 10)), 4),
                     "p90": round(float(np.percentile(ceiling, 90)), 4),
-                    "method": "itbench.metrics.split_half_ceiling (split-half over repetitions, Spearman-Brown corrected, mean of 10 random splits)"},
+                    "method": "itbench.scoring.metrics.split_half_ceiling (split-half over repetitions, Spearman-Brown corrected, mean of 10 random splits)"},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     print(f"generated in {time.time() - t0:.1f} s")

@@ -1,6 +1,6 @@
 """EfficientNet-Lite0 fine-tuned (row-12 recipe): Offline: ImageNet EfficientNet-Lite0 with blocks.4-6 + conv_head trainable and an MLP head, augmentation, as Table I row 12 does for ResNet50."""
 
-from itbench.recipes import FineTunedModel
+from itbench.models.recipes import FineTunedModel
 
 
 def build(ctx):

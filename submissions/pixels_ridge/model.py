@@ -1,6 +1,6 @@
 """Pixels + ridge (CV alpha): Starter: raw pixels, ridge with alpha per neuroid by leave-one-out CV on train (no PCA)."""
 
-from itbench.recipes import LinearReadoutModel, pixels
+from itbench.models.recipes import LinearReadoutModel, pixels
 
 
 def build(ctx):

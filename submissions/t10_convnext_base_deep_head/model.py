@@ -1,6 +1,6 @@
 """ConvNeXt-Base + deep head: Frozen ImageNet ConvNeXt-Base pooled features (1024, standardized) -> MLP head (1024 hidden, GELU, dropout 0.3) trained with MSE, AdamW, cosine schedule, early stopping on a 10% holdout of train."""
 
-from itbench.recipes import FrozenHeadModel, LayerFeatures
+from itbench.models.recipes import FrozenHeadModel, LayerFeatures
 
 
 def build(ctx):

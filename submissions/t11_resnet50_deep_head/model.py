@@ -1,6 +1,6 @@
 """ResNet50 + deep head (MSE): Frozen ImageNet ResNet50 pooled features (avgpool, 2048, standardized) -> MLP head (1024 hidden, dropout 0.3) trained with MSE loss and early stopping."""
 
-from itbench.recipes import FrozenHeadModel, LayerFeatures
+from itbench.models.recipes import FrozenHeadModel, LayerFeatures
 
 
 def build(ctx):

@@ -1,6 +1,6 @@
 """Pixels + OLS: Raw pixels (150,528 values), minimum-norm least squares."""
 
-from itbench.recipes import LinearReadoutModel, pixels
+from itbench.models.recipes import LinearReadoutModel, pixels
 
 
 def build(ctx):

@@ -1,6 +1,6 @@
 """Pixels + ridge (alpha = 0.1): Raw pixels, ridge with the report's fixed alpha = 0.1."""
 
-from itbench.recipes import LinearReadoutModel, pixels
+from itbench.models.recipes import LinearReadoutModel, pixels
 
 
 def build(ctx):

@@ -1,6 +1,6 @@
 """Pixels + PCA(1000) + OLS: Raw pixels, PCA to 1000 components (fitted on train), OLS."""
 
-from itbench.recipes import LinearReadoutModel, pixels
+from itbench.models.recipes import LinearReadoutModel, pixels
 
 
 def build(ctx):

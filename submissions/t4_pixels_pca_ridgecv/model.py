@@ -1,6 +1,6 @@
 """Pixels + PCA(1000) + ridge (best alpha): Raw pixels, PCA(1000), ridge with alpha per neuroid by leave-one-out CV on train."""
 
-from itbench.recipes import LinearReadoutModel, pixels
+from itbench.models.recipes import LinearReadoutModel, pixels
 
 
 def build(ctx):

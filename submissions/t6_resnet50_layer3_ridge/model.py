@@ -1,6 +1,6 @@
 """Pretrained ResNet50 layer3 + PCA(1000) + ridge: ImageNet ResNet50 layer3 (flattened), PCA(1000), ridge with alpha per neuroid by LOO-CV on train."""
 
-from itbench.recipes import layer_readout
+from itbench.models.recipes import layer_readout
 
 
 def build(ctx):

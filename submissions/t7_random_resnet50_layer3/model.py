@@ -1,6 +1,6 @@
 """Random ResNet50 layer3 + PCA(1000) + OLS: Randomly initialised ResNet50 (seeded), layer3 flattened, PCA(1000), OLS: the control for task training."""
 
-from itbench.recipes import layer_readout
+from itbench.models.recipes import layer_readout
 
 
 def build(ctx):

@@ -1,6 +1,6 @@
 """ConvNeXt-Base + PCA + linear: ImageNet ConvNeXt-Base (timm convnext_base) globally pooled final features (1024), PCA(1000), OLS. The report does not say which stage; its weak linear score suggests the pooled output."""
 
-from itbench.recipes import layer_readout
+from itbench.models.recipes import layer_readout
 
 
 def build(ctx):

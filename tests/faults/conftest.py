@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from itbench import sandbox
+from itbench.harness import sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"

@@ -28,11 +28,11 @@ from helpers_data import (
     write_it_data_h5,
     write_stimulus_csv,
 )
-from itbench.assembly import load_assembly
-from itbench.download import fetch_file
+from itbench.data.assembly import load_assembly
+from itbench.data.download import fetch_file
 from itbench.errors import DataError, DownloadError
-from itbench.sources import installed, majajhong2015, nx414
-from itbench.stimuli import load_stimulus_set
+from itbench.data.sources import installed, majajhong2015, nx414
+from itbench.data.stimuli import load_stimulus_set
 
 SMALL = nx414.Shapes(n_train=6, n_val=3, n_test=4, n_neuroids=5, image_size=16)
 

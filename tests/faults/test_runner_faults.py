@@ -1,7 +1,7 @@
 """Fault injection through the whole runner: hostile submissions on the demo benchmark.
 
 Every hostile submission in ``tests/faults/submissions/`` is scored with
-``itbench.runner.score_submission``. Whatever it does, the run must end with a
+``itbench.harness.runner.score_submission``. Whatever it does, the run must end with a
 result record (status ``failed`` and an error naming the fault, or, for a
 submission that swallows the sandbox's refusals, an honest ``ok`` record), the
 earlier good record must stay byte-identical, and no file or process may be
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from itbench import sandbox
+from itbench.harness import sandbox
 from itbench.errors import ItbenchError
-from itbench.record import SCHEMA, dumps, failure_path, read_record, record_path
+from itbench.harness.record import SCHEMA, dumps, failure_path, read_record, record_path
 
 FIXTURES = Path(__file__).resolve().parent / "submissions"
 GRANDCHILD_MARK = "itbench-hostile-grandchild"
@@ -36,7 +36,7 @@ WORKER_FILES = {"job.json", "train_images.npy", "train_responses.npy", "train_me
 @pytest.fixture(scope="module")
 def demo():
     """The embedded demo benchmark (skip cleanly while it is not installed)."""
-    from itbench.benchmark import load_benchmark
+    from itbench.scoring.benchmark import load_benchmark
 
     try:
         bench = load_benchmark("demo")
@@ -56,7 +56,7 @@ def run_case(demo, tmp_path, monkeypatch, capfd, find_procs):
     bypassed so every case really runs.
     """
     from itbench.paths import cache_root
-    from itbench.runner import score_submission
+    from itbench.harness.runner import score_submission
 
     scratch = tmp_path / "runner-tmp"
     scratch.mkdir()
@@ -308,7 +308,7 @@ def test_ctrl_c_during_a_run_records_it_and_leaves_nothing(demo, tmp_path, find_
     driver = tmp_path / "driver.py"
     driver.write_text(
         "from pathlib import Path\n"
-        "from itbench.runner import score_submission\n"
+        "from itbench.harness.runner import score_submission\n"
         "try:\n"
         f"    score_submission(Path({str(sub)!r}), 'demo', split='val', device='cpu',\n"
         f"                     results_root=Path({str(results)!r}), use_cache=False, n_boot=20,\n"

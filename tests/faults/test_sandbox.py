@@ -1,4 +1,4 @@
-"""Fault injection against ``itbench.sandbox.run_isolated`` with small hostile children.
+"""Fault injection against ``itbench.harness.sandbox.run_isolated`` with small hostile children.
 
 Each hostile child is a ``python -c`` program. Where the sandbox is supposed to
 block something, the same program is also run unsandboxed as a control, so a
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from itbench import sandbox
-from itbench.sandbox import IsolatedResult, Limits, child_env, run_isolated, sandbox_argv
+from itbench.harness import sandbox
+from itbench.harness.sandbox import IsolatedResult, Limits, child_env, run_isolated, sandbox_argv
 
 
 PY = sys.executable
@@ -329,7 +329,7 @@ def test_ctrl_c_in_parent_kills_child_and_reraises(layout, mode, marker, tmp_pat
     driver = tmp_path / "driver.py"
     driver.write_text(textwrap.dedent(f"""
         import sys
-        from itbench.sandbox import Limits, run_isolated
+        from itbench.harness.sandbox import Limits, run_isolated
         code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', " \\
                "'import time; time.sleep(300)', {marker!r}]); time.sleep(300)"
         try:

@@ -1,1 +1,0 @@
-"""Benchmarks of itbench against reference implementations (``python -m bench.run``)."""

@@ -1,0 +1,257 @@
+"""Benchmark ``majajhong2015``: Brain-Score's public MajajHong2015 files.
+
+``fetch`` downloads the assembly ``dicarlo.MajajHong2015.public`` and the
+stimulus set ``hvm-public`` (sha1-verified; names and checksums come from the
+committed ``benchmark/majajhong2015/manifest.json``), keeps the IT sites of the
+70-170 ms window, checks that assembly and stimulus set describe the same
+images, and writes a processed trial-level assembly to the data home so that
+``load`` is fast. ``load`` returns trial-level and trial-averaged responses.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from itbench import paths
+from itbench.data.assembly import add_repetition, average_trials, load_assembly, save_assembly, validate_responses
+from itbench.data.download import fetch_file, file_sha1
+from itbench.errors import BenchmarkError, DataError
+from itbench.data.sources import SourceData
+from itbench.data.hvm import hvm_category
+from itbench.data.split import check_split_covers, make_split, read_split, split_path, write_split
+from itbench.data.stimuli import StimulusSet, load_stimulus_set
+
+BENCHMARK_ID = "majajhong2015"
+PROCESSED = "processed_IT_trials.nc"
+INSTALL_RECORD = "installed.json"
+ROLES = ("assembly", "stimulus_csv", "stimulus_zip")
+STIMULUS_COORDS = ("object_name", "category_name", "variation")
+
+
+def location() -> Path:
+    """Where the downloaded and processed files live: ``<data home>/majajhong2015``."""
+    return paths.data_home() / BENCHMARK_ID
+
+
+def manifest_path() -> Path:
+    """The committed manifest (file names, sha1s, region, time bin, split sizes)."""
+    return paths.benchmark_dir() / BENCHMARK_ID / "manifest.json"
+
+
+def read_manifest(manifest: str | os.PathLike | dict | None = None) -> dict[str, Any]:
+    """The manifest as a dict (default: the committed one); tests pass their own."""
+    if isinstance(manifest, dict):
+        data = manifest
+        where = "the given manifest"
+    else:
+        path = Path(manifest) if manifest is not None else manifest_path()
+        where = str(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as err:
+            raise DataError(f"no manifest at {path}", hint="restore benchmark/majajhong2015/manifest.json from git") from err
+        except json.JSONDecodeError as err:
+            raise DataError(f"manifest {path} is not valid JSON: {err}", hint="restore it from git") from err
+    files = data.get("files", {})
+    missing = [r for r in ROLES if not {"filename", "sha1"} <= set(files.get(r, {}))]
+    if missing:
+        raise DataError(
+            f"{where} lacks filename/sha1 for {', '.join(missing)}",
+            hint="a manifest lists assembly, stimulus_csv and stimulus_zip with their sha1",
+        )
+    return data
+
+
+def _record_path() -> Path:
+    return location() / INSTALL_RECORD
+
+
+def installed() -> bool:
+    """Whether ``fetch`` has completed here (its record and processed file exist)."""
+    return _record_path().is_file() and (location() / PROCESSED).is_file()
+
+
+def _read_record() -> dict[str, Any]:
+    try:
+        return json.loads(_record_path().read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(
+            f"the install record {_record_path()} is unreadable: {err}",
+            hint="run `itbench data fetch majajhong2015` again",
+        ) from err
+
+
+def files() -> list[dict[str, Any]]:
+    """Installed files with sizes and the sha1s verified at fetch time."""
+    if not _record_path().is_file():
+        return []
+    out = []
+    for name, sha1 in _read_record()["files"].items():
+        path = location() / name
+        out.append({"name": name, "path": str(path), "size": path.stat().st_size if path.is_file() else None, "sha1": sha1})
+    return out
+
+
+def _checksum(file_sha1s: dict[str, str]) -> str:
+    """One sha1 for the installed data: over the sorted (name, sha1) pairs of its files."""
+    text = "".join(f"{name} {sha}\n" for name, sha in sorted(file_sha1s.items()))
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _it_sites(da: xr.DataArray, region: str, where: Path) -> xr.DataArray:
+    """Keep the neuroids of one region (the report uses the 168 IT sites)."""
+    if "region" not in da.coords:
+        raise DataError(f"{where} has no `region` coordinate on neuroid", hint="this is not the MajajHong2015 assembly")
+    keep = np.asarray(da.coords["region"].values).astype(str) == region
+    if not keep.any():
+        found = sorted(set(np.asarray(da.coords["region"].values).astype(str)))
+        raise DataError(f"{where} has no {region} sites (regions: {', '.join(found)})", hint="re-fetch the assembly")
+    return da.isel(neuroid=np.flatnonzero(keep))
+
+
+def _check_ids(trials: xr.DataArray, stimuli: StimulusSet) -> None:
+    """Assembly and stimulus set must describe exactly the same images."""
+    assy = set(np.asarray(trials.coords["stimulus_id"].values).astype(str))
+    stim = set(stimuli.index.astype(str))
+    only_assy, only_stim = sorted(assy - stim), sorted(stim - assy)
+    if only_assy or only_stim:
+        raise DataError(
+            f"the assembly and the stimulus set do not match: {len(only_assy)} assembly stimulus ids are not "
+            f"in the stimulus set (e.g. {', '.join(only_assy[:3]) or '-'}), {len(only_stim)} stimulus-set ids "
+            f"have no responses (e.g. {', '.join(only_stim[:3]) or '-'})",
+            hint="the files come from different releases: delete the data folder and fetch again",
+        )
+
+
+def _add_stimulus_coords(trials: xr.DataArray, stimuli: StimulusSet) -> xr.DataArray:
+    """Fill object_name / category_name / variation from the stimulus set where the assembly lacks them."""
+    ids = np.asarray(trials.coords["stimulus_id"].values).astype(str)
+    table = stimuli.metadata
+    for column in STIMULUS_COORDS:
+        if column not in trials.coords and column in table.columns:
+            trials = trials.assign_coords({column: ("presentation", table[column].reindex(ids).to_numpy())})
+    if "category_name" not in trials.coords and "object_name" in trials.coords:
+        names = np.asarray(trials.coords["object_name"].values).astype(str)
+        trials = trials.assign_coords(category_name=("presentation", np.array([hvm_category(n) for n in names])))
+    return trials
+
+
+def _ensure_split(responses: xr.DataArray, spec: dict[str, Any]) -> Path:
+    """Check the committed split against the data, or make it once if none is committed."""
+    path = split_path(BENCHMARK_ID)
+    ids = np.asarray(responses.coords["stimulus_id"].values).astype(str)
+    if path.is_file():
+        check_split_covers(read_split(path), ids, str(path))
+        return path
+    if "object_name" not in responses.coords:
+        raise DataError("cannot make the split: the data has no object_name", hint="re-fetch the data")
+    objects = np.asarray(responses.coords["object_name"].values).astype(str)
+    sizes = {k: int(spec[k]) for k in ("n_train", "n_val", "n_test")}
+    seed = int(spec.get("seed", 0))
+    split = make_split(ids, objects, seed=seed, **sizes)
+    comment = (
+        f"Split of benchmark {BENCHMARK_ID}: {sizes['n_train']}/{sizes['n_val']}/{sizes['n_test']} train/val/test,\n"
+        f"stratified by object_name, made by itbench.data.split.make_split(seed={seed}) from the stimulus ids\n"
+        f"of the fetched data on {_dt.date.today().isoformat()}. It depends only on the ids and the seed,\n"
+        "so every fetch of the same files makes the same split. COMMIT THIS FILE: results are only\n"
+        "comparable on the same split (its sha1 is recorded with every score)."
+    )
+    write_split(split, path, comment)
+    warnings.warn(
+        f"NOTE: no committed split for {BENCHMARK_ID} was found, so one was made from the fetched stimulus ids "
+        f"and written to {path}. Commit it (git add {path}) so every score uses this split.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return path
+
+
+def fetch(mirror: str | None = None, progress: bool = True, manifest: str | os.PathLike | dict | None = None) -> Path:
+    """Download, verify and process the MajajHong2015 public files into the data home.
+
+    Returns the data folder. Safe to re-run: verified files are not downloaded
+    again, and the processed assembly is replaced atomically.
+    """
+    spec = read_manifest(manifest)
+    dest = location()
+    fetched = {
+        role: fetch_file(spec["files"][role]["filename"], spec["files"][role]["sha1"], dest, mirror, progress)
+        for role in ROLES
+    }
+    time_bin = tuple(spec.get("time_bin_ms", (70, 170)))
+    trials = load_assembly(fetched["assembly"], time_bin=time_bin)  # type: ignore[arg-type]
+    trials = add_repetition(_it_sites(trials, spec.get("region", "IT"), fetched["assembly"]))
+    stimuli = load_stimulus_set(fetched["stimulus_csv"], fetched["stimulus_zip"], identifier="hvm-public")
+    _check_ids(trials, stimuli)
+    missing = stimuli.missing_files()
+    if missing:
+        raise DataError(
+            f"{fetched['stimulus_zip']} lacks {len(missing)} images listed in the CSV (e.g. {', '.join(missing[:3])})",
+            hint="delete it and fetch again",
+        )
+    trials = _add_stimulus_coords(trials, stimuli)
+    if np.issubdtype(trials.dtype, np.floating) and trials.dtype != np.float32:
+        trials = trials.astype(np.float32)
+    validate_responses(trials, what=f"responses in {fetched['assembly'].name}")
+    processed = save_assembly(trials, dest / PROCESSED)
+    file_sha1s = {spec["files"][role]["filename"]: spec["files"][role]["sha1"] for role in ROLES}
+    record = {
+        "benchmark_id": BENCHMARK_ID,
+        "files": {**file_sha1s, PROCESSED: file_sha1(processed)},
+        "checksum": _checksum(file_sha1s),
+        "stimulus_csv": fetched["stimulus_csv"].name,
+        "stimulus_zip": fetched["stimulus_zip"].name,
+        "region": spec.get("region", "IT"),
+        "time_bin_ms": list(time_bin),
+        "n_neuroids": int(trials.sizes["neuroid"]),
+        "n_presentations": int(trials.sizes["presentation"]),
+        "fetched": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    tmp = _record_path().with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, _record_path())
+    _ensure_split(average_trials(trials), spec.get("split", {"n_train": 2592, "n_val": 288, "n_test": 320}))
+    return dest
+
+
+def load() -> SourceData:
+    """Trial-level and trial-averaged IT responses plus the hvm-public images."""
+    if not installed():
+        raise BenchmarkError(
+            f"benchmark {BENCHMARK_ID} is not installed (nothing at {location()})",
+            hint="run `itbench data fetch majajhong2015` (downloads Brain-Score's public files; "
+            "use --mirror URL where the bucket is unreachable)",
+        )
+    record = _read_record()
+    processed = location() / PROCESSED
+    if file_sha1(processed) != record["files"][PROCESSED]:
+        raise DataError(
+            f"{processed} does not match the checksum recorded when it was written",
+            hint="run `itbench data fetch majajhong2015` again to rebuild it",
+        )
+    trials = load_assembly(processed)
+    stimuli = load_stimulus_set(
+        location() / record["stimulus_csv"], location() / record["stimulus_zip"], identifier="hvm-public"
+    )
+    return SourceData(
+        benchmark_id=BENCHMARK_ID,
+        synthetic=False,
+        responses=average_trials(trials),
+        trials=trials,
+        stimuli=stimuli,
+        checksum=record["checksum"],
+        description=(
+            f"MajajHong2015 public (Brain-Score): {record['n_neuroids']} {record['region']} sites, "
+            f"{len(stimuli)} HvM images, {record['n_presentations']} trials, "
+            f"{record['time_bin_ms'][0]}-{record['time_bin_ms'][1]} ms"
+        ),
+    )

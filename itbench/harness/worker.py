@@ -1,0 +1,120 @@
+"""The child process that runs one submission: ``python -m itbench.harness.worker WORKDIR``.
+
+It sees only what the runner wrote into WORKDIR (train images, train
+responses and labels, the images to predict) and writes ``predictions.npy``
+and ``status.json`` back. Held-out responses never reach this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from itbench.contract import TrainData, can_fit, can_persist
+
+JOB = "job.json"
+STATUS = "status.json"
+PREDICTIONS = "predictions.npy"
+TRAIN_IMAGES = "train_images.npy"
+TRAIN_RESPONSES = "train_responses.npy"
+TRAIN_META = "train_meta.json"
+EVAL_IMAGES = "eval_images.npy"
+
+
+def _write_status(workdir: Path, status: dict[str, Any]) -> None:
+    tmp = workdir / f".{STATUS}.tmp"
+    tmp.write_text(json.dumps(status))
+    os.replace(tmp, workdir / STATUS)
+
+
+def _train_data(workdir: Path) -> TrainData:
+    import torch
+
+
+    meta = json.loads((workdir / TRAIN_META).read_text())
+    return TrainData(
+        images=torch.from_numpy(np.load(workdir / TRAIN_IMAGES)),
+        responses=np.load(workdir / TRAIN_RESPONSES),
+        stimulus_id=np.array(meta["stimulus_id"]),
+        object_name=np.array(meta["object_name"]),
+        category_name=np.array(meta["category_name"]),
+        neuroid_id=np.array(meta["neuroid_id"]),
+    )
+
+
+def _as_array(pred: Any) -> np.ndarray:
+    """Bring a torch tensor or array-like to numpy without trusting its type."""
+    if hasattr(pred, "detach") and hasattr(pred, "cpu"):
+        pred = pred.detach().float().cpu().numpy()
+    if not isinstance(pred, np.ndarray):
+        raise TypeError(f"predict returned {type(pred).__name__}, not an array (N, n_neuroids)")
+    if pred.dtype.kind not in "fiub":
+        raise TypeError(f"predict returned an array of dtype {pred.dtype}, not numbers")
+    return pred
+
+
+def _fit_or_restore(model: Any, job: dict[str, Any], workdir: Path) -> bool:
+    """Fit on train, or load the cached fitted state. Returns True when restored."""
+    fitted = Path(job["fitted_dir"]) if job.get("fitted_dir") else None
+    can_save = can_persist(model)
+    if fitted and can_save and (fitted / "COMPLETE").exists():
+        model.load(fitted)
+        return True
+    if can_fit(model):
+        model.fit(_train_data(workdir))
+        if fitted and can_save:
+            partial = fitted.with_name(fitted.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            model.save(partial)
+            (partial / "COMPLETE").write_text("ok")
+            shutil.rmtree(fitted, ignore_errors=True)
+            os.replace(partial, fitted)
+    return False
+
+
+def run(workdir: Path) -> int:
+    """Build, fit (or restore) and predict; report the outcome in status.json."""
+    import torch
+
+    from itbench.contract import Context
+    from itbench.harness.submission import build_model, load_submission
+
+    job = json.loads((workdir / JOB).read_text())
+    phase = "build"
+    try:
+        torch.manual_seed(job["seed"])
+        np.random.seed(job["seed"])
+        sub = load_submission(job["submission_path"])
+        ctx = Context(device=job["device"], batch_size=job["batch_size"], seed=job["seed"],
+                      params=job["params"], benchmark_id=job["benchmark_id"], size=job["size"],
+                      cache_dir=Path(job["cache_dir"]) if job.get("cache_dir") else None)
+        model = build_model(sub, ctx)
+        phase = "fit"
+        restored = _fit_or_restore(model, job, workdir)
+        phase = "predict"
+        images = torch.from_numpy(np.load(workdir / EVAL_IMAGES))
+        pred = _as_array(model.predict(images))
+        np.save(workdir / PREDICTIONS, pred, allow_pickle=False)
+        _write_status(workdir, {"ok": True, "fit_cached": restored})
+        return 0
+    except BaseException as err:  # report everything, including SystemExit from user code
+        _write_status(workdir, {
+            "ok": False, "phase": phase, "error_type": type(err).__name__,
+            "error": str(err).splitlines()[0][:500] if str(err) else type(err).__name__,
+            "hint": getattr(err, "hint", None),
+            "traceback": traceback.format_exc()[-4000:],
+        })
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(run(Path(sys.argv[1])))

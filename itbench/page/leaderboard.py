@@ -1,0 +1,793 @@
+"""The leaderboard: a static page, a Markdown table and machine tables from records alone.
+
+``render`` reads the result records under ``leaderboard/results/<benchmark>/``
+(submissions, and layer sweeps under ``sweeps/``), never runs a model and never
+imports torch, and writes into ``out_dir``:
+
+- ``index.html``: self-contained (inline CSS, inline SVG figures, a small inline
+  table sorter; no network requests, works from ``file://``);
+- ``submissions/<benchmark>/<id>[.<split>].html``: per-submission detail pages;
+- ``figures/<benchmark>/*.svg``: the same figures as files, for ``README.md``;
+- ``README.md``: the tables in GitHub-flavoured Markdown;
+- ``results.json`` / ``results.csv``: one flattened row per submission record.
+
+Output is deterministic (sorted iteration, no timestamps but the records'
+own dates, reproducible SVG), so re-rendering unchanged records changes no byte.
+A record that cannot be read or does not follow the schema is skipped and
+reported, never fatal: one bad file must not take the whole page down.
+
+Ranking: within a benchmark and split, ``ok`` records by mean Pearson r
+(Table I's "Mean Corr."), highest first, ties share a rank; records whose mean
+r is undefined (NaN) follow unranked, then failed, then skipped ones.
+Table I of the report is compared (reproduced minus report) only on real data
+(non-synthetic benchmarks) and the val split, where the report's numbers live.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from itbench import __version__
+from itbench.errors import DataError
+
+SCHEMA = "itbench.record/1"
+STATUSES = ("ok", "failed", "skipped")
+SCORE_KEYS = ("mean_ev", "median_ev", "mean_r", "median_r", "ceiling", "normalized_r")
+CI_KEYS = ("mean_ev", "median_ev", "mean_r", "median_r", "normalized_r")
+COUNT_KEYS = ("n_neuroids", "n_images", "n_nan_r")
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # ids become file names: no dots, no slashes
+_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+BENCHMARK_INFO: dict[str, tuple[str, str]] = {
+    "majajhong2015": (
+        "MajajHong2015 (public)",
+        "168 IT multi-unit sites of two macaques, 3200 HvM images (variations 0 and 3), "
+        "responses averaged over 70-170 ms and about 50 repetitions; Brain-Score's public "
+        "assembly with trial-level responses, so split-half ceilings are available."),
+    "nx414": (
+        "NX-414 course file (IT_data.h5)",
+        "The same 168 IT sites and images as distributed for the NX-414 course: "
+        "trial-averaged responses only, so no ceilings. Table I of the report was "
+        "computed on this data's val split."),
+    "demo": (
+        "Demo (embedded, synthetic)",
+        "A small HvM-like benchmark shipped with itbench: rendered objects of 8 categories "
+        "and 168 surrogate 'IT' sites generated from an ImageNet-trained EfficientNet-Lite0 "
+        "with calibrated trial noise. It exercises the whole pipeline offline; its numbers "
+        "say nothing about the brain."),
+}
+SPLIT_NAMES = {"val": "validation split", "test": "test split", "train": "train split"}
+
+
+# --- parsed records ------------------------------------------------------------------
+
+
+class InvalidRecord(ValueError):
+    """A record file that is not a usable itbench.record/1 record (reason in the message)."""
+
+
+@dataclass(frozen=True)
+class SkippedRecord:
+    """A file under results_root that was not rendered, and why."""
+
+    path: str  # relative to results_root
+    reason: str
+
+
+@dataclass(frozen=True)
+class SubmissionResult:
+    """One submission record, validated and normalised (NaN for missing numbers)."""
+
+    rel: str
+    benchmark: str
+    synthetic: bool
+    split: str
+    sub_id: str
+    name: str
+    table1_row: int | None
+    status: str
+    reason: str
+    created: str
+    scores: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    counts: dict[str, int | None]
+    per_neuroid: dict[str, list[float] | None] | None
+    examples: dict[str, Any] | None
+    provenance: dict[str, Any]
+    record: dict[str, Any]
+
+    @property
+    def stem(self) -> str:
+        """File stem shared by the record, its detail page and its figure."""
+        return self.sub_id if self.split == "val" else f"{self.sub_id}.{self.split}"
+
+
+@dataclass(frozen=True)
+class SweepLayer:
+    layer: str
+    depth: float
+    scores: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """One layer-sweep record (one model x weights)."""
+
+    rel: str
+    benchmark: str
+    synthetic: bool
+    split: str
+    model: str
+    weights: str
+    readout: str
+    created: str
+    layers: list[SweepLayer]
+
+
+@dataclass
+class RenderReport:
+    """What ``render`` did: counts, files written, records skipped, time taken."""
+
+    out_dir: Path
+    benchmarks: list[str]
+    n_submissions: int = 0
+    n_sweeps: int = 0
+    skipped: list[SkippedRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        lines = [f"leaderboard: {self.n_submissions} submission records and {self.n_sweeps} "
+                 f"sweeps over {len(self.benchmarks)} benchmark(s) "
+                 f"({', '.join(self.benchmarks) or 'none'}) -> {self.out_dir / 'index.html'} "
+                 f"in {self.seconds:.2f} s"]
+        lines += [f"  skipped {s.path}: {s.reason}" for s in self.skipped]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+# --- validation ----------------------------------------------------------------------
+
+
+def _num(value: Any, where: str) -> float:
+    """A JSON number (or null/NaN, meaning undefined) as a float."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRecord(f"{where} should be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _numbers(values: Any, where: str) -> list[float]:
+    if not isinstance(values, list):
+        raise InvalidRecord(f"{where} should be a list of numbers")
+    return [_num(v, where) for v in values]
+
+
+def _dict(value: Any, where: str, required: bool = True) -> dict[str, Any]:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidRecord(f"{where} should be an object")
+    return value
+
+
+def _name(value: Any, where: str, pattern: re.Pattern[str] = _NAME) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidRecord(f"{where} should be a name of letters, digits, '_' or '-', "
+                            f"got {value!r}")
+    return value
+
+
+def _scores(raw: Any, where: str) -> tuple[dict[str, float], dict[str, tuple[float, float]],
+                                            dict[str, int | None]]:
+    data = _dict(raw, where)
+    scores = {k: _num(data.get(k), f"{where}.{k}") for k in SCORE_KEYS}
+    ci_raw = _dict(data.get("ci"), f"{where}.ci", required=False)
+    ci: dict[str, tuple[float, float]] = {}
+    for key in CI_KEYS:
+        pair = ci_raw.get(key)
+        if pair is None:
+            ci[key] = (math.nan, math.nan)
+            continue
+        values = _numbers(pair, f"{where}.ci.{key}")
+        if len(values) != 2:
+            raise InvalidRecord(f"{where}.ci.{key} should be [low, high]")
+        ci[key] = (values[0], values[1])
+    counts: dict[str, int | None] = {}
+    for key in COUNT_KEYS:
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidRecord(f"{where}.{key} should be an integer")
+        counts[key] = value
+    return scores, ci, counts
+
+
+def _per_neuroid(raw: Any) -> dict[str, list[float] | None] | None:
+    if raw is None:
+        return None
+    data = _dict(raw, "per_neuroid")
+    out: dict[str, list[float] | None] = {
+        "r": _numbers(data.get("r"), "per_neuroid.r"),
+        "ev": _numbers(data.get("ev"), "per_neuroid.ev"),
+        "ceiling": (None if data.get("ceiling") is None
+                    else _numbers(data.get("ceiling"), "per_neuroid.ceiling")),
+    }
+    n = len(out["r"] or [])
+    if any(v is not None and len(v) != n for v in out.values()):
+        raise InvalidRecord("per_neuroid arrays (r, ev, ceiling) differ in length")
+    ids = data.get("neuroid_id")
+    if ids is not None and (not isinstance(ids, list) or len(ids) != n):
+        raise InvalidRecord("per_neuroid.neuroid_id should list one id per neuroid")
+    return out
+
+
+def _examples(raw: Any) -> dict[str, Any] | None:
+    """Examples as neuroid-major rows (the scorer writes measured[k][image])."""
+    if raw is None:
+        return None
+    data = _dict(raw, "examples")
+    ids = data.get("neuroid_id")
+    stim = data.get("stimulus_id") or []
+    if not isinstance(ids, list) or not isinstance(stim, list):
+        raise InvalidRecord("examples.neuroid_id and examples.stimulus_id should be lists")
+    rows: dict[str, list[list[float]]] = {}
+    for key in ("measured", "predicted"):
+        value = data.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, list) for v in value):
+            raise InvalidRecord(f"examples.{key} should be a list of lists")
+        matrix = [_numbers(v, f"examples.{key}") for v in value]
+        if ids and len(matrix) != len(ids) and matrix and len(matrix[0]) == len(ids):
+            matrix = [list(col) for col in zip(*matrix)]  # image-major -> neuroid-major
+        if len(matrix) != len(ids) or any(len(row) != len(stim) for row in matrix):
+            raise InvalidRecord(f"examples.{key} should be one row of {len(stim)} values "
+                                f"per example neuroid")
+        rows[key] = matrix
+    return {"neuroid_id": [str(i) for i in ids], "stimulus_id": [str(s) for s in stim], **rows}
+
+
+def _reason(record: Mapping[str, Any]) -> str:
+    """The error / skip reason as text, whatever shape the runner stored it in."""
+    value = record.get("error")
+    if value is None:
+        value = record.get("reason")
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        parts = [str(value[k]) for k in ("type", "message", "phase", "hint") if value.get(k)]
+        return ": ".join(parts) if parts else json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _common(record: Any, kind: str) -> tuple[dict[str, Any], str, bool, str, str]:
+    if not isinstance(record, dict):
+        raise InvalidRecord("not a JSON object")
+    if record.get("schema") != SCHEMA:
+        raise InvalidRecord(f"schema is {record.get('schema')!r}, expected {SCHEMA!r}")
+    bench = _dict(record.get("benchmark"), "benchmark")
+    bid = _name(bench.get("id"), "benchmark.id")
+    split = _name(record.get("split", "val"), "split")
+    created = record.get("created") or ""
+    if not isinstance(created, str):
+        raise InvalidRecord("created should be an ISO 8601 string")
+    return record, bid, bool(bench.get("synthetic", False)), split, created
+
+
+def parse_submission(record: Any, rel: str) -> SubmissionResult:
+    """Validate one ``kind: submission`` record; raises ``InvalidRecord`` with the reason."""
+    record, bid, synthetic, split, created = _common(record, "submission")
+    sub = _dict(record.get("submission"), "submission")
+    sub_id = _name(sub.get("id"), "submission.id")
+    row = sub.get("table1_row")
+    if row is not None and (isinstance(row, bool) or not isinstance(row, int)):
+        raise InvalidRecord("submission.table1_row should be an integer or null")
+    status = record.get("status")
+    if status not in STATUSES:
+        raise InvalidRecord(f"status is {status!r}, expected one of {', '.join(STATUSES)}")
+    if status == "ok" or record.get("scores") is not None:
+        scores, ci, counts = _scores(record.get("scores"), "scores")
+    else:
+        scores = {k: math.nan for k in SCORE_KEYS}
+        ci = {k: (math.nan, math.nan) for k in CI_KEYS}
+        counts = {k: None for k in COUNT_KEYS}
+    return SubmissionResult(
+        rel=rel, benchmark=bid, synthetic=synthetic, split=split, sub_id=sub_id,
+        name=str(sub.get("name") or sub_id), table1_row=row, status=status,
+        reason=_reason(record), created=created, scores=scores, ci=ci, counts=counts,
+        per_neuroid=_per_neuroid(record.get("per_neuroid")),
+        examples=_examples(record.get("examples")),
+        provenance=_dict(record.get("provenance"), "provenance", required=False),
+        record=record)
+
+
+def parse_sweep(record: Any, rel: str) -> SweepResult:
+    """Validate one ``kind: sweep`` record; raises ``InvalidRecord`` with the reason."""
+    record, bid, synthetic, split, created = _common(record, "sweep")
+    model = _name(record.get("model"), "model", _MODEL)
+    weights = _name(record.get("weights"), "weights", _MODEL)
+    layers_raw = record.get("layers")
+    if not isinstance(layers_raw, list) or not layers_raw:
+        raise InvalidRecord("layers should be a non-empty list")
+    layers = []
+    for i, layer in enumerate(layers_raw):
+        layer = _dict(layer, f"layers[{i}]")
+        name = layer.get("layer")
+        if not isinstance(name, str) or not name:
+            raise InvalidRecord(f"layers[{i}].layer should be a layer name")
+        depth = _num(layer.get("depth", i), f"layers[{i}].depth")
+        scores, ci, _ = _scores(layer.get("scores"), f"layers[{i}].scores")
+        layers.append(SweepLayer(name, i if math.isnan(depth) else depth, scores, ci))
+    return SweepResult(rel=rel, benchmark=bid, synthetic=synthetic, split=split, model=model,
+                       weights=weights, readout=str(record.get("readout") or ""),
+                       created=created, layers=layers)
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+@dataclass
+class BenchmarkResults:
+    """Everything found for one benchmark."""
+
+    id: str
+    submissions: list[SubmissionResult] = field(default_factory=list)
+    sweeps: list[SweepResult] = field(default_factory=list)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.id == "demo" or any(
+            r.synthetic for r in (*self.submissions, *self.sweeps))
+
+
+def _record_files(bench_dir: Path) -> list[Path]:
+    """Record files: ``*.json`` beside and in ``sweeps/`` (``failures/`` and dotfiles skipped)."""
+    files = [p for p in bench_dir.glob("*.json")] + [p for p in bench_dir.glob("sweeps/*.json")]
+    return sorted(p for p in files if not p.name.startswith(".") and p.is_file())
+
+
+def load_results(results_root: Path, benchmarks: Sequence[str] | None = None,
+                 ) -> tuple[list[BenchmarkResults], list[SkippedRecord]]:
+    """Read and validate every record; invalid ones come back as ``SkippedRecord``."""
+    results_root = Path(results_root)
+    if not results_root.is_dir():
+        raise DataError(f"no result records folder at {results_root}",
+                        "score a submission first (itbench score <folder>) or pass the "
+                        "folder that holds <benchmark>/<submission>.json records")
+    if benchmarks is None:
+        ids = sorted(p.name for p in results_root.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and _NAME.fullmatch(p.name))
+    else:
+        ids = sorted(set(benchmarks))
+        bad = [b for b in ids if not _NAME.fullmatch(b)]
+        if bad:
+            raise DataError(f"not a benchmark id: {', '.join(map(repr, bad))}",
+                            "benchmark ids are names such as demo, nx414, majajhong2015")
+    out: list[BenchmarkResults] = []
+    skipped: list[SkippedRecord] = []
+    for bid in ids:
+        bench = BenchmarkResults(bid)
+        seen: set[tuple[str, ...]] = set()
+        for path in _record_files(results_root / bid):
+            rel = path.relative_to(results_root).as_posix()
+            try:
+                item = _load_one(path, rel)
+            except InvalidRecord as err:
+                skipped.append(SkippedRecord(rel, str(err)))
+                continue
+            if item.benchmark != bid:
+                skipped.append(SkippedRecord(
+                    rel, f"record is for benchmark {item.benchmark!r} but lies under {bid}/"))
+                continue
+            key = ((item.split, "submission", item.sub_id) if isinstance(item, SubmissionResult)
+                   else (item.split, "sweep", item.model, item.weights))
+            if key in seen:
+                skipped.append(SkippedRecord(rel, "duplicate of an earlier record "
+                                                  f"({' / '.join(key)})"))
+                continue
+            seen.add(key)
+            if isinstance(item, SubmissionResult):
+                bench.submissions.append(item)
+            else:
+                bench.sweeps.append(item)
+        out.append(bench)
+    out.sort(key=lambda b: (b.synthetic, b.id))  # real data first, demo last
+    return out, skipped
+
+
+def _load_one(path: Path, rel: str) -> SubmissionResult | SweepResult:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InvalidRecord(f"cannot read: {err}") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InvalidRecord(f"not valid JSON ({err.msg} at line {err.lineno}, "
+                            f"column {err.colno})") from None
+    kind = record.get("kind", "submission") if isinstance(record, dict) else None
+    if kind == "sweep":
+        return parse_sweep(record, rel)
+    if kind == "submission":
+        return parse_submission(record, rel)
+    raise InvalidRecord(f"kind is {kind!r}, expected 'submission' or 'sweep'")
+
+
+# --- Table I -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Table1Row:
+    row: int
+    section: str
+    model: str
+    mean_ev: float
+    mean_r: float
+
+
+def load_table1(path: Path) -> dict[int, Table1Row]:
+    """The report's Table I (row, section, model, mean_ev, mean_corr) by row number."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise DataError(f"cannot read Table I numbers from {path}: {err.strerror}",
+                        "pass the benchmark/table1.csv of the itbench checkout") from None
+    rows: dict[int, Table1Row] = {}
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"row", "section", "model", "mean_ev", "mean_corr"} - set(reader.fieldnames or ())
+    if missing:
+        raise DataError(f"{path} lacks the column(s) {', '.join(sorted(missing))}",
+                        "expected header: row,section,model,mean_ev,mean_corr")
+    for line in reader:
+        try:
+            row = Table1Row(int(line["row"]), line["section"], line["model"],
+                            float(line["mean_ev"]), float(line["mean_corr"]))
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: bad Table I line {dict(line)}",
+                            "row must be an integer, mean_ev and mean_corr numbers") from None
+        rows[row.row] = row
+    return rows
+
+
+# --- table rows ----------------------------------------------------------------------
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _rank(subs: list[SubmissionResult]) -> list[tuple[int | None, SubmissionResult]]:
+    """Leaderboard order and competition ranks (1, 2, 2, 4) by mean r."""
+    def key(s: SubmissionResult) -> tuple:
+        scored = s.status == "ok" and _finite(s.scores["mean_r"])
+        group = (0 if scored else 1) if s.status == "ok" else STATUSES.index(s.status) + 1
+        return (group, -s.scores["mean_r"] if scored else 0.0, s.sub_id)
+
+    ordered = sorted(subs, key=key)
+    out: list[tuple[int | None, SubmissionResult]] = []
+    rank, prev = 0, None
+    for i, sub in enumerate(ordered, start=1):
+        if sub.status == "ok" and _finite(sub.scores["mean_r"]):
+            if sub.scores["mean_r"] != prev:
+                rank, prev = i, sub.scores["mean_r"]
+            out.append((rank, sub))
+        else:
+            out.append((None, sub))
+    return out
+
+
+def compares_table1(sub: SubmissionResult) -> bool:
+    """Table I is on real data, val split: compare only there."""
+    return not sub.synthetic and sub.split == "val" and sub.table1_row is not None
+
+
+def flat_row(rank: int | None, sub: SubmissionResult, table1: Mapping[int, Table1Row],
+             ) -> dict[str, Any]:
+    """One machine-readable row (also what the templates render from)."""
+    row: dict[str, Any] = {
+        "benchmark": sub.benchmark, "synthetic": sub.synthetic, "split": sub.split,
+        "rank": rank, "submission_id": sub.sub_id, "submission_name": sub.name,
+        "table1_row": sub.table1_row, "status": sub.status, "reason": sub.reason or None,
+        "created": sub.created or None,
+    }
+    for key in SCORE_KEYS:
+        row[key] = sub.scores[key]
+        if key in CI_KEYS:
+            row[f"{key}_ci_low"], row[f"{key}_ci_high"] = sub.ci[key]
+    row.update(sub.counts)
+    ref = table1.get(sub.table1_row) if compares_table1(sub) else None  # type: ignore[arg-type]
+    row["report_mean_ev"] = ref.mean_ev if ref else None
+    row["report_mean_r"] = ref.mean_r if ref else None
+    row["delta_mean_ev"] = sub.scores["mean_ev"] - ref.mean_ev if ref else None
+    row["delta_mean_r"] = sub.scores["mean_r"] - ref.mean_r if ref else None
+    prov = sub.provenance
+    row["code_hash"] = prov.get("code_hash") or sub.record["submission"].get("code_hash")
+    row["data_checksum"] = (prov.get("data_checksum")
+                            or sub.record["benchmark"].get("data_checksum"))
+    row["split_hash"] = prov.get("split_hash") or sub.record["benchmark"].get("split_hash")
+    row["record"] = sub.rel
+    row["detail"] = f"submissions/{sub.benchmark}/{sub.stem}.html"
+    row["figure"] = (f"figures/{sub.benchmark}/{sub.stem}.svg"
+                     if sub.status == "ok" and sub.per_neuroid else None)
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in row.items()}
+
+
+# --- formatting (also registered as template filters) ------------------------------
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A score for people: fixed decimals; missing/NaN as 'n/a'."""
+    if not _finite(value):
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    return "0." + "0" * digits if text == "-0." + "0" * digits else text
+
+
+def fmt_delta(value: Any) -> str:
+    return "n/a" if not _finite(value) else ("+" if value >= 0 else "-") + fmt(abs(value))
+
+
+def fmt_ci(low: Any, high: Any) -> str:
+    return "" if not (_finite(low) and _finite(high)) else f"[{fmt(low, 2)}, {fmt(high, 2)}]"
+
+
+def data_value(value: Any) -> str:
+    """Exact sort key for the page's sorter; empty means missing (sorts last)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+_MD_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "*": "\\*", "_": "\\_", "`": "\\`",
+                             "[": "\\[", "]": "\\]", "<": "&lt;", ">": "&gt;", "&": "&amp;",
+                             "\n": " ", "\r": " "})
+
+
+def md_cell(text: Any) -> str:
+    """User text in Markdown: literal (no emphasis, links or HTML), one line, pipe-safe."""
+    return str(text).translate(_MD_ESCAPES).strip()
+
+
+def first_line(text: str, limit: int = 160) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def day(created: str) -> str:
+    return created[:10] if created else ""
+
+
+# --- rendering -----------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, data: str) -> None:
+    """Readers (a browser, a web server) see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=jinja2.select_autoescape(["html", "html.j2"]),
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        keep_trailing_newline=True)
+    env.filters.update(fmt=fmt, fmt_delta=fmt_delta, fmt_ci=fmt_ci, dv=data_value,
+                       md=md_cell, first_line=first_line, day=day)
+    env.globals.update(version=__version__, split_names=SPLIT_NAMES)
+    return env
+
+
+@dataclass
+class _Table:
+    split: str
+    rows: list[dict[str, Any]]
+    compare: bool  # show the Table I columns
+    ceilings: bool  # show the ceiling-normalised column (only data with trials has it)
+
+
+@dataclass
+class _SweepFigure:
+    model: str
+    split: str
+    weights: list[str]
+    readout: str
+    svg_file: str
+    svg: str
+    inline: str
+    sweeps: list[SweepResult]
+
+
+@dataclass
+class _BenchView:
+    id: str
+    title: str
+    description: str
+    synthetic: bool
+    tables: list[_Table]
+    sweeps: list[_SweepFigure]
+    table1_missing: list[Table1Row]
+
+
+def _sweep_figures(bench: BenchmarkResults, figures: Any) -> list[_SweepFigure]:
+    groups: dict[tuple[str, str], list[SweepResult]] = {}
+    for sw in bench.sweeps:
+        groups.setdefault((sw.model, sw.split), []).append(sw)
+    out = []
+    for (model, split), sweeps in sorted(groups.items(), key=lambda kv: (kv[0][1] != "val",
+                                                                          kv[0])):
+        sweeps.sort(key=lambda s: (s.weights != "pretrained", s.weights))
+        lines = [figures.SweepLine(
+            weights=s.weights, layers=[layer.layer for layer in s.layers],
+            depth=[layer.depth for layer in s.layers],
+            mean_ev=[layer.scores["mean_ev"] for layer in s.layers],
+            ev_ci=[layer.ci["mean_ev"] for layer in s.layers],
+            mean_r=[layer.scores["mean_r"] for layer in s.layers],
+            r_ci=[layer.ci["mean_r"] for layer in s.layers]) for s in sweeps]
+        svg = figures.sweep_figure(model, lines)
+        stem = f"sweep-{model}" + ("" if split == "val" else f".{split}")
+        label = f"Layer sweep of {model} on {bench.id} ({split}): mean EV and r by depth"
+        out.append(_SweepFigure(model, split, [s.weights for s in sweeps],
+                                "; ".join(sorted({s.readout for s in sweeps if s.readout})),
+                                f"figures/{bench.id}/{stem}.svg", svg,
+                                figures.inline_svg(svg, f"{bench.id}-{stem}", label), sweeps))
+    return out
+
+
+def _provenance_rows(sub: SubmissionResult) -> list[tuple[str, str]]:
+    """Provenance flattened to (key, value) lines, nested dicts as dotted keys."""
+    def walk(prefix: str, value: Any) -> Iterable[tuple[str, str]]:
+        if isinstance(value, dict):
+            for key in sorted(value):
+                yield from walk(f"{prefix}.{key}" if prefix else str(key), value[key])
+        else:
+            yield prefix, "null" if value is None else str(value)
+
+    head = {"record": sub.rel, "created": sub.created or None}
+    for section, key in (("submission", "code_hash"), ("benchmark", "data_checksum"),
+                         ("benchmark", "split_hash")):
+        if key not in sub.provenance:  # the runner copies these into provenance
+            head[key] = sub.record[section].get(key)
+    rows = [(k, "null" if v is None else str(v)) for k, v in head.items()]
+    return rows + list(walk("", sub.provenance))
+
+
+def render(results_root: Path, out_dir: Path, benchmarks: list[str] | None = None,
+           table1_csv: Path | None = None) -> RenderReport:
+    """Render the leaderboard for ``benchmarks`` (default: all found) into ``out_dir``.
+
+    ``table1_csv`` defaults to the project's ``benchmark/table1.csv``; without
+    it the Table I comparison is left out (and a warning says so).
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    benches, skipped = load_results(Path(results_root), benchmarks)
+    report = RenderReport(out_dir=out_dir, benchmarks=[b.id for b in benches], skipped=skipped)
+    table1: dict[int, Table1Row] = {}
+    if table1_csv is None:
+        from itbench.paths import benchmark_dir
+
+        default = benchmark_dir() / "table1.csv"
+        if default.is_file():
+            table1 = load_table1(default)
+        else:
+            report.warnings.append(f"no Table I numbers at {default}: comparison left out")
+    else:
+        table1 = load_table1(Path(table1_csv))
+
+    from itbench.page import figures  # matplotlib: imported only when there is something to draw
+
+    env = _environment()
+    drawer = figures.SubmissionFigures()
+    written: dict[Path, str] = {}
+    views: list[_BenchView] = []
+    all_rows: list[dict[str, Any]] = []
+    detail_tpl = env.get_template("lb_detail.html.j2")
+    for bench in benches:
+        title, description = BENCHMARK_INFO.get(
+            bench.id, (bench.id, "A benchmark without a description in this itbench version."))
+        tables = []
+        splits = sorted({s.split for s in bench.submissions}, key=lambda s: (s != "val", s))
+        for split in splits:
+            subs = [s for s in bench.submissions if s.split == split]
+            ranked = _rank(subs)
+            rows = [flat_row(rank, sub, table1) for rank, sub in ranked]
+            tables.append(_Table(
+                split, rows, compare=any(compares_table1(s) for s in subs) and bool(table1),
+                ceilings=any(_finite(s.scores["ceiling"]) or _finite(s.scores["normalized_r"])
+                             for s in subs)))
+            all_rows.extend(rows)
+            for (rank, sub), row in zip(ranked, rows):
+                inline = None
+                if row["figure"]:
+                    pn = sub.per_neuroid or {}
+                    svg = drawer.draw(pn.get("r") or [], pn.get("ev") or [], pn.get("ceiling"),
+                                      sub.examples)
+                    written[out_dir / row["figure"]] = svg
+                    inline = figures.inline_svg(
+                        svg, f"{bench.id}-{sub.stem}",
+                        f"Per-neuroid scores of {sub.name} on {bench.id} ({split})")
+                html = detail_tpl.render(
+                    sub=sub, row=row, bench_title=title, synthetic=bench.synthetic,
+                    figure=inline, provenance=_provenance_rows(sub),
+                    table1=table1.get(sub.table1_row) if sub.table1_row else None,  # type: ignore[arg-type]
+                    css=_asset("lb_style.css"), root="../../")
+                written[out_dir / row["detail"]] = html
+        sweeps = _sweep_figures(bench, figures)
+        for fig in sweeps:
+            written[out_dir / fig.svg_file] = fig.svg
+        reproduced = {s.table1_row for s in bench.submissions if compares_table1(s)}
+        missing = ([t for n, t in sorted(table1.items()) if n not in reproduced]
+                   if not bench.synthetic and table1 else [])
+        views.append(_BenchView(bench.id, title, description, bench.synthetic, tables, sweeps,
+                                missing))
+        report.n_submissions += len(bench.submissions)
+        report.n_sweeps += len(bench.sweeps)
+
+    context = {"benchmarks": views, "skipped": skipped, "table1": table1,
+               "n_records": report.n_submissions + report.n_sweeps}
+    written[out_dir / "index.html"] = env.get_template("lb_index.html.j2").render(
+        css=_asset("lb_style.css"), js=_asset("lb_sort.js"), **context)
+    written[out_dir / "README.md"] = env.get_template("lb_readme.md.j2").render(**context)
+    written[out_dir / "results.json"] = json.dumps(all_rows, indent=1, sort_keys=False,
+                                                   allow_nan=False) + "\n"
+    written[out_dir / "results.csv"] = _csv(all_rows)
+    for path in sorted(written):
+        _atomic_write(path, written[path])
+    _remove_stale(out_dir, set(written))
+    report.files = sorted(written)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _asset(name: str) -> str:
+    return (TEMPLATES / name).read_text(encoding="utf-8")
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    columns = list(rows[0]) if rows else ["benchmark", "split", "rank", "submission_id"]
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v)
+                         for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _remove_stale(out_dir: Path, keep: set[Path]) -> None:
+    """Drop detail pages and figures of records that no longer exist (ours only)."""
+    for sub, pattern in (("submissions", "*.html"), ("figures", "*.svg")):
+        base = out_dir / sub
+        if not base.is_dir():
+            continue
+        for path in sorted(base.glob(f"*/{pattern}"), reverse=True):
+            if path not in keep:
+                path.unlink()
+        for folder in sorted(base.iterdir(), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()

@@ -1,0 +1,1 @@
+"""Benchmarks of itbench against reference implementations (``python -m perf.run``)."""
