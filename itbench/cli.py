@@ -30,24 +30,33 @@ def _fmt(value: Any, ci: list | None = None) -> str:
 def format_scores(record: dict[str, Any]) -> str:
     """The score table printed after ``itbench score``."""
     bench = record["benchmark"]
-    head = (f"{record['submission']['name']} ({record['submission']['id']}) on "
-            f"{bench['id']}{' [SYNTHETIC demo data]' if bench.get('synthetic') else ''}, "
-            f"split {record['split']}: {record['status'].upper()}")
+    head = (
+        f"{record['submission']['name']} ({record['submission']['id']}) on "
+        f"{bench['id']}{' [SYNTHETIC demo data]' if bench.get('synthetic') else ''}, "
+        f"split {record['split']}: {record['status'].upper()}"
+    )
     if record["status"] != "ok":
         return f"{head}\n  {record['error']}"
     scores, ci = record["scores"], record["scores"].get("ci", {})
-    rows = [("mean EV", "mean_ev"), ("median EV", "median_ev"), ("mean r", "mean_r"),
-            ("median r", "median_r"), ("ceiling (median)", "ceiling"),
-            ("normalised r", "normalized_r")]
+    rows = [
+        ("mean EV", "mean_ev"),
+        ("median EV", "median_ev"),
+        ("mean r", "mean_r"),
+        ("median r", "median_r"),
+        ("ceiling (median)", "ceiling"),
+        ("normalised r", "normalized_r"),
+    ]
     lines = [head, f"  {'metric':<18} {'value [95% CI]'}"]
     lines += [f"  {label:<18} {_fmt(scores.get(key), ci.get(key))}" for label, key in rows]
-    lines.append(f"  {scores['n_images']} images x {scores['n_neuroids']} neuroids"
-                 + (f"; {scores['n_nan_r']} neuroids with undefined r (constant)"
-                    if scores.get("n_nan_r") else ""))
+    lines.append(
+        f"  {scores['n_images']} images x {scores['n_neuroids']} neuroids"
+        + (f"; {scores['n_nan_r']} neuroids with undefined r (constant)" if scores.get("n_nan_r") else "")
+    )
     prov = record.get("provenance", {})
-    lines.append(f"  device {prov.get('device')}, size {prov.get('size')}, "
-                 f"{prov.get('wall_time_s')} s"
-                 + (", cached fit" if prov.get("fit_cached") else ""))
+    lines.append(
+        f"  device {prov.get('device')}, size {prov.get('size')}, "
+        f"{prov.get('wall_time_s')} s" + (", cached fit" if prov.get("fit_cached") else "")
+    )
     return "\n".join(lines)
 
 
@@ -66,38 +75,71 @@ def cli() -> None:
 
 # --- score -------------------------------------------------------------------------
 
+
 @cli.command()
 @click.argument("submissions", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--all", "run_all", is_flag=True, help="Score every submission without a current record.")
-@click.option("--benchmark", "-b", default=None,
-              help="Benchmark id (default: majajhong2015 or nx414 when installed, else demo).")
+@click.option(
+    "--benchmark",
+    "-b",
+    default=None,
+    help="Benchmark id (default: majajhong2015 or nx414 when installed, else demo).",
+)
 @click.option("--split", type=SPLIT, default="val", show_default=True, help="Split to score on.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--size", default="auto", show_default=True,
-              help="Size preset: full, small (CPU-sized) or auto (small on CPU when defined).")
+@click.option(
+    "--size",
+    default="auto",
+    show_default=True,
+    help="Size preset: full, small (CPU-sized) or auto (small on CPU when defined).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Wall-clock limit per run, seconds.")
 @click.option("--memory-gb", type=float, default=None, help="Memory limit per run, GiB.")
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for CIs.")
 @click.option("--no-cache", is_flag=True, help="Refit and re-predict even when cached.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record(s) as JSON.")
-def score(submissions: tuple[Path, ...], run_all: bool, benchmark: str | None, split: str,
-          device: str, batch_size: int, size: str, seed: int, timeout_s: float | None,
-          memory_gb: float | None, n_boot: int, no_cache: bool, as_json: bool) -> None:
+def score(
+    submissions: tuple[Path, ...],
+    run_all: bool,
+    benchmark: str | None,
+    split: str,
+    device: str,
+    batch_size: int,
+    size: str,
+    seed: int,
+    timeout_s: float | None,
+    memory_gb: float | None,
+    n_boot: int,
+    no_cache: bool,
+    as_json: bool,
+) -> None:
     """Fit, predict and score SUBMISSIONS (folders under submissions/), writing records."""
     from itbench.scoring.benchmark import default_benchmark
     from itbench.harness.runner import RunOptions, score_submission
 
     bid = benchmark or default_benchmark()
     if benchmark is None:
-        click.echo(f"benchmark: {bid}" + (" (synthetic demo; fetch or import real data to "
-                                          "score on it)" if bid == "demo" else ""), err=True)
+        click.echo(
+            f"benchmark: {bid}"
+            + (" (synthetic demo; fetch or import real data to score on it)" if bid == "demo" else ""),
+            err=True,
+        )
     paths = list(submissions) or (_pending(bid, split) if run_all else [])
     if not paths:
         raise click.UsageError("name at least one submission folder, or use --all")
-    opts = RunOptions(split=split, device=device, batch_size=batch_size, seed=seed, size=size,
-                      timeout_s=timeout_s, memory_gb=memory_gb, use_cache=not no_cache, n_boot=n_boot)
+    opts = RunOptions(
+        split=split,
+        device=device,
+        batch_size=batch_size,
+        seed=seed,
+        size=size,
+        timeout_s=timeout_s,
+        memory_gb=memory_gb,
+        use_cache=not no_cache,
+        n_boot=n_boot,
+    )
     records = []
     for path in paths:
         record = score_submission(path, bid, options=opts)
@@ -129,6 +171,7 @@ def _pending(benchmark_id: str, split: str) -> list[Path]:
 
 # --- data --------------------------------------------------------------------------
 
+
 @cli.group()
 def data() -> None:
     """Fetch, import and inspect benchmark data."""
@@ -156,8 +199,12 @@ def data_info(benchmark_id: str) -> None:
 
 @data.command("fetch")
 @click.argument("benchmark_id", type=click.Choice(["majajhong2015"]))
-@click.option("--mirror", envvar="ITBENCH_MIRROR", default=None,
-              help="Base URL to download from instead of Brain-Score's bucket (env ITBENCH_MIRROR).")
+@click.option(
+    "--mirror",
+    envvar="ITBENCH_MIRROR",
+    default=None,
+    help="Base URL to download from instead of Brain-Score's bucket (env ITBENCH_MIRROR).",
+)
 def data_fetch(benchmark_id: str, mirror: str | None) -> None:
     """Download Brain-Score's public MajajHong2015 files (sha1-verified)."""
     from itbench.data.sources import majajhong2015
@@ -178,10 +225,15 @@ def data_import(path: Path) -> None:
 
 # --- new ---------------------------------------------------------------------------
 
+
 @cli.command()
 @click.argument("submission_id")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Project root (default: the current itbench checkout).")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Project root (default: the current itbench checkout).",
+)
 def new(submission_id: str, root: Path | None) -> None:
     """Create submissions/SUBMISSION_ID from a template that scores as generated."""
     from itbench.harness.scaffold import scaffold
@@ -192,12 +244,18 @@ def new(submission_id: str, root: Path | None) -> None:
 
 # --- leaderboard ---------------------------------------------------------------------
 
+
 @cli.command()
 @click.option("--benchmark", "-b", "benchmarks", multiple=True, help="Only these benchmarks.")
-@click.option("--run", "run_missing", is_flag=True,
-              help="First score every submission without a current record.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default: leaderboard/).")
+@click.option(
+    "--run", "run_missing", is_flag=True, help="First score every submission without a current record."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default: leaderboard/).",
+)
 def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None) -> None:
     """Regenerate the leaderboard page from the stored result records."""
     from itbench.paths import project_root, results_root
@@ -213,40 +271,71 @@ def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None
                 click.echo(format_scores(record))
     from itbench.page.leaderboard import render
 
-    report = render(results_root(), out or root / "leaderboard",
-                    list(benchmarks) or None, root / "benchmark" / "table1.csv")
+    report = render(
+        results_root(),
+        out or root / "leaderboard",
+        list(benchmarks) or None,
+        root / "benchmark" / "table1.csv",
+    )
     click.echo(str(report))
 
 
 # --- sweep -------------------------------------------------------------------------
 
+
 @cli.command()
 @click.argument("model")
-@click.option("--layers", default=None, help="Comma-separated node names (default: the model's standard set).")
+@click.option(
+    "--layers", default=None, help="Comma-separated node names (default: the model's standard set)."
+)
 @click.option("--pretrained/--random", default=True, show_default=True, help="ImageNet or random weights.")
 @click.option("--benchmark", "-b", default=None)
 @click.option("--split", type=SPLIT, default="val", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--reducer", default="auto", show_default=True,
-              help="How activations are reduced while streaming: flatten, avgpool:K, project:D, auto.")
+@click.option(
+    "--reducer",
+    default="auto",
+    show_default=True,
+    help="How activations are reduced while streaming: flatten, avgpool:K, project:D, auto.",
+)
 @click.option("--pca", "n_components", type=int, default=1000, show_default=True)
-def sweep(model: str, layers: str | None, pretrained: bool, benchmark: str | None, split: str,
-          device: str, batch_size: int, reducer: str, n_components: int) -> None:
+def sweep(
+    model: str,
+    layers: str | None,
+    pretrained: bool,
+    benchmark: str | None,
+    split: str,
+    device: str,
+    batch_size: int,
+    reducer: str,
+    n_components: int,
+) -> None:
     """Score every chosen layer of MODEL with PCA + ridge from one pass (Fig. 1)."""
     from itbench.scoring.benchmark import default_benchmark
     from itbench.harness.sweep import run_sweep
 
-    record = run_sweep(model, layers.split(",") if layers else None, pretrained=pretrained,
-                       benchmark_id=benchmark or default_benchmark(), split=split, device=device,
-                       batch_size=batch_size, reducer=reducer, n_components=n_components)
+    record = run_sweep(
+        model,
+        layers.split(",") if layers else None,
+        pretrained=pretrained,
+        benchmark_id=benchmark or default_benchmark(),
+        split=split,
+        device=device,
+        batch_size=batch_size,
+        reducer=reducer,
+        n_components=n_components,
+    )
     for layer in record["layers"]:
         s = layer["scores"]
-        click.echo(f"{layer['layer']:<14} EV {_fmt(s['mean_ev'])}  r {_fmt(s['mean_r'], s['ci'].get('mean_r'))}")
+        click.echo(
+            f"{layer['layer']:<14} EV {_fmt(s['mean_ev'])}  r {_fmt(s['mean_r'], s['ci'].get('mean_r'))}"
+        )
     click.echo(f"record: {record['path']}", err=True)
 
 
 # --- cache and bench -----------------------------------------------------------------
+
 
 @cli.group()
 def cache() -> None:

@@ -69,7 +69,7 @@ def _bare_loop(model: torch.nn.Module, images: torch.Tensor, batch_size: int, de
     start = time.perf_counter()
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
         for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size]
+            x = images[i : i + batch_size]
             if on_cuda:
                 x = x.pin_memory().to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             model(x)
@@ -78,7 +78,9 @@ def _bare_loop(model: torch.nn.Module, images: torch.Tensor, batch_size: int, de
     return time.perf_counter() - start
 
 
-def throughput_row(quick: bool, device: str, reducer: str = "random_projection(1000)", which: str = "blocks") -> dict:
+def throughput_row(
+    quick: bool, device: str, reducer: str = "random_projection(1000)", which: str = "blocks"
+) -> dict:
     """Extractor vs bare loop: best of interleaved repeats, so a busy shared CPU hurts both alike."""
     dev = torch.device(device)
     name, n, batch = ("resnet18", 64, 32) if quick else ("resnet50", 256, 32)
@@ -99,11 +101,16 @@ def throughput_row(quick: bool, device: str, reducer: str = "random_projection(1
         ours.append(time.perf_counter() - start)
     ours_s, ref_s = min(ours), min(ref)
     ratio = ref_s / ours_s  # throughput ratio: ours / bare
-    return {"task": f"extraction throughput ({name}, {len(layers)} layers, {reducer}, {dev.type})",
-            "ours_s": round(ours_s, 3), "ref_s": round(ref_s, 3), "ratio": round(ratio, 3),
-            "target": ">= 0.9", "met": ratio >= 0.9,
-            "notes": f"{n} images 224px, batch {batch}; ratio = bare time / ours (images/s ours / bare); "
-                     f"{n / ours_s:.1f} img/s ours, {n / ref_s:.1f} img/s bare; best of repeats"}
+    return {
+        "task": f"extraction throughput ({name}, {len(layers)} layers, {reducer}, {dev.type})",
+        "ours_s": round(ours_s, 3),
+        "ref_s": round(ref_s, 3),
+        "ratio": round(ratio, 3),
+        "target": ">= 0.9",
+        "met": ratio >= 0.9,
+        "notes": f"{n} images 224px, batch {batch}; ratio = bare time / ours (images/s ours / bare); "
+        f"{n / ours_s:.1f} img/s ours, {n / ref_s:.1f} img/s bare; best of repeats",
+    }
 
 
 def _peak_rss_bytes() -> int:
@@ -129,14 +136,21 @@ def rss_worker(n: int, batch: int, reducer: str, device: str) -> dict:
     images = torch.empty(n, 3, 224, 224)
     gen = torch.Generator().manual_seed(0)
     for i in range(0, n, batch):  # filled in small chunks: no second full-size temporary
-        images[i:i + batch] = torch.randn(images[i:i + batch].shape, generator=gen)
+        images[i : i + batch] = torch.randn(images[i : i + batch].shape, generator=gen)
     start = time.perf_counter()
     feats = extract(model, images, layers, reducer, batch_size=batch, device=dev, progress=False)
     seconds = time.perf_counter() - start
     peak = _peak_rss_bytes()
-    return {"n": n, "batch": batch, "reducer": reducer, "layers": len(layers), "seconds": seconds,
-            "peak_rss_gib": peak / GIB, "input_gib": images.numel() * 4 / GIB,
-            "output_gib": sum(f.nbytes for f in feats.values()) / GIB}
+    return {
+        "n": n,
+        "batch": batch,
+        "reducer": reducer,
+        "layers": len(layers),
+        "seconds": seconds,
+        "peak_rss_gib": peak / GIB,
+        "input_gib": images.numel() * 4 / GIB,
+        "output_gib": sum(f.nbytes for f in feats.values()) / GIB,
+    }
 
 
 def _measure_rss(n: int, batch: int, reducer: str, device: str, threads: int | None = None) -> dict:
@@ -144,8 +158,18 @@ def _measure_rss(n: int, batch: int, reducer: str, device: str, threads: int | N
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-worker", str(n), "--batch", str(batch),
-           "--reducer", reducer, "--device", device]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--rss-worker",
+        str(n),
+        "--batch",
+        str(batch),
+        "--reducer",
+        reducer,
+        "--device",
+        device,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"rss worker failed: {proc.stderr[-2000:]}")
@@ -160,22 +184,32 @@ def memory_row(quick: bool, device: str, full_n: int = 3200) -> dict:
         per_img = (large["peak_rss_gib"] - small["peak_rss_gib"]) / (large["n"] - small["n"])
         io_per_img = (large["input_gib"] + large["output_gib"]) / large["n"]
         projected = large["peak_rss_gib"] + per_img * (full_n - large["n"])
-        return {"task": "sweep peak RSS (resnet50 stem+16 bottlenecks, projected to 3200)",
-                "ours_s": round(large["seconds"], 2), "ref_s": None, "ratio": None,
-                "target": "<= 6 GiB at 3200 images", "met": projected <= 6.0,
-                "notes": f"measured {small['peak_rss_gib']:.2f} GiB at N={small['n']}, "
-                         f"{large['peak_rss_gib']:.2f} GiB at N={large['n']} ({reducer}, batch {batch}, {device}); "
-                         f"growth {per_img * 1024:.2f} MiB/img, of which {io_per_img * 1024:.2f} MiB/img are the "
-                         f"input+output tensors (no activation is kept per image); linear projection to "
-                         f"N={full_n}: {projected:.2f} GiB (a projection, not a measurement: full mode "
-                         f"measures N={full_n})"}
+        return {
+            "task": "sweep peak RSS (resnet50 stem+16 bottlenecks, projected to 3200)",
+            "ours_s": round(large["seconds"], 2),
+            "ref_s": None,
+            "ratio": None,
+            "target": "<= 6 GiB at 3200 images",
+            "met": projected <= 6.0,
+            "notes": f"measured {small['peak_rss_gib']:.2f} GiB at N={small['n']}, "
+            f"{large['peak_rss_gib']:.2f} GiB at N={large['n']} ({reducer}, batch {batch}, {device}); "
+            f"growth {per_img * 1024:.2f} MiB/img, of which {io_per_img * 1024:.2f} MiB/img are the "
+            f"input+output tensors (no activation is kept per image); linear projection to "
+            f"N={full_n}: {projected:.2f} GiB (a projection, not a measurement: full mode "
+            f"measures N={full_n})",
+        }
     res = _measure_rss(full_n, batch, reducer, device)
-    return {"task": f"sweep peak RSS (resnet50 stem+16 bottlenecks, N={full_n})",
-            "ours_s": round(res["seconds"], 2), "ref_s": None, "ratio": None,
-            "target": "<= 6 GiB at 3200 images", "met": res["peak_rss_gib"] <= 6.0 and full_n >= 3200,
-            "notes": f"measured peak RSS {res['peak_rss_gib']:.2f} GiB at N={res['n']} ({reducer}, batch {batch}, "
-                     f"{device}); of which input images {res['input_gib']:.2f} GiB, features "
-                     f"{res['output_gib']:.3f} GiB"}
+    return {
+        "task": f"sweep peak RSS (resnet50 stem+16 bottlenecks, N={full_n})",
+        "ours_s": round(res["seconds"], 2),
+        "ref_s": None,
+        "ratio": None,
+        "target": "<= 6 GiB at 3200 images",
+        "met": res["peak_rss_gib"] <= 6.0 and full_n >= 3200,
+        "notes": f"measured peak RSS {res['peak_rss_gib']:.2f} GiB at N={res['n']} ({reducer}, batch {batch}, "
+        f"{device}); of which input images {res['input_gib']:.2f} GiB, features "
+        f"{res['output_gib']:.3f} GiB",
+    }
 
 
 def _photo_images(n: int, seed: int = 0) -> torch.Tensor:
@@ -183,9 +217,28 @@ def _photo_images(n: int, seed: int = 0) -> torch.Tensor:
     import skimage.data
     from torchvision.transforms import v2
 
-    names = ["astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass",
-             "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "logo", "moon", "page", "retina",
-             "rocket", "text"]  # the ones skimage ships (no download)
+    names = [
+        "astronaut",
+        "brick",
+        "camera",
+        "cell",
+        "chelsea",
+        "clock",
+        "coffee",
+        "coins",
+        "colorwheel",
+        "grass",
+        "gravel",
+        "horse",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "logo",
+        "moon",
+        "page",
+        "retina",
+        "rocket",
+        "text",
+    ]  # the ones skimage ships (no download)
     photos = []
     for name in names:
         img = np.asarray(getattr(skimage.data, name)())
@@ -193,15 +246,22 @@ def _photo_images(n: int, seed: int = 0) -> torch.Tensor:
             img = (img > 0).astype(np.uint8) * 255 if img.dtype == bool else img.astype(np.uint8)
         img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
         photos.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
-    view = v2.Compose([v2.RandomResizedCrop(224, scale=(0.05, 0.6), antialias=True), v2.RandomHorizontalFlip(),
-                       v2.ColorJitter(0.3, 0.3, 0.3, 0.05), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    view = v2.Compose(
+        [
+            v2.RandomResizedCrop(224, scale=(0.05, 0.6), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(0.3, 0.3, 0.3, 0.05),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
     torch.manual_seed(seed)
     return torch.stack([view(photos[i % len(photos)]) for i in range(n)])
 
 
-def _ridge_r(train_x: np.ndarray, test_x: np.ndarray, train_y: np.ndarray, test_y: np.ndarray,
-             n_components: int) -> float:
+def _ridge_r(
+    train_x: np.ndarray, test_x: np.ndarray, train_y: np.ndarray, test_y: np.ndarray, n_components: int
+) -> float:
     """Mean over sites of held-out Pearson r of sklearn PCA + RidgeCV (alpha per site), as the sweep reads out."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import RidgeCV
@@ -213,7 +273,9 @@ def _ridge_r(train_x: np.ndarray, test_x: np.ndarray, train_y: np.ndarray, test_
     return float(np.mean((pc * tc).sum(0) / np.sqrt((pc**2).sum(0) * (tc**2).sum(0))))
 
 
-def reducer_effect(n: int = 600, layer: str = "blocks.3", device: str = "cpu", n_components: int = 200) -> list[dict]:
+def reducer_effect(
+    n: int = 600, layer: str = "blocks.3", device: str = "cpu", n_components: int = 200
+) -> list[dict]:
     """Held-out r of PCA+ridge on exact vs reduced features of EfficientNet-Lite0 (ImageNet weights).
 
     168 surrogate sites are random linear read-outs of ``blocks.5`` (pooled
@@ -227,40 +289,69 @@ def reducer_effect(n: int = 600, layer: str = "blocks.3", device: str = "cpu", n
 
     model = efficientnet_lite0(pretrained=True)
     images = _photo_images(n)
-    feats = extract(model, images, [layer, "blocks.5"], {layer: "flatten", "blocks.5": "avgpool(2)"},
-                    device=device, progress=False)
+    feats = extract(
+        model,
+        images,
+        [layer, "blocks.5"],
+        {layer: "flatten", "blocks.5": "avgpool(2)"},
+        device=device,
+        progress=False,
+    )
     target = feats["blocks.5"]
     target = (target - target.mean(0)) / (target.std(0) + 1e-6)
     rng = np.random.default_rng(0)
-    signal = target @ rng.standard_normal((target.shape[1], 168)).astype(np.float32) / np.sqrt(target.shape[1])
+    signal = (
+        target @ rng.standard_normal((target.shape[1], 168)).astype(np.float32) / np.sqrt(target.shape[1])
+    )
     y = signal + 0.5 * signal.std(0) * rng.standard_normal(signal.shape).astype(np.float32)
     shapes: list[torch.Size] = []
-    handle = model.get_submodule(layer).register_forward_hook(lambda _m, _i, out: shapes.append(out.shape[1:]))
+    handle = model.get_submodule(layer).register_forward_hook(
+        lambda _m, _i, out: shapes.append(out.shape[1:])
+    )
     with torch.inference_mode():
         model.to("cpu")(images[:1])
     handle.remove()
     exact = torch.from_numpy(feats[layer]).view(n, *shapes[0])  # back to (N, C, H, W)
     n_train = int(0.8 * n)
     rows, exact_r = [], None
-    for spec in ["flatten", "avgpool(1)", "avgpool(2)", "avgpool(4)", "random_projection(1000)",
-                 "random_projection(4000)", "random_projection(8000)"]:
+    for spec in [
+        "flatten",
+        "avgpool(1)",
+        "avgpool(2)",
+        "avgpool(4)",
+        "random_projection(1000)",
+        "random_projection(4000)",
+        "random_projection(8000)",
+    ]:
         x = parse_reducer(spec)(exact).numpy()
         r = _ridge_r(x[:n_train], x[n_train:], y[:n_train], y[n_train:], n_components)
         exact_r = r if spec == "flatten" else exact_r
-        rows.append({"reducer": spec, "dim": int(x.shape[1]), "mean_r": round(r, 4),
-                     "delta_vs_flatten": round(r - exact_r, 4)})
+        rows.append(
+            {
+                "reducer": spec,
+                "dim": int(x.shape[1]),
+                "mean_r": round(r, 4),
+                "delta_vs_flatten": round(r - exact_r, 4),
+            }
+        )
     return rows
 
 
 def reducer_row(device: str) -> dict:
     """Summary row of :func:`reducer_effect` (full mode only: ~5 min on two busy CPU cores)."""
     rows = reducer_effect(device=device)
-    sweep_rp = next(r for r in rows if r["reducer"] == "random_projection(8000)")  # what itbench.harness.sweep uses
-    return {"task": "reducer effect on PCA+ridge r (effnet-lite0 blocks.3, 600 images)",
-            "ours_s": None, "ref_s": None, "ratio": None,
-            "target": "random_projection(8000) within 0.01 r of flatten",
-            "met": sweep_rp["delta_vs_flatten"] >= -0.01,
-            "notes": "; ".join(f"{r['reducer']} (D={r['dim']}): r={r['mean_r']:.3f}" for r in rows)}
+    sweep_rp = next(
+        r for r in rows if r["reducer"] == "random_projection(8000)"
+    )  # what itbench.harness.sweep uses
+    return {
+        "task": "reducer effect on PCA+ridge r (effnet-lite0 blocks.3, 600 images)",
+        "ours_s": None,
+        "ref_s": None,
+        "ratio": None,
+        "target": "random_projection(8000) within 0.01 r of flatten",
+        "met": sweep_rp["delta_vs_flatten"] >= -0.01,
+        "notes": "; ".join(f"{r['reducer']} (D={r['dim']}): r={r['mean_r']:.3f}" for r in rows),
+    }
 
 
 def run(quick: bool = True, device: str = "cpu") -> list[dict]:

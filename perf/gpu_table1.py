@@ -53,10 +53,16 @@ def tiled_benchmark(n_total: int) -> tuple[TrainData, torch.Tensor]:
     x, y = torch.cat(copies)[:n_total], np.concatenate(targets)[:n_total].astype(np.float32)
     labels = np.array([f"tile{i}" for i in range(n_total)])
     n_train = int(round(n_total * N_TRAIN / 3200))
-    train = TrainData(x[:n_train], y[:n_train], labels[:n_train], labels[:n_train], labels[:n_train],
-                      np.asarray(bench.neuroid_ids))
+    train = TrainData(
+        x[:n_train],
+        y[:n_train],
+        labels[:n_train],
+        labels[:n_train],
+        labels[:n_train],
+        np.asarray(bench.neuroid_ids),
+    )
     n_val = int(round(n_total * N_VAL / 3200))
-    return train, x[n_train:n_train + n_val]
+    return train, x[n_train : n_train + n_val]
 
 
 def time_row(sub, train: TrainData, val: torch.Tensor, device: str, size: str) -> dict:
@@ -74,10 +80,15 @@ def time_row(sub, train: TrainData, val: torch.Tensor, device: str, size: str) -
     predict_s = time.perf_counter() - started
     assert pred.shape == (len(val), train.responses.shape[1]) and np.isfinite(pred).all()
     epochs = int(sub.params_for(size).get("epochs", 1))
-    row = {"row": sub.table1_row, "submission": sub.id, "size": size, "fit_s": round(fit_s, 2),
-           "predict_s": round(predict_s, 2),
-           "train_images_per_s": round(len(train) * epochs / fit_s, 1) if fit_s else None,
-           "predict_images_per_s": round(len(val) / predict_s, 1)}
+    row = {
+        "row": sub.table1_row,
+        "submission": sub.id,
+        "size": size,
+        "fit_s": round(fit_s, 2),
+        "predict_s": round(predict_s, 2),
+        "train_images_per_s": round(len(train) * epochs / fit_s, 1) if fit_s else None,
+        "predict_images_per_s": round(len(val) / predict_s, 1),
+    }
     if device.startswith("cuda"):
         row["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return row
@@ -93,7 +104,7 @@ def extraction_fraction(images: torch.Tensor, device: str, batch_size: int = 256
         started = time.perf_counter()
         with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=on_cuda):
             for i in range(0, len(images), batch_size):
-                x = images[i:i + batch_size].to(device, non_blocking=True)
+                x = images[i : i + batch_size].to(device, non_blocking=True)
                 net(x.contiguous(memory_format=torch.channels_last) if on_cuda else x)
         if on_cuda:
             torch.cuda.synchronize()
@@ -101,8 +112,16 @@ def extraction_fraction(images: torch.Tensor, device: str, batch_size: int = 256
 
     def ours() -> float:
         started = time.perf_counter()
-        extract(model, images, ["avgpool"], "flatten", batch_size=batch_size, device=device, progress=False,
-                stop_early=False)
+        extract(
+            model,
+            images,
+            ["avgpool"],
+            "flatten",
+            batch_size=batch_size,
+            device=device,
+            progress=False,
+            stop_early=False,
+        )
         if on_cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - started
@@ -110,9 +129,12 @@ def extraction_fraction(images: torch.Tensor, device: str, batch_size: int = 256
     bare(), ours()  # warm-up: cudnn autotune, allocator
     t_bare = float(np.median([bare() for _ in range(3)]))
     t_ours = float(np.median([ours() for _ in range(3)]))
-    return {"task": "extraction vs bare bf16 channels_last loop (resnet50 avgpool)",
-            "bare_images_per_s": round(len(images) / t_bare, 1),
-            "ours_images_per_s": round(len(images) / t_ours, 1), "fraction": round(t_bare / t_ours, 3)}
+    return {
+        "task": "extraction vs bare bf16 channels_last loop (resnet50 avgpool)",
+        "bare_images_per_s": round(len(images) / t_bare, 1),
+        "ours_images_per_s": round(len(images) / t_ours, 1),
+        "fraction": round(t_bare / t_ours, 3),
+    }
 
 
 def main() -> None:
@@ -133,8 +155,15 @@ def main() -> None:
     fraction = extraction_fraction(torch.cat([train.images, val]), args.device)
     print(json.dumps(fraction), flush=True)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    out = {"device": device_name, "n_images": n_total, "quick": args.quick, "rows": results,
-           "extraction": fraction, "date": dt.date.today().isoformat(), "torch": torch.__version__}
+    out = {
+        "device": device_name,
+        "n_images": n_total,
+        "quick": args.quick,
+        "rows": results,
+        "extraction": fraction,
+        "date": dt.date.today().isoformat(),
+        "torch": torch.__version__,
+    }
     if not args.quick:
         path = ROOT / "bench" / "results" / f"gpu-table1-{args.device.split(':')[0]}-{out['date']}.json"
         path.write_text(json.dumps(out, indent=1) + "\n")

@@ -30,14 +30,24 @@ FIXTURES = ROOT / "tests" / "fixtures" / "records"
 def _itbench(args: list[str], env: dict[str, str]) -> float:
     """Wall seconds of one ``itbench`` process (raises if it fails)."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "itbench.cli", *args], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "itbench.cli", *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started
 
 
 def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "ITBENCH_HOME": str(home), "ITBENCH_RESULTS": str(home / "results"),
-            "ITBENCH_ROOT": str(ROOT)}
+    return {
+        **os.environ,
+        "ITBENCH_HOME": str(home),
+        "ITBENCH_RESULTS": str(home / "results"),
+        "ITBENCH_ROOT": str(ROOT),
+    }
 
 
 def warm_rescore(repeats: int) -> dict[str, Any]:
@@ -46,15 +56,25 @@ def warm_rescore(repeats: int) -> dict[str, Any]:
         args = ["score", "submissions/pixels_ridge", "--benchmark", "demo", "--device", "cpu"]
         cold = _itbench(args, env)
         warm = statistics.median(_itbench(args, env) for _ in range(repeats))
-    return {"task": "warm_rescore", "ours_s": warm, "ref_s": cold, "ratio": cold / warm,
-            "accuracy": "same record scores (cached predictions)", "target": "warm <= 2 s",
-            "met": warm <= 2.0, "notes": f"cold (fit+predict) {cold:.1f} s; median of {repeats} warm runs"}
+    return {
+        "task": "warm_rescore",
+        "ours_s": warm,
+        "ref_s": cold,
+        "ratio": cold / warm,
+        "accuracy": "same record scores (cached predictions)",
+        "target": "warm <= 2 s",
+        "met": warm <= 2.0,
+        "notes": f"cold (fit+predict) {cold:.1f} s; median of {repeats} warm runs",
+    }
 
 
 def _twenty_records(root: Path) -> int:
     """Copy the fixture records until there are 20 (ids made unique)."""
-    sources = sorted(p for p in FIXTURES.rglob("*.json")
-                     if "sweeps" not in p.parts and p.name not in ("broken.json", "wrong_schema.json"))
+    sources = sorted(
+        p
+        for p in FIXTURES.rglob("*.json")
+        if "sweeps" not in p.parts and p.name not in ("broken.json", "wrong_schema.json")
+    )
     count = 0
     for i in range(20):
         src = sources[i % len(sources)]
@@ -78,9 +98,16 @@ def leaderboard_20(repeats: int) -> dict[str, Any]:
         n = _twenty_records(Path(tmp) / "results")
         times = [_itbench(["leaderboard", "--out", str(Path(tmp) / "out")], env) for _ in range(repeats)]
     median = statistics.median(times)
-    return {"task": "leaderboard_20", "ours_s": median, "ref_s": None, "ratio": None,
-            "accuracy": f"{n} submission records + sweeps rendered", "target": "<= 2 s",
-            "met": median <= 2.0, "notes": f"whole `itbench leaderboard` process, median of {repeats}"}
+    return {
+        "task": "leaderboard_20",
+        "ours_s": median,
+        "ref_s": None,
+        "ratio": None,
+        "accuracy": f"{n} submission records + sweeps rendered",
+        "target": "<= 2 s",
+        "met": median <= 2.0,
+        "notes": f"whole `itbench leaderboard` process, median of {repeats}",
+    }
 
 
 def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:

@@ -127,16 +127,31 @@ def _pred_error(ours: Any, ref: np.ndarray) -> float:
     return float(np.max(np.abs(ours.reshape(ref.shape) - ref).max(0) / np.abs(ref).max(0)))
 
 
-def _row(task: str, ours: str, ref: str, ours_t: list[float], ref_t: list[float], target_ratio: float | None,
-         accuracy: str, accuracy_ok: bool, notes: str) -> dict:
+def _row(
+    task: str,
+    ours: str,
+    ref: str,
+    ours_t: list[float],
+    ref_t: list[float],
+    target_ratio: float | None,
+    accuracy: str,
+    accuracy_ok: bool,
+    notes: str,
+) -> dict:
     """One result row (the format perf/run.py prints; see perf/README.md); no target: information only."""
     ours_s, ref_s = statistics.median(ours_t), statistics.median(ref_t)
     ratio = ref_s / ours_s
     return {
-        "task": task, "ours": ours, "reference": ref,
-        "ours_s": round(ours_s, 4), "ref_s": round(ref_s, 4), "ratio": round(ratio, 3),
-        "ours_times": [round(t, 4) for t in ours_t], "ref_times": [round(t, 4) for t in ref_t],
-        "accuracy": accuracy, "accuracy_ok": bool(accuracy_ok),
+        "task": task,
+        "ours": ours,
+        "reference": ref,
+        "ours_s": round(ours_s, 4),
+        "ref_s": round(ref_s, 4),
+        "ratio": round(ratio, 3),
+        "ours_times": [round(t, 4) for t in ours_t],
+        "ref_times": [round(t, 4) for t in ref_t],
+        "accuracy": accuracy,
+        "accuracy_ok": bool(accuracy_ok),
         "target": f">= {target_ratio:g}x" if target_ratio else "info",
         "met": bool(ratio >= target_ratio and accuracy_ok) if target_ratio else None,
         "notes": notes,
@@ -145,7 +160,8 @@ def _row(task: str, ours: str, ref: str, ours_t: list[float], ref_t: list[float]
 
 def _repeat_note(ours_t: list[float], ref_t: list[float]) -> str:
     return f"median of {len(ours_t)} (ours) / {len(ref_t)} (sklearn) runs" + (
-        "; sklearn timed once (slow baseline)" if len(ref_t) == 1 else "")
+        "; sklearn timed once (slow baseline)" if len(ref_t) == 1 else ""
+    )
 
 
 # --------------------------------------------------------------------------- tasks
@@ -165,11 +181,18 @@ def ridge_row(p: int, quick: bool, device: str, target_ratio: float, ref_repeats
     ours_t, ours = _time(lambda: R.RidgeGCV(ALPHAS, device=dev).fit(x, y), 1 if quick else 3, device)
     same = float(np.mean(ours.alpha_ == ref_alpha))
     err = _pred_error(ours.predict(x_test), ref_pred)
-    return _row(f"ridge_gcv_{p // 1000}k" if p >= 1000 else f"ridge_gcv_{p}", "RidgeGCV (float64)",
-                "sklearn RidgeCV(alpha_per_target=True)", ours_t, ref_t, target_ratio,
-                f"same alpha {same:.1%}, max rel pred err {err:.1e}", same >= 0.99 and err <= 1e-5,
-                f"{n} x {p} float32 -> {N_TARGETS} targets, {len(ALPHAS)} alphas, {len(set(ref_alpha))} distinct "
-                f"chosen; ours mode={ours.mode_} on {device}; {_repeat_note(ours_t, ref_t)}")
+    return _row(
+        f"ridge_gcv_{p // 1000}k" if p >= 1000 else f"ridge_gcv_{p}",
+        "RidgeGCV (float64)",
+        "sklearn RidgeCV(alpha_per_target=True)",
+        ours_t,
+        ref_t,
+        target_ratio,
+        f"same alpha {same:.1%}, max rel pred err {err:.1e}",
+        same >= 0.99 and err <= 1e-5,
+        f"{n} x {p} float32 -> {N_TARGETS} targets, {len(ALPHAS)} alphas, {len(set(ref_alpha))} distinct "
+        f"chosen; ours mode={ours.mode_} on {device}; {_repeat_note(ours_t, ref_t)}",
+    )
 
 
 def ols_row(p: int, quick: bool, device: str, ref_repeats: int) -> dict:
@@ -196,12 +219,19 @@ def ols_row(p: int, quick: bool, device: str, ref_repeats: int) -> dict:
     dev = None if device == "cpu" else device
     ours_t, ours = _time(lambda: R.OLS(device=dev).fit(x, y), 1 if quick else 3, device)
     err = _pred_error(ours.predict(x_test), ref_pred)
-    return _row(f"ols_{p // 1000}k" if p >= 1000 else f"ols_{p}", "OLS (float64, gram)",
-                "sklearn LinearRegression (float64 copy)", ours_t, ref_t, 1.0, f"max rel pred err {err:.1e}",
-                err <= 1e-5,
-                f"{n} x {p} float32 -> {N_TARGETS} targets ({'p > n: minimum norm' if p > n else 'n > p'}), "
-                f"rank {ours.rank_}; sklearn on the float32 input itself: {t32[0]:.2f} s, off by {err32:.1e}; "
-                f"on {device}; {_repeat_note(ours_t, ref_t)}")
+    return _row(
+        f"ols_{p // 1000}k" if p >= 1000 else f"ols_{p}",
+        "OLS (float64, gram)",
+        "sklearn LinearRegression (float64 copy)",
+        ours_t,
+        ref_t,
+        1.0,
+        f"max rel pred err {err:.1e}",
+        err <= 1e-5,
+        f"{n} x {p} float32 -> {N_TARGETS} targets ({'p > n: minimum norm' if p > n else 'n > p'}), "
+        f"rank {ours.rank_}; sklearn on the float32 input itself: {t32[0]:.2f} s, off by {err32:.1e}; "
+        f"on {device}; {_repeat_note(ours_t, ref_t)}",
+    )
 
 
 def pca_rows(quick: bool, device: str, with_randomized: bool) -> list[dict]:
@@ -231,15 +261,21 @@ def pca_rows(quick: bool, device: str, with_randomized: bool) -> list[dict]:
         signs = np.sign(np.sum(proj * ref_proj, axis=0))
         proj_err = float(np.abs(proj * signs - ref_proj).max() / np.abs(ref_proj).max())
         ok = ev_top <= 0.01 and evr_sum <= 0.01 and proj_err <= 0.01
-        rows.append(_row(
-            f"pca_{p // 1000}k" + ("" if solver == "auto" else "_randomized"),
-            f"PCA({k}, svd_solver={solver!r}) -> {ours.solver_}", "sklearn PCA(svd_solver='randomized')",
-            ours_t, ref_t, 3.0 if solver == "auto" else None,
-            f"EV rel diff top-{top} {ev_top:.1e} (all {k}: {ev_all:.1e}), total EV {evr_sum:.1e}, "
-            f"top-20 projections {proj_err:.1e}",
-            ok,
-            f"{n} x {p} float32, power-law spectrum (rank {int(1.2 * k)} + noise); sklearn: n_iter='auto' (4), "
-            f"10 oversamples; on {device}; {_repeat_note(ours_t, ref_t)}"))
+        rows.append(
+            _row(
+                f"pca_{p // 1000}k" + ("" if solver == "auto" else "_randomized"),
+                f"PCA({k}, svd_solver={solver!r}) -> {ours.solver_}",
+                "sklearn PCA(svd_solver='randomized')",
+                ours_t,
+                ref_t,
+                3.0 if solver == "auto" else None,
+                f"EV rel diff top-{top} {ev_top:.1e} (all {k}: {ev_all:.1e}), total EV {evr_sum:.1e}, "
+                f"top-20 projections {proj_err:.1e}",
+                ok,
+                f"{n} x {p} float32, power-law spectrum (rank {int(1.2 * k)} + noise); sklearn: n_iter='auto' (4), "
+                f"10 oversamples; on {device}; {_repeat_note(ours_t, ref_t)}",
+            )
+        )
         del ours
         gc.collect()
     return rows
@@ -250,7 +286,7 @@ TASKS = ("ridge_gcv_1k", "ridge_gcv_50k", "ols_1k", "ols_50k", "pca_200k")
 
 def run(quick: bool = False, device: str = "cpu", only: str | None = None) -> list[dict]:
     """All readout rows (``only``: a substring of the task names to keep)."""
-    keep = (lambda name: only is None or only in name or only == "readouts")
+    keep = lambda name: only is None or only in name or only == "readouts"
     rows: list[dict] = []
     _warm_up(device)
     small, large = (200, 5000) if quick else (1000, 50_000)

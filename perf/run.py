@@ -67,7 +67,9 @@ def _ram_gib() -> float | None:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -83,7 +85,10 @@ def machine() -> dict[str, Any]:
     from threadpoolctl import threadpool_info
 
     blas = [
-        {k: lib.get(k) for k in ("user_api", "internal_api", "version", "num_threads", "architecture", "prefix")}
+        {
+            k: lib.get(k)
+            for k in ("user_api", "internal_api", "version", "num_threads", "architecture", "prefix")
+        }
         for lib in threadpool_info()
     ]
     torch_blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
@@ -97,13 +102,19 @@ def machine() -> dict[str, Any]:
         "gpu": gpu,
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "versions": {"torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-                     "sklearn": sklearn.__version__},
+        "versions": {
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "sklearn": sklearn.__version__,
+        },
         "torch_threads": torch.get_num_threads(),
         "torch_blas": torch_blas.group(1) if torch_blas else None,
         "blas": blas,
-        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                              "CUDA_VISIBLE_DEVICES")},
+        "env": {
+            k: os.environ.get(k)
+            for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+        },
         "git_commit": _git_commit(),
     }
 
@@ -144,8 +155,17 @@ def collect(quick: bool, device: str, only: str | None) -> list[dict]:
             new = _call_run(module, quick, device, only)
         except Exception as err:  # keep the other module's results
             traceback.print_exc()
-            new = [{"task": f"{module}: failed", "ours_s": None, "ref_s": None, "ratio": None, "target": None,
-                    "met": False, "notes": f"{type(err).__name__}: {err}"}]
+            new = [
+                {
+                    "task": f"{module}: failed",
+                    "ours_s": None,
+                    "ref_s": None,
+                    "ratio": None,
+                    "target": None,
+                    "met": False,
+                    "notes": f"{type(err).__name__}: {err}",
+                }
+            ]
         for row in new:
             row.setdefault("module", module)
         rows.extend(new)
@@ -183,8 +203,11 @@ def table(rows: list[dict]) -> str:
 def markdown(result: dict) -> str:
     """The results file for humans: machine, table, per-row notes."""
     m = result["machine"]
-    blas = "; ".join(" ".join(filter(None, [b["internal_api"], b.get("version")])) + f" ({b['prefix']}, "
-                     f"{b['num_threads']} threads)" for b in m["blas"])
+    blas = "; ".join(
+        " ".join(filter(None, [b["internal_api"], b.get("version")])) + f" ({b['prefix']}, "
+        f"{b['num_threads']} threads)"
+        for b in m["blas"]
+    )
     env = ", ".join(f"{k}={v}" for k, v in m["env"].items() if v is not None) or "no thread variables set"
     lines = [
         f"# Benchmark results: {result['label']} ({result['date']})",
@@ -197,7 +220,9 @@ def markdown(result: dict) -> str:
         f"| CPU | {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable) |",
         f"| RAM | {m['ram_gib']} GiB |",
         f"| GPU | {m['gpu'] or 'none'} |",
-        f"| versions | python {m['python']}, " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + " |",
+        f"| versions | python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + " |",
         f"| BLAS | {blas}; torch BLAS {m['torch_blas']}, {m['torch_threads']} threads |",
         f"| env | {env} |",
         f"| load average (1 min) | {result['load_before']:.2f} before, {result['load_after']:.2f} after |",
@@ -205,7 +230,9 @@ def markdown(result: dict) -> str:
         "| " + " | ".join(HEADERS) + " |",
         "| " + " | ".join("---" for _ in HEADERS) + " |",
     ]
-    lines += ["| " + " | ".join(_cell(r, k).replace("|", "/") for k in COLUMNS) + " |" for r in result["rows"]]
+    lines += [
+        "| " + " | ".join(_cell(r, k).replace("|", "/") for k in COLUMNS) + " |" for r in result["rows"]
+    ]
     lines += ["", "Notes:", ""]
     lines += [f"- **{r['task']}**: {r.get('notes', '')}" for r in result["rows"]]
     if result.get("remark"):
@@ -223,12 +250,17 @@ def _label(args: argparse.Namespace, host: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in well under a minute")
-    parser.add_argument("--only", default=None,
-                        help="'readouts', 'extraction', 'harness', or part of a readout task name")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke run in well under a minute"
+    )
+    parser.add_argument(
+        "--only", default=None, help="'readouts', 'extraction', 'harness', or part of a readout task name"
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--label", default=None, help="results file name prefix (default: hostname)")
-    parser.add_argument("--remark", default=None, help="a sentence to keep with the results (e.g. overlapping jobs)")
+    parser.add_argument(
+        "--remark", default=None, help="a sentence to keep with the results (e.g. overlapping jobs)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     if args.device == "cuda":

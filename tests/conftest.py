@@ -15,8 +15,7 @@ SHARED = REPO.parent / "shared"
 def _private_data_home(tmp_path_factory: pytest.TempPathFactory):
     """Point ITBENCH_HOME (and the results root) at a temporary folder for the session."""
     home = tmp_path_factory.mktemp("itbench-home")
-    old = {k: os.environ.get(k) for k in ("ITBENCH_HOME", "ITBENCH_ROOT", "ITBENCH_CACHE",
-                                          "ITBENCH_RESULTS")}
+    old = {k: os.environ.get(k) for k in ("ITBENCH_HOME", "ITBENCH_ROOT", "ITBENCH_CACHE", "ITBENCH_RESULTS")}
     os.environ["ITBENCH_HOME"] = str(home)
     os.environ["ITBENCH_RESULTS"] = str(home / "results")  # never write into leaderboard/
     os.environ["ITBENCH_ROOT"] = str(REPO)

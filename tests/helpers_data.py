@@ -143,7 +143,9 @@ def make_trials(
     )
     da = xr.DataArray(values, dims=("neuroid", "presentation", "time_bin"), coords=coords)
     da = da.set_index(
-        presentation=list(presentation), neuroid=["neuroid_id", "region", "animal"], time_bin=["time_bin_start", "time_bin_end"]
+        presentation=list(presentation),
+        neuroid=["neuroid_id", "region", "animal"],
+        time_bin=["time_bin_start", "time_bin_end"],
     )
     da.attrs["stimulus_set_identifier"] = "hvm-public-test"
     return da
@@ -257,7 +259,11 @@ def write_it_data_h5(
             names[split] = [objects[i % len(objects)] for i in range(n)]
             encoded = [name.encode("latin-1") for name in names[split]]
             if vlen_objects:
-                handle.create_dataset(f"object_{split}", data=np.array(encoded, dtype=object), dtype=h5py.special_dtype(vlen=bytes))
+                handle.create_dataset(
+                    f"object_{split}",
+                    data=np.array(encoded, dtype=object),
+                    dtype=h5py.special_dtype(vlen=bytes),
+                )
             else:
                 handle[f"object_{split}"] = np.array(encoded, dtype="S")
             if split != "test":
@@ -310,7 +316,9 @@ class LocalServer:
         self.httpd.daemon_threads = True
         self.httpd.requests = Counter()  # type: ignore[attr-defined]
         self.httpd.truncate = {}  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:

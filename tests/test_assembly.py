@@ -7,7 +7,13 @@ import pytest
 import xarray as xr
 
 from helpers_data import files_in, hvm_like_table, make_trials, trial_values, write_brainio_netcdf
-from itbench.data.assembly import add_repetition, average_trials, load_assembly, save_assembly, validate_responses
+from itbench.data.assembly import (
+    add_repetition,
+    average_trials,
+    load_assembly,
+    save_assembly,
+    validate_responses,
+)
 from itbench.errors import DataError
 
 DIMS = ("presentation", "neuroid")
@@ -95,7 +101,15 @@ def test_average_trials_matches_pandas_groupby(tmp_path, trials):
     assert list(avg["stimulus_id"].values) == list(expected.index)
     np.testing.assert_allclose(avg.values, expected.to_numpy(), rtol=1e-5, atol=1e-7)
     assert avg.dtype == np.float32
-    assert set(avg.coords) == {"stimulus_id", "object_name", "category_name", "variation", "neuroid_id", "region", "animal"}
+    assert set(avg.coords) == {
+        "stimulus_id",
+        "object_name",
+        "category_name",
+        "variation",
+        "neuroid_id",
+        "region",
+        "animal",
+    }
     table = hvm_like_table(3, 4).set_index("stimulus_id")
     assert list(avg["object_name"].values) == list(table.loc[expected.index, "object_name"])
 
@@ -146,7 +160,10 @@ def test_validate_responses_reports_counts_and_where():
     da = xr.DataArray(
         values,
         dims=DIMS,
-        coords={"stimulus_id": ("presentation", ["a", "b", "c", "d"]), "neuroid_id": ("neuroid", ["x", "y", "z"])},
+        coords={
+            "stimulus_id": ("presentation", ["a", "b", "c", "d"]),
+            "neuroid_id": ("neuroid", ["x", "y", "z"]),
+        },
     )
     with pytest.raises(DataError) as err:
         validate_responses(da)
@@ -164,4 +181,3 @@ def test_average_trials_refuses_other_dims():
 def test_missing_file_says_fetch(tmp_path):
     with pytest.raises(DataError, match="no assembly file at .*missing.nc"):
         load_assembly(tmp_path / "missing.nc")
-

@@ -22,15 +22,22 @@ from helpers_records import FIXTURES, fixture_records
 pytestmark = pytest.mark.browser
 
 TABLE1 = Path(__file__).resolve().parents[1] / "benchmark" / "table1.csv"
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-quic",
-                "--no-first-run", "--disable-dev-shm-usage")
+CHROME_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+)
 
 
 def _find(candidates: tuple[str, ...]) -> str | None:
     for name in candidates:
-        path = shutil.which(name) or (name if os.path.isabs(name) and os.access(name, os.X_OK)
-                                      else None)
+        path = shutil.which(name) or (name if os.path.isabs(name) and os.access(name, os.X_OK) else None)
         if path:
             return path
     return None
@@ -40,9 +47,11 @@ def _browser_paths() -> tuple[str, str]:
     browser = _find(("chromium", "chromium-browser", "google-chrome", "/usr/bin/chromium"))
     driver = _find(("/usr/bin/chromedriver", "chromedriver"))
     if not browser or not driver:
-        pytest.skip("no headless Chromium and chromedriver found "
-                    f"(browser: {browser or 'missing'}, driver: {driver or 'missing'}); "
-                    "install them with .ci/install-browser.sh")
+        pytest.skip(
+            "no headless Chromium and chromedriver found "
+            f"(browser: {browser or 'missing'}, driver: {driver or 'missing'}); "
+            "install them with .ci/install-browser.sh"
+        )
     return browser, driver
 
 
@@ -98,8 +107,9 @@ def test_sorting_by_mean_r_in_browser(page: Path, driver) -> None:
     recs = fixture_records("demo")
     status_order = {"ok": 0, "failed": 1, "skipped": 2}
     scored = [k for k, r in recs.items() if r["status"] == "ok" and _mean_r(r) is not None]
-    unscored = sorted((k for k in recs if k not in scored),
-                      key=lambda k: (status_order[recs[k]["status"]], k))
+    unscored = sorted(
+        (k for k in recs if k not in scored), key=lambda k: (status_order[recs[k]["status"]], k)
+    )
 
     # The page opens in leaderboard order: best mean r first, missing scores after.
     initial = sorted(scored, key=lambda k: -_mean_r(recs[k])) + unscored
@@ -116,8 +126,7 @@ def test_sorting_by_mean_r_in_browser(page: Path, driver) -> None:
     assert _row_ids(driver, "table-demo-val") == ascending[::-1] + unscored
 
     # A text column sorts too, and only one header carries the sort state.
-    name_header = driver.find_element(By.CSS_SELECTOR,
-                                      '#table-demo-val th[data-col="submission"]')
+    name_header = driver.find_element(By.CSS_SELECTOR, '#table-demo-val th[data-col="submission"]')
     name_header.click()
     by_name = sorted(recs, key=lambda k: recs[k]["submission"]["name"].lower())
     assert _row_ids(driver, "table-demo-val") == by_name
@@ -157,8 +166,9 @@ def test_page_is_self_contained_and_error_free(page: Path, driver) -> None:
     assert svgs and svgs[0].size["width"] > 300  # the sweep figure is drawn, not collapsed
 
     # The detail page opens from the table and shows the per-neuroid figure.
-    driver.find_element(By.CSS_SELECTOR, '#table-demo-val tr[data-submission="resnet50_best"] '
-                                         "td.sub a").click()
+    driver.find_element(
+        By.CSS_SELECTOR, '#table-demo-val tr[data-submission="resnet50_best"] td.sub a'
+    ).click()
     assert driver.current_url.endswith("/submissions/demo/resnet50_best.html")
     figure = driver.find_element(By.CSS_SELECTOR, "main figure svg")
     assert figure.size["width"] > 300 and figure.size["height"] > 80

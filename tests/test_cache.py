@@ -13,8 +13,15 @@ import torch
 import torchvision
 
 from itbench.models import cache as cache_mod
-from itbench.models.cache import (ActivationCache, ActivationKey, CacheError, cache_limit_bytes, cached_extract,
-                           stimulus_hash, weights_hash)
+from itbench.models.cache import (
+    ActivationCache,
+    ActivationKey,
+    CacheError,
+    cache_limit_bytes,
+    cached_extract,
+    stimulus_hash,
+    weights_hash,
+)
 from itbench.models.features import extract
 
 
@@ -54,7 +61,11 @@ def test_put_get_roundtrip_and_index(store):
     assert entry["bytes"] == (store.root / f"{key().digest()}.npy").stat().st_size
     assert not list(store.root.glob("*.tmp"))  # atomic writes leave no temp files
     info = store.info()
-    assert info["entries"] == 1 and info["bytes"] == entry["bytes"] and info["by_model"]["resnet18"]["entries"] == 1
+    assert (
+        info["entries"] == 1
+        and info["bytes"] == entry["bytes"]
+        and info["by_model"]["resnet18"]["entries"] == 1
+    )
 
 
 def test_lru_eviction_keeps_recently_used(tmp_path):
@@ -152,16 +163,34 @@ def test_uncreatable_folder_disables_cache_but_extraction_works(tmp_path, model,
     with pytest.warns(RuntimeWarning, match="disabled"):
         store = ActivationCache(blocker / "acts")
     assert not store.enabled and store.get(key()) is None and store.put(key(), arr()) is False
-    out = cached_extract(model, images, ["layer1"], "avgpool(1)", model_name="r18", benchmark_id="demo",
-                         data_checksum="c", split="train", stimulus_ids=list("abcd"), cache=store, progress=False)
+    out = cached_extract(
+        model,
+        images,
+        ["layer1"],
+        "avgpool(1)",
+        model_name="r18",
+        benchmark_id="demo",
+        data_checksum="c",
+        split="train",
+        stimulus_ids=list("abcd"),
+        cache=store,
+        progress=False,
+    )
     assert out["layer1"].shape == (4, 64)
 
 
 def test_cached_extract_hits_partial_hits_and_keys(tmp_path, model, images):
     store = ActivationCache(tmp_path, limit_bytes=10**8)
     ids = [f"im{i}" for i in range(4)]
-    common = dict(model_name="r18", benchmark_id="demo", data_checksum="c", split="train", stimulus_ids=ids,
-                  cache=store, progress=False)
+    common = dict(
+        model_name="r18",
+        benchmark_id="demo",
+        data_checksum="c",
+        split="train",
+        stimulus_ids=ids,
+        cache=store,
+        progress=False,
+    )
     forwards = []
     handle = model.conv1.register_forward_hook(lambda *a: forwards.append(1))
     try:
@@ -174,7 +203,9 @@ def test_cached_extract_hits_partial_hits_and_keys(tmp_path, model, images):
         again = cached_extract(model, no_images, ["layer1"], "avgpool(2)", **common)
         assert len(forwards) == 1
         np.testing.assert_array_equal(again["layer1"], first["layer1"])
-        both = cached_extract(model, images, ["layer1", "layer3"], "avgpool(2)", **common)  # layer3 only computed
+        both = cached_extract(
+            model, images, ["layer1", "layer3"], "avgpool(2)", **common
+        )  # layer3 only computed
         assert len(forwards) == 2 and store.info()["entries"] == 2
         cached_extract(model, images, ["layer1"], "avgpool(1)", **common)  # another reducer: a miss
         assert len(forwards) == 3

@@ -23,8 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def itbench(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real console entry point in a subprocess (as a user would)."""
-    return subprocess.run([sys.executable, "-m", "itbench.cli", *args], cwd=REPO, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "itbench.cli", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +46,9 @@ def scored(results):
     out = {}
     for sub in ("pixels_ridge", "effnet_lite0_ridge"):
         started = time.perf_counter()
-        out[sub] = score_submission(REPO / "submissions" / sub, "demo",
-                                    options=RunOptions(results_root=results, n_boot=200))
+        out[sub] = score_submission(
+            REPO / "submissions" / sub, "demo", options=RunOptions(results_root=results, n_boot=200)
+        )
         out[sub]["_seconds"] = time.perf_counter() - started
     return out
 
@@ -60,9 +67,11 @@ def test_records_are_complete_and_on_disk(scored, results):
 
 def test_pretrained_network_beats_pixels_and_both_below_ceiling(scored):
     pixels, effnet = scored["pixels_ridge"]["scores"], scored["effnet_lite0_ridge"]["scores"]
-    print(f"\npixels mean r {pixels['mean_r']:.3f} ({scored['pixels_ridge']['_seconds']:.1f} s), "
-          f"effnet mean r {effnet['mean_r']:.3f} ({scored['effnet_lite0_ridge']['_seconds']:.1f} s), "
-          f"ceiling {effnet['ceiling']:.3f}")
+    print(
+        f"\npixels mean r {pixels['mean_r']:.3f} ({scored['pixels_ridge']['_seconds']:.1f} s), "
+        f"effnet mean r {effnet['mean_r']:.3f} ({scored['effnet_lite0_ridge']['_seconds']:.1f} s), "
+        f"ceiling {effnet['ceiling']:.3f}"
+    )
     assert effnet["mean_r"] > pixels["mean_r"] + 0.15
     assert effnet["ci"]["mean_r"][0] > pixels["ci"]["mean_r"][1]  # CIs do not overlap
     assert effnet["median_r"] < effnet["ceiling"]
@@ -73,8 +82,11 @@ def test_warm_rescore_uses_cache_and_is_fast(scored, results):
     from itbench.harness.runner import RunOptions, score_submission
 
     started = time.perf_counter()
-    again = score_submission(REPO / "submissions" / "effnet_lite0_ridge", "demo",
-                             options=RunOptions(results_root=results, n_boot=200))
+    again = score_submission(
+        REPO / "submissions" / "effnet_lite0_ridge",
+        "demo",
+        options=RunOptions(results_root=results, n_boot=200),
+    )
     elapsed = time.perf_counter() - started
     assert again["provenance"]["predictions_cached"] is True
     assert again["scores"] == scored["effnet_lite0_ridge"]["scores"]
@@ -83,8 +95,11 @@ def test_warm_rescore_uses_cache_and_is_fast(scored, results):
 
 def test_cli_json_and_table(results):
     runner = CliRunner()
-    out = runner.invoke(cli, ["score", "submissions/pixels_ridge", "--benchmark", "demo", "--json",
-                              "--n-boot", "50"], env={"ITBENCH_ROOT": str(REPO)})
+    out = runner.invoke(
+        cli,
+        ["score", "submissions/pixels_ridge", "--benchmark", "demo", "--json", "--n-boot", "50"],
+        env={"ITBENCH_ROOT": str(REPO)},
+    )
     assert out.exit_code == 0, out.output
     record = json.loads(out.stdout)
     assert record["status"] == "ok" and record["split"] == "val"
@@ -106,9 +121,19 @@ def test_cli_user_errors_are_one_line(tmp_path):
 
 def test_every_command_has_help():
     runner = CliRunner()
-    for args in (["--help"], ["score", "--help"], ["data", "--help"], ["data", "fetch", "--help"],
-                 ["data", "import", "--help"], ["data", "info", "--help"], ["leaderboard", "--help"],
-                 ["sweep", "--help"], ["new", "--help"], ["cache", "--help"], ["bench", "--help"]):
+    for args in (
+        ["--help"],
+        ["score", "--help"],
+        ["data", "--help"],
+        ["data", "fetch", "--help"],
+        ["data", "import", "--help"],
+        ["data", "info", "--help"],
+        ["leaderboard", "--help"],
+        ["sweep", "--help"],
+        ["new", "--help"],
+        ["cache", "--help"],
+        ["bench", "--help"],
+    ):
         out = runner.invoke(cli, args)
         assert out.exit_code == 0, (args, out.output)
         assert len(out.output.splitlines()) > 3
@@ -123,10 +148,30 @@ def test_new_scaffold_scores_as_generated(tmp_path, results):
     shutil.copytree(REPO / "benchmark", root / "benchmark")
     made = itbench("new", "my_model", "--root", str(root))
     assert made.returncode == 0, made.stderr
-    scored = itbench("score", str(root / "submissions" / "my_model"), "--benchmark", "demo", "--n-boot", "50",
-                     "--json", env={"ITBENCH_ROOT": str(root)})
+    scored = itbench(
+        "score",
+        str(root / "submissions" / "my_model"),
+        "--benchmark",
+        "demo",
+        "--n-boot",
+        "50",
+        "--json",
+        env={"ITBENCH_ROOT": str(root)},
+    )
     assert scored.returncode == 0, scored.stderr
     assert json.loads(scored.stdout)["status"] == "ok"
-    tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             str(root / "submissions" / "my_model")], capture_output=True, text=True, cwd=root)
+    tested = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(root / "submissions" / "my_model"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     assert tested.returncode == 0, tested.stdout[-2000:]

@@ -50,7 +50,9 @@ def raw_assembly() -> xr.DataArray:
 @pytest.fixture(scope="module")
 def trials(raw_assembly) -> np.ndarray:
     """(images, reps, sites) in stimulus-table order, built with pandas (not itbench)."""
-    frame = pd.DataFrame({"sid": raw_assembly["stimulus_id"].values, "rep": raw_assembly["repetition"].values})
+    frame = pd.DataFrame(
+        {"sid": raw_assembly["stimulus_id"].values, "rep": raw_assembly["repetition"].values}
+    )
     order = np.lexsort((frame["rep"].to_numpy(), frame["sid"].to_numpy()))
     n_reps = frame.groupby("sid").size().iloc[0]
     return raw_assembly.values[order].reshape(-1, n_reps, raw_assembly.sizes["neuroid"]).astype(np.float64)
@@ -79,7 +81,17 @@ def test_checksums_and_sizes_match_manifest(manifest):
 
 def test_stimuli_are_hvm_like(table):
     assert len(table) == N_IMAGES and table["stimulus_id"].is_unique
-    assert {"stimulus_id", "filename", "object_name", "category_name", "variation", "ty", "tz", "s", "rxy"} <= set(table)
+    assert {
+        "stimulus_id",
+        "filename",
+        "object_name",
+        "category_name",
+        "variation",
+        "ty",
+        "tz",
+        "s",
+        "rxy",
+    } <= set(table)
     assert table["category_name"].nunique() == 8 and table["object_name"].nunique() == 64
     assert (table.groupby("category_name")["object_name"].nunique() == 8).all()
     per_object = table.groupby(["object_name", "variation"]).size().unstack()
@@ -113,8 +125,12 @@ def test_assembly_is_brainio_style_trial_level(raw_assembly, table):
     assert set(da["region"].values) == {"IT"} and len(set(da["animal"].values)) == 2
     assert len(set(da["neuroid_id"].values)) == N_SITES
     assert int(da.attrs["synthetic"]) == 1 and "SYNTHETIC" in da.attrs["description"]
-    reps = pd.Series(da["repetition"].values).groupby(da["stimulus_id"].values).agg(["size", "nunique", "max"])
-    assert len(reps) == N_IMAGES and (reps["size"] >= MIN_REPS).all() and (reps["size"] == reps["nunique"]).all()
+    reps = (
+        pd.Series(da["repetition"].values).groupby(da["stimulus_id"].values).agg(["size", "nunique", "max"])
+    )
+    assert (
+        len(reps) == N_IMAGES and (reps["size"] >= MIN_REPS).all() and (reps["size"] == reps["nunique"]).all()
+    )
     meta = table.set_index("stimulus_id").loc[da["stimulus_id"].values]
     assert (meta["object_name"].to_numpy() == da["object_name"].values).all()
     assert (meta["variation"].to_numpy() == da["variation"].values).all()
@@ -171,7 +187,10 @@ def test_load_returns_synthetic_source_data(trials, table):
     data = demo.load()
     assert data.benchmark_id == "demo" and data.synthetic is True
     assert "SYNTHETIC" in data.description
-    assert data.responses.shape == (N_IMAGES, N_SITES) and data.trials.sizes["presentation"] >= N_IMAGES * MIN_REPS
+    assert (
+        data.responses.shape == (N_IMAGES, N_SITES)
+        and data.trials.sizes["presentation"] >= N_IMAGES * MIN_REPS
+    )
     assert list(data.stimuli.index) == list(table["stimulus_id"])
     assert list(data.responses["stimulus_id"].values) == list(table["stimulus_id"])
     order = np.argsort(table["stimulus_id"].to_numpy())  # `trials` is in sorted-id order
@@ -226,7 +245,9 @@ def test_generator_reproduces_committed_images(generator, table):
     rows, images = generator.render_stimuli(cfg)
     committed = table.set_index("stimulus_id").loc[rows["stimulus_id"]]
     assert list(committed["object_name"]) == list(rows["object_name"]) == ["car00"] * 10 + ["car01"] * 10
-    np.testing.assert_allclose(committed[["ty", "tz", "s", "rxy"]].to_numpy(), rows[["ty", "tz", "s", "rxy"]].to_numpy())
+    np.testing.assert_allclose(
+        committed[["ty", "tz", "s", "rxy"]].to_numpy(), rows[["ty", "tz", "s", "rxy"]].to_numpy()
+    )
     with zipfile.ZipFile(DEMO / "stimuli.zip") as archive:
         stored = np.asarray(Image.open(io.BytesIO(archive.read(rows["filename"].iloc[5]))))
     np.testing.assert_array_equal(stored, images[5])
@@ -234,7 +255,9 @@ def test_generator_reproduces_committed_images(generator, table):
 
 def test_generator_noise_hits_its_target_ceiling(generator):
     """The per-site fano factor calibration, checked on synthetic rates with a hand-computed target."""
-    cfg = generator.Settings(n_sites=60, n_reps=20, ceiling_median=0.8, ceiling_logit_sd=0.0, round_decimals=6)
+    cfg = generator.Settings(
+        n_sites=60, n_reps=20, ceiling_median=0.8, ceiling_logit_sd=0.0, round_decimals=6
+    )
     rng = np.random.default_rng(1)
     rates = 20 + 10 * np.abs(rng.standard_normal((800, 60)))
     trial_values, target = generator.trial_responses(rates, cfg, rng)

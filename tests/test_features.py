@@ -13,8 +13,18 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from itbench.models import features
-from itbench.models.features import (AvgPool, FeatureError, FeatureExtractor, Flatten, RandomProjection, default_layers,
-                              extract, layer_names, parse_reducer, resolve_layers)
+from itbench.models.features import (
+    AvgPool,
+    FeatureError,
+    FeatureExtractor,
+    Flatten,
+    RandomProjection,
+    default_layers,
+    extract,
+    layer_names,
+    parse_reducer,
+    resolve_layers,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +40,9 @@ def images() -> torch.Tensor:
 
 def test_flatten_matches_torchvision_feature_extractor(resnet18, images):
     layers = ["maxpool", "layer1", "layer3.1", "avgpool"]
-    ours = extract(resnet18, images, layers, "flatten", batch_size=2, progress=False)  # 5 images, uneven batches
+    ours = extract(
+        resnet18, images, layers, "flatten", batch_size=2, progress=False
+    )  # 5 images, uneven batches
     ref_model = create_feature_extractor(resnet18, {name: name for name in layers})
     with torch.no_grad():
         ref = ref_model(images)
@@ -117,9 +129,15 @@ def test_default_layers_exist_in_the_models():
     assert resolve_layers(r50, sweep) == sweep
     assert default_layers("resnet50") == ["maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]
     eff = timm.create_model("efficientnet_lite0", pretrained=False)
-    assert default_layers("efficientnet_lite0") == ["conv_stem", *[f"blocks.{i}" for i in range(7)], "global_pool"]
+    assert default_layers("efficientnet_lite0") == [
+        "conv_stem",
+        *[f"blocks.{i}" for i in range(7)],
+        "global_pool",
+    ]
     resolve_layers(eff, default_layers("efficientnet_lite0", "blocks"))
-    atto = timm.create_model("convnext_atto", pretrained=False)  # timm naming, block counts read from the model
+    atto = timm.create_model(
+        "convnext_atto", pretrained=False
+    )  # timm naming, block counts read from the model
     resolve_layers(atto, default_layers("convnext_base", "blocks", model=atto))
     resolve_layers(atto, default_layers("convnext_base", model=atto))
     with pytest.raises(FeatureError, match="no default layers"):
@@ -143,19 +161,36 @@ def test_early_stop_skips_later_layers_and_hooks_are_removed(resnet18, images):
 def test_iterables_and_callables_of_batches(resnet18, images):
     ref = extract(resnet18, images, ["layer4"], "avgpool(1)", progress=False)["layer4"]
     loader = DataLoader(TensorDataset(images, torch.zeros(5)), batch_size=2)
-    np.testing.assert_allclose(extract(resnet18, loader, ["layer4"], "avgpool(1)", progress=False)["layer4"], ref,
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(extract(resnet18, lambda: iter(images.split(3)), ["layer4"], "avgpool(1)",
-                                       progress=False)["layer4"], ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(extract(resnet18, images.numpy(), ["layer4"], "avgpool(1)", progress=False)["layer4"],
-                               ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        extract(resnet18, loader, ["layer4"], "avgpool(1)", progress=False)["layer4"],
+        ref,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        extract(resnet18, lambda: iter(images.split(3)), ["layer4"], "avgpool(1)", progress=False)["layer4"],
+        ref,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        extract(resnet18, images.numpy(), ["layer4"], "avgpool(1)", progress=False)["layer4"],
+        ref,
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_per_layer_reducers_and_train_mode_restored(resnet18, images):
     resnet18.train()
     try:
-        out = extract(resnet18, images, ["layer1", "avgpool"], {"layer1": "avgpool(1)", "avgpool": "flatten"},
-                      progress=False)
+        out = extract(
+            resnet18,
+            images,
+            ["layer1", "avgpool"],
+            {"layer1": "avgpool(1)", "avgpool": "flatten"},
+            progress=False,
+        )
         assert resnet18.training
     finally:
         resnet18.eval()
@@ -190,7 +225,9 @@ def test_cuda_matches_cpu(images, reducer):
     tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False  # full float32 convolutions for the exact comparison
     try:
-        exact = extract(model, images, layers, reducer, progress=False, device="cuda", amp=False, channels_last=True)
+        exact = extract(
+            model, images, layers, reducer, progress=False, device="cuda", amp=False, channels_last=True
+        )
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
     fast = extract(model, images, layers, reducer, progress=False, device="cuda")  # bf16 autocast

@@ -39,8 +39,9 @@ NS = {"h": "http://www.w3.org/1999/xhtml"}
 
 
 def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_records",
-                                                  REPO / "tests" / "fixtures" / "make_records.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_records", REPO / "tests" / "fixtures" / "make_records.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules["make_records"] = module
     spec.loader.exec_module(module)
@@ -55,8 +56,10 @@ gen = _load_generator()
 
 def table1() -> dict[int, dict[str, float]]:
     with TABLE1.open() as handle:
-        return {int(r["row"]): {"ev": float(r["mean_ev"]), "r": float(r["mean_corr"])}
-                for r in csv.DictReader(handle)}
+        return {
+            int(r["row"]): {"ev": float(r["mean_ev"]), "r": float(r["mean_corr"])}
+            for r in csv.DictReader(handle)
+        }
 
 
 def parse_strict(path: Path):
@@ -75,8 +78,7 @@ def table_cells(doc, table_id: str) -> list[dict[str, tuple[str, str, object]]]:
     assert table is not None, f"no table {table_id}"
     rows = []
     for tr in table.find("tbody").findall("tr"):
-        cells = {td.get("data-col"): (text(td), td.get("data-value"), td)
-                 for td in tr.findall("td")}
+        cells = {td.get("data-col"): (text(td), td.get("data-value"), td) for td in tr.findall("td")}
         cells["_id"] = (tr.get("data-submission"), tr.get("data-status"), tr)
         rows.append(cells)
     return rows
@@ -114,8 +116,7 @@ def test_pages_are_strict_html5(rendered) -> None:
 
 
 def test_every_score_cell_equals_the_record(index) -> None:
-    for bench, split in (("demo", "val"), ("demo", "test"), ("nx414", "val"),
-                         ("majajhong2015", "val")):
+    for bench, split in (("demo", "val"), ("demo", "test"), ("nx414", "val"), ("majajhong2015", "val")):
         recs = fixture_records(bench, split)
         rows = table_cells(index, f"table-{bench}-{split}")
         assert sorted(r["_id"][0] for r in rows) == sorted(recs)
@@ -127,8 +128,7 @@ def test_every_score_cell_equals_the_record(index) -> None:
             t1 = rec["submission"]["table1_row"]
             assert row["table1_row"][0] == ("—" if t1 is None else str(t1))
             assert row["created"][0] == rec["created"][:10]
-            keys = ["mean_ev", "mean_r", "median_r"] + (
-                ["normalized_r"] if "normalized_r" in row else [])
+            keys = ["mean_ev", "mean_r", "median_r"] + (["normalized_r"] if "normalized_r" in row else [])
             for key in keys:
                 shown, value, _ = row[key]
                 if rec["status"] != "ok":
@@ -147,15 +147,16 @@ def test_ranking_order_and_ranks(index) -> None:
     recs = fixture_records("demo")
     rows = table_cells(index, "table-demo-val")
     ids = [r["_id"][0] for r in rows]
-    scored = sorted((k for k, r in recs.items()
-                     if r["status"] == "ok" and not is_missing(r["scores"]["mean_r"])),
-                    key=lambda k: -recs[k]["scores"]["mean_r"])
+    scored = sorted(
+        (k for k, r in recs.items() if r["status"] == "ok" and not is_missing(r["scores"]["mean_r"])),
+        key=lambda k: -recs[k]["scores"]["mean_r"],
+    )
     assert ids[: len(scored)] == scored
     assert [r["rank"][0] for r in rows[: len(scored)]] == [str(i + 1) for i in range(len(scored))]
-    rest = ids[len(scored):]
+    rest = ids[len(scored) :]
     # ok-but-unscored, then failed, then skipped: listed, unranked, never hidden
     assert rest == ["constant_model", "shallow_cnn", "convnext_linear"]
-    assert all(r["rank"] == ("—", "", r["rank"][2]) for r in rows[len(scored):])
+    assert all(r["rank"] == ("—", "", r["rank"][2]) for r in rows[len(scored) :])
 
 
 def test_failed_and_skipped_rows_show_their_reason(index) -> None:
@@ -196,8 +197,7 @@ def test_table1_columns_and_deltas(index) -> None:
 
 
 def test_synthetic_banner_only_on_demo(index) -> None:
-    sections = {s.get("data-benchmark"): s for s in index.iter("section")
-                if s.get("data-benchmark")}
+    sections = {s.get("data-benchmark"): s for s in index.iter("section") if s.get("data-benchmark")}
     assert list(sections) == ["majajhong2015", "nx414", "demo"]  # real data first
     banner = "SYNTHETIC demo benchmark — not real neural data"
     assert banner in text(sections["demo"])
@@ -246,13 +246,18 @@ def test_detail_page_has_figure_and_provenance(rendered) -> None:
     doc = parse_strict(out / "submissions" / "majajhong2015" / "resnet50_layer3_ridge.html")
     svg = doc.find(".//figure/{http://www.w3.org/2000/svg}svg")
     assert svg is not None
-    prov = {text(tr.find("th")): text(tr.find("td"))
-            for tr in doc.find(".//table[@class='kv provenance']").iter("tr")}
+    prov = {
+        text(tr.find("th")): text(tr.find("td"))
+        for tr in doc.find(".//table[@class='kv provenance']").iter("tr")
+    }
     assert prov["wall_time_s"] == str(rec["provenance"]["wall_time_s"])
     assert prov["packages.torch"] == rec["provenance"]["packages"]["torch"]
     assert prov["record"] == "majajhong2015/resnet50_layer3_ridge.json"
-    scores = {td.get("data-col"): td.get("data-value")
-              for td in doc.find(".//table[@class='kv scores']").iter("td") if td.get("data-col")}
+    scores = {
+        td.get("data-col"): td.get("data-value")
+        for td in doc.find(".//table[@class='kv scores']").iter("td")
+        if td.get("data-col")
+    }
     assert float(scores["median_ev"]) == rec["scores"]["median_ev"]
     # failed records get a page with the error, no figure
     failed = parse_strict(out / "submissions" / "demo" / "shallow_cnn.html")
@@ -315,8 +320,7 @@ def test_readme_tables(rendered) -> None:
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_render_is_byte_identical(rendered, tmp_path: Path) -> None:
@@ -375,23 +379,30 @@ def test_twenty_records_render_fast_without_torch(tmp_path: Path) -> None:
     for i in range(17):
         bench = "nx414" if i % 3 == 0 else "demo"
         recs[f"{bench}/sub{i:02d}.json"] = gen.submission_record(
-            bench, f"sub{i:02d}", f"Submission {i}", 1 + i % 12, seed=100 + i,
-            quality=0.2 + 0.02 * i, ceilings=bench == "demo")
-    recs["demo/fail.json"] = gen.submission_record("demo", "fail", "Fails", None, "failed",
-                                                   error="boom")
-    recs["demo/sweeps/resnet50-pretrained.json"] = gen.sweep_record("demo", "resnet50",
-                                                                    "pretrained")
+            bench,
+            f"sub{i:02d}",
+            f"Submission {i}",
+            1 + i % 12,
+            seed=100 + i,
+            quality=0.2 + 0.02 * i,
+            ceilings=bench == "demo",
+        )
+    recs["demo/fail.json"] = gen.submission_record("demo", "fail", "Fails", None, "failed", error="boom")
+    recs["demo/sweeps/resnet50-pretrained.json"] = gen.sweep_record("demo", "resnet50", "pretrained")
     recs["demo/sweeps/resnet50-random.json"] = gen.sweep_record("demo", "resnet50", "random")
     gen.write_records(root, recs)
-    script = ("import sys, time; t = time.perf_counter(); "
-              "from itbench.page.leaderboard import render; "
-              f"r = render({str(root)!r}, {str(tmp_path / 'out')!r}, None, {str(TABLE1)!r}); "
-              "print(round(time.perf_counter() - t, 3), r.n_submissions, r.n_sweeps, "
-              "'torch' in sys.modules)")
+    script = (
+        "import sys, time; t = time.perf_counter(); "
+        "from itbench.page.leaderboard import render; "
+        f"r = render({str(root)!r}, {str(tmp_path / 'out')!r}, None, {str(TABLE1)!r}); "
+        "print(round(time.perf_counter() - t, 3), r.n_submissions, r.n_sweeps, "
+        "'torch' in sys.modules)"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, check=True
+    ).stdout.split()
     wall = time.perf_counter() - start
     print(f"\n20 records: import+render {out[0]} s, process wall {wall:.2f} s (target < 2 s)")
     assert out[1:] == ["18", "2", "False"]  # rendered everything, never imported torch
@@ -400,17 +411,20 @@ def test_twenty_records_render_fast_without_torch(tmp_path: Path) -> None:
 # --- validation and errors -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda r: r.update(schema="itbench.harness.record/2"), "schema"),
-    (lambda r: r.update(status="done"), "status"),
-    (lambda r: r["submission"].update(id="../../etc"), "submission.id"),
-    (lambda r: r["submission"].update(table1_row="5"), "table1_row"),
-    (lambda r: r["scores"].update(mean_r="0.5"), "scores.mean_r"),
-    (lambda r: r["scores"]["ci"].update(mean_r=[0.1]), "[low, high]"),
-    (lambda r: r["per_neuroid"]["r"].pop(), "differ in length"),
-    (lambda r: r["examples"]["measured"][0].pop(), "examples.measured"),
-    (lambda r: r.update(benchmark="demo"), "benchmark"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: r.update(schema="itbench.harness.record/2"), "schema"),
+        (lambda r: r.update(status="done"), "status"),
+        (lambda r: r["submission"].update(id="../../etc"), "submission.id"),
+        (lambda r: r["submission"].update(table1_row="5"), "table1_row"),
+        (lambda r: r["scores"].update(mean_r="0.5"), "scores.mean_r"),
+        (lambda r: r["scores"]["ci"].update(mean_r=[0.1]), "[low, high]"),
+        (lambda r: r["per_neuroid"]["r"].pop(), "differ in length"),
+        (lambda r: r["examples"]["measured"][0].pop(), "examples.measured"),
+        (lambda r: r.update(benchmark="demo"), "benchmark"),
+    ],
+)
 def test_invalid_records_are_rejected_with_reason(mutate, message) -> None:
     rec = gen.submission_record("demo", "x", "X", None, seed=1)
     parse_submission(json.loads(json.dumps(rec)), "demo/x.json")  # valid as generated
@@ -422,8 +436,7 @@ def test_invalid_records_are_rejected_with_reason(mutate, message) -> None:
 def test_nan_tokens_and_image_major_examples_are_accepted() -> None:
     rec = gen.submission_record("demo", "x", "X", None, seed=1)
     rec["examples"]["measured"] = [list(col) for col in zip(*rec["examples"]["measured"])]
-    text_ = json.dumps(rec).replace('"mean_r": ' + json.dumps(rec["scores"]["mean_r"]),
-                                    '"mean_r": NaN')
+    text_ = json.dumps(rec).replace('"mean_r": ' + json.dumps(rec["scores"]["mean_r"]), '"mean_r": NaN')
     parsed = parse_submission(json.loads(text_), "demo/x.json")
     assert math.isnan(parsed.scores["mean_r"])
     assert len(parsed.examples["measured"]) == len(rec["examples"]["neuroid_id"])

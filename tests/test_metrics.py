@@ -44,14 +44,18 @@ def test_ev_and_r_match_sklearn_and_scipy(shape):
 def test_one_dimensional_input_is_one_neuroid():
     pred, target = _data(30, 1)
     assert M.explained_variance(pred[:, 0], target[:, 0]).shape == (1,)
-    assert M.pearson_r(pred[:, 0], target[:, 0])[0] == pytest.approx(scipy.stats.pearsonr(pred[:, 0], target[:, 0])[0])
+    assert M.pearson_r(pred[:, 0], target[:, 0])[0] == pytest.approx(
+        scipy.stats.pearsonr(pred[:, 0], target[:, 0])[0]
+    )
 
 
 def test_torch_and_xarray_inputs_are_accepted():
     torch = pytest.importorskip("torch")
     pred, target = _data(20, 4)
     r_np = M.pearson_r(pred, target)
-    np.testing.assert_allclose(M.pearson_r(torch.from_numpy(pred).float(), xr.DataArray(target)), r_np, atol=1e-6)
+    np.testing.assert_allclose(
+        M.pearson_r(torch.from_numpy(pred).float(), xr.DataArray(target)), r_np, atol=1e-6
+    )
 
 
 def test_constant_columns_follow_sklearn_and_scipy_without_warnings():
@@ -67,7 +71,9 @@ def test_constant_columns_follow_sklearn_and_scipy_without_warnings():
         ev_raw = M.explained_variance(pred, target, force_finite=False)
     assert np.isnan(r[:3]).all() and np.isfinite(r[3:]).all()
     np.testing.assert_array_equal(np.isnan(r), np.isnan(_scipy_r(pred, target)))
-    np.testing.assert_allclose(ev, explained_variance_score(target, pred, multioutput="raw_values"), atol=1e-6)
+    np.testing.assert_allclose(
+        ev, explained_variance_score(target, pred, multioutput="raw_values"), atol=1e-6
+    )
     assert ev[0] == pytest.approx(0.0, abs=1e-12)  # constant prediction explains nothing
     assert ev[2] == 1.0  # sklearn's force_finite convention for a perfectly predicted constant
     with warnings.catch_warnings():
@@ -99,7 +105,11 @@ def test_batched_inputs_equal_a_loop():
 
 @pytest.mark.parametrize(
     "pred, target",
-    [(np.zeros((5, 3)), np.zeros((5, 4))), (np.zeros((1, 3)), np.zeros((1, 3))), (np.array(["a", "b"]), np.zeros(2))],
+    [
+        (np.zeros((5, 3)), np.zeros((5, 4))),
+        (np.zeros((1, 3)), np.zeros((1, 3))),
+        (np.array(["a", "b"]), np.zeros(2)),
+    ],
 )
 def test_bad_inputs_raise_a_user_error(pred, target):
     with pytest.raises(M.MetricInputError) as err:
@@ -139,11 +149,15 @@ def test_ceiling_equals_independent_loop_computation():
     rng = np.random.default_rng(3)
     signal = rng.normal(size=(30, 1, 4))
     trials = signal + rng.normal(size=(30, 7, 4))
-    np.testing.assert_allclose(M.split_half_ceiling(trials, 5, seed=11), _reference_ceiling(trials, 5, 11), atol=1e-10)
+    np.testing.assert_allclose(
+        M.split_half_ceiling(trials, 5, seed=11), _reference_ceiling(trials, 5, 11), atol=1e-10
+    )
     # unequal repetition counts (NaN padding): each image splits its own trials
     trials[::3, 5:, :] = np.nan
     trials[1, 2:, 0] = np.nan
-    np.testing.assert_allclose(M.split_half_ceiling(trials, 5, seed=2), _reference_ceiling(trials, 5, 2), atol=1e-10)
+    np.testing.assert_allclose(
+        M.split_half_ceiling(trials, 5, seed=2), _reference_ceiling(trials, 5, 2), atol=1e-10
+    )
 
 
 def test_ceiling_recovers_analytic_reliability():
@@ -169,7 +183,11 @@ def _trial_assembly() -> xr.DataArray:
     return xr.DataArray(
         values,
         dims=("presentation", "neuroid", "time_bin"),
-        coords={"stimulus_id": ("presentation", stim), "repetition": ("presentation", rep), "neuroid_id": ("neuroid", ["n0", "n1"])},
+        coords={
+            "stimulus_id": ("presentation", stim),
+            "repetition": ("presentation", rep),
+            "neuroid_id": ("neuroid", ["n0", "n1"]),
+        },
     )
 
 
@@ -205,10 +223,14 @@ def test_bootstrap_named_and_generic_paths_agree_and_are_fast():
     t0 = time.perf_counter()
     fast = M.bootstrap_ci(pred, target, "mean_r", n_boot=1000, seed=4)
     elapsed = time.perf_counter() - t0
-    generic = M.bootstrap_ci(pred, target, lambda p, t: np.nanmean(M.pearson_r(p, t), axis=-1), n_boot=1000, seed=4)
+    generic = M.bootstrap_ci(
+        pred, target, lambda p, t: np.nanmean(M.pearson_r(p, t), axis=-1), n_boot=1000, seed=4
+    )
     np.testing.assert_allclose(fast, generic, atol=1e-9)
     ev_fast = M.bootstrap_ci(pred, target, "median_ev", n_boot=300, seed=1)
-    ev_gen = M.bootstrap_ci(pred, target, lambda p, t: np.median(M.explained_variance(p, t), -1), n_boot=300, seed=1)
+    ev_gen = M.bootstrap_ci(
+        pred, target, lambda p, t: np.median(M.explained_variance(p, t), -1), n_boot=300, seed=1
+    )
     np.testing.assert_allclose(ev_fast, ev_gen, atol=1e-9)
     assert elapsed < 1.0
 
@@ -260,7 +282,18 @@ def test_summarize_schema_values_and_json():
     out = M.summarize(pred, target, trials, neuroid_ids=np.array([f"n{i}" for i in range(6)]), n_boot=200)
     json.dumps(out, allow_nan=False)
     s = out["scores"]
-    assert set(s) == {"mean_ev", "median_ev", "mean_r", "median_r", "ceiling", "normalized_r", "n_neuroids", "n_images", "n_nan_r", "ci"}
+    assert set(s) == {
+        "mean_ev",
+        "median_ev",
+        "mean_r",
+        "median_r",
+        "ceiling",
+        "normalized_r",
+        "n_neuroids",
+        "n_images",
+        "n_nan_r",
+        "ci",
+    }
     assert set(s["ci"]) == {"mean_ev", "median_ev", "mean_r", "median_r", "normalized_r"}
     assert set(out["per_neuroid"]) == {"neuroid_id", "ev", "r", "ceiling"}
     assert s["n_neuroids"] == 6 and s["n_images"] == 50 and s["n_nan_r"] == 1

@@ -15,8 +15,9 @@ from itbench.harness.scaffold import scaffold
 GOOD_MODEL = "class M:\n    def predict(self, images):\n        return images[:, :2, 0, 0].numpy()\n\ndef build(ctx):\n    return M()\n"
 
 
-def make(tmp_path: Path, name: str = "sub", toml: str = 'name = "A model"\n',
-         model: str | None = GOOD_MODEL) -> Path:
+def make(
+    tmp_path: Path, name: str = "sub", toml: str = 'name = "A model"\n', model: str | None = GOOD_MODEL
+) -> Path:
     folder = tmp_path / "submissions" / name
     folder.mkdir(parents=True)
     if toml is not None:
@@ -27,25 +28,37 @@ def make(tmp_path: Path, name: str = "sub", toml: str = 'name = "A model"\n',
 
 
 def test_metadata_parsed_with_size_presets(tmp_path):
-    folder = make(tmp_path, toml='name = "X"\ntable1_row = 5\nauthors = ["A"]\n[needs]\ngpu = true\n'
-                  'weights = ["resnet50"]\n[limits]\ntimeout_s = 60\n[params]\nepochs = 30\nlr = 0.1\n'
-                  '[sizes.small]\nepochs = 2\n')
+    folder = make(
+        tmp_path,
+        toml='name = "X"\ntable1_row = 5\nauthors = ["A"]\n[needs]\ngpu = true\n'
+        'weights = ["resnet50"]\n[limits]\ntimeout_s = 60\n[params]\nepochs = 30\nlr = 0.1\n'
+        "[sizes.small]\nepochs = 2\n",
+    )
     sub = load_submission(folder)
-    assert (sub.id, sub.name, sub.table1_row, sub.needs_gpu, sub.weights) == ("sub", "X", 5, True, ["resnet50"])
+    assert (sub.id, sub.name, sub.table1_row, sub.needs_gpu, sub.weights) == (
+        "sub",
+        "X",
+        5,
+        True,
+        ["resnet50"],
+    )
     assert sub.timeout_s == 60
     assert sub.params_for("small") == {"epochs": 2, "lr": 0.1}
     assert sub.params_for("full") == {"epochs": 30, "lr": 0.1}
 
 
-@pytest.mark.parametrize("toml, model, message", [
-    (None, GOOD_MODEL, "missing submission.toml"),
-    ('name = "X"\n', None, "missing model.py"),
-    ('name = "X\n', GOOD_MODEL, "not valid TOML"),
-    ('title = "X"\n', GOOD_MODEL, "unknown keys"),
-    ('name = ""\n', GOOD_MODEL, "non-empty `name`"),
-    ('name = "X"\ntable1_row = 13\n', GOOD_MODEL, "table1_row must be an integer 1-12"),
-    ('name = "X"\n[sizes]\nsmall = 3\n', GOOD_MODEL, "[sizes.<name>]"),
-])
+@pytest.mark.parametrize(
+    "toml, model, message",
+    [
+        (None, GOOD_MODEL, "missing submission.toml"),
+        ('name = "X"\n', None, "missing model.py"),
+        ('name = "X\n', GOOD_MODEL, "not valid TOML"),
+        ('title = "X"\n', GOOD_MODEL, "unknown keys"),
+        ('name = ""\n', GOOD_MODEL, "non-empty `name`"),
+        ('name = "X"\ntable1_row = 13\n', GOOD_MODEL, "table1_row must be an integer 1-12"),
+        ('name = "X"\n[sizes]\nsmall = 3\n', GOOD_MODEL, "[sizes.<name>]"),
+    ],
+)
 def test_metadata_errors_are_specific(tmp_path, toml, model, message):
     folder = make(tmp_path, toml=toml, model=model)
     with pytest.raises(SubmissionError, match=message.replace("[", r"\[").replace("`", "`")) as info:
@@ -60,11 +73,14 @@ def test_bad_folder_names_and_missing_folder(tmp_path):
         load_submission(make(tmp_path, name="Bad Name"))
 
 
-@pytest.mark.parametrize("model, message", [
-    ("raise RuntimeError('boom')\n", "failed to import: RuntimeError: boom"),
-    ("x = 1\n", "does not define build"),
-    ("def build(ctx):\n    return object()\n", "has no predict"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("raise RuntimeError('boom')\n", "failed to import: RuntimeError: boom"),
+        ("x = 1\n", "does not define build"),
+        ("def build(ctx):\n    return object()\n", "has no predict"),
+    ],
+)
 def test_module_errors(tmp_path, model, message):
     sub = load_submission(make(tmp_path, model=model))
     with pytest.raises(SubmissionError, match=message):

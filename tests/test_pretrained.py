@@ -134,7 +134,9 @@ def test_resnet50_damaged_cache_file_says_delete_it(offline):
     (cache / "resnet50-0676ba61.pth").write_bytes(b"half a download")
     with pytest.raises(WeightsUnavailable) as err:
         pretrained.resnet50()
-    assert "cannot be loaded" in str(err.value) and f"delete {cache / 'resnet50-0676ba61.pth'}" in err.value.hint
+    assert (
+        "cannot be loaded" in str(err.value) and f"delete {cache / 'resnet50-0676ba61.pth'}" in err.value.hint
+    )
 
 
 def test_convnext_offline_names_the_hf_cache(offline):
@@ -155,14 +157,18 @@ def test_timm_model_loads_from_the_hf_cache_without_network(offline, monkeypatch
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs" / "main").write_text("abc123")
     save_file({k: v.contiguous() for k, v in twin.state_dict().items()}, str(snapshot / "model.safetensors"))
-    monkeypatch.setattr(pretrained, "_reachable", lambda *a, **k: pytest.fail("a cached model must not probe the network"))
+    monkeypatch.setattr(
+        pretrained, "_reachable", lambda *a, **k: pytest.fail("a cached model must not probe the network")
+    )
     assert _same_weights(pretrained.build_model("test_resnet"), twin)
 
 
 def test_random_weights_env_switch_skips_downloads(offline, monkeypatch, lite0):
     monkeypatch.setenv(pretrained.RANDOM_WEIGHTS_ENV, "1")
     assert _same_weights(pretrained.resnet50(), pretrained.resnet50(pretrained=False, seed=0))
-    assert _same_weights(pretrained.build_model("resnet50", seed=2), pretrained.resnet50(pretrained=False, seed=2))
+    assert _same_weights(
+        pretrained.build_model("resnet50", seed=2), pretrained.resnet50(pretrained=False, seed=2)
+    )
     assert not torch.equal(pretrained.efficientnet_lite0().conv_stem.weight, lite0.conv_stem.weight)
     monkeypatch.setenv(pretrained.RANDOM_WEIGHTS_ENV, "0")
     assert not pretrained.random_weights_forced()

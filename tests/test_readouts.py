@@ -76,7 +76,10 @@ def test_ridge_gcv_float32_input_still_matches():
     ref = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(x32, y)  # sklearn upcasts to float64
     ours = R.RidgeGCV(ALPHAS).fit(torch.from_numpy(x32), torch.from_numpy(y))
     assert np.mean(ours.alpha_ == ref.alpha_) >= 0.99
-    assert _rel(ours.predict(torch.from_numpy(x_new.astype(np.float32))), ref.predict(x_new.astype(np.float32))) < 1e-5
+    assert (
+        _rel(ours.predict(torch.from_numpy(x_new.astype(np.float32))), ref.predict(x_new.astype(np.float32)))
+        < 1e-5
+    )
 
 
 def test_ridge_gcv_single_alpha_and_no_intercept_variants():
@@ -178,7 +181,11 @@ def test_pca_matches_sklearn_randomized(solver, shape):
     np.testing.assert_allclose(ours.mean_, ref.mean_, rtol=1e-5)
     assert _same_up_to_sign(ours.components_, ref.components_, axis=1) < 1e-3
     assert _same_up_to_sign(ours.transform(x), ref.transform(x), axis=0) < 1e-3
-    np.testing.assert_allclose(R.PCA(k, svd_solver=solver).fit_transform(x), ours.transform(x), atol=1e-3 * np.abs(ref.transform(x)).max())
+    np.testing.assert_allclose(
+        R.PCA(k, svd_solver=solver).fit_transform(x),
+        ours.transform(x),
+        atol=1e-3 * np.abs(ref.transform(x)).max(),
+    )
 
 
 def test_pca_keeps_components_far_down_a_steep_spectrum():
@@ -275,7 +282,10 @@ def test_cuda_matches_cpu():
     assert out.device.type == "cuda"
     assert _rel(out.cpu(), cpu.predict(x_new)) < 1e-8
     xs = _spectrum_data(100, 200)
-    assert _same_up_to_sign(R.PCA(5, device="cuda").fit(xs).transform(xs), R.PCA(5).fit(xs).transform(xs), 0) < 1e-3
+    assert (
+        _same_up_to_sign(R.PCA(5, device="cuda").fit(xs).transform(xs), R.PCA(5).fit(xs).transform(xs), 0)
+        < 1e-3
+    )
 
 
 def test_no_warnings_on_the_happy_path():

@@ -12,13 +12,26 @@ from pathlib import Path
 import pytest
 
 from itbench.errors import ItbenchError
-from itbench.harness.record import (SCHEMA, atomic_write_text, dumps, failure_path, locked, read_record,
-                            record_path, write_record)
+from itbench.harness.record import (
+    SCHEMA,
+    atomic_write_text,
+    dumps,
+    failure_path,
+    locked,
+    read_record,
+    record_path,
+    write_record,
+)
 
 
 def rec(status: str = "ok", value: float = 0.5) -> dict:
-    return {"schema": SCHEMA, "kind": "submission", "status": status, "error": None,
-            "scores": {"mean_r": value, "bad": math.nan}}
+    return {
+        "schema": SCHEMA,
+        "kind": "submission",
+        "status": status,
+        "error": None,
+        "scores": {"mean_r": value, "bad": math.nan},
+    }
 
 
 def test_paths_per_split(tmp_path):

@@ -39,7 +39,10 @@ def project(tmp_path, monkeypatch):
 def test_committed_manifest_has_brainscore_files(monkeypatch):
     monkeypatch.setenv("ITBENCH_ROOT", str(REPO))
     files = majajhong2015.read_manifest()["files"]
-    assert files["assembly"] == {"filename": "assy_dicarlo_MajajHong2015_public.nc", "sha1": "13d28ca0ce88ee550b54db3004374ae19096e9b9"}
+    assert files["assembly"] == {
+        "filename": "assy_dicarlo_MajajHong2015_public.nc",
+        "sha1": "13d28ca0ce88ee550b54db3004374ae19096e9b9",
+    }
     assert files["stimulus_csv"]["sha1"] == "5ca7a3da00d8e9c694a9cd725df5ba0ad6d735af"
     assert files["stimulus_zip"]["sha1"] == "8aa44e038d7b551efa8077467622f9d48d72e473"
 
@@ -65,12 +68,20 @@ def test_majajhong2015_fetch_and_load_end_to_end(project, tmp_path):
 
     data = load_source("majajhong2015")
     assert isinstance(data, SourceData) and data.benchmark_id == "majajhong2015" and not data.synthetic
-    assert data.responses.dims == ("presentation", "neuroid") and data.responses.sizes == {"presentation": 20, "neuroid": 4}
+    assert data.responses.dims == ("presentation", "neuroid") and data.responses.sizes == {
+        "presentation": 20,
+        "neuroid": 4,
+    }
     assert set(data.responses["region"].values) == {"IT"}  # V4 sites dropped
     ref = trial_values(src.trials)
     it_sites = list(data.responses["neuroid_id"].values)
     expected = ref.groupby("stimulus_id", sort=False)[it_sites].mean()
-    np.testing.assert_allclose(data.responses.values, expected.loc[data.responses["stimulus_id"].values].to_numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        data.responses.values,
+        expected.loc[data.responses["stimulus_id"].values].to_numpy(),
+        rtol=1e-5,
+        atol=1e-7,
+    )
     assert data.trials.sizes == {"presentation": 60, "neuroid": 4}
     assert sorted(set(data.trials["repetition"].values)) == [0, 1, 2]
     assert set(data.responses.coords) >= {"object_name", "category_name", "variation"}
@@ -78,11 +89,18 @@ def test_majajhong2015_fetch_and_load_end_to_end(project, tmp_path):
     sid = src.table["stimulus_id"][0]  # a grey image in the zip
     x = data.stimuli.load_images([sid], size=32).numpy()[0]
     grey = src.pixels[sid].astype(np.float64) / 255.0
-    np.testing.assert_allclose(x, (grey[None] - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None], atol=1e-5)
+    np.testing.assert_allclose(
+        x, (grey[None] - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None], atol=1e-5
+    )
     assert load_source("majajhong2015").checksum == data.checksum
 
     info = describe("majajhong2015")
-    assert info["installed"] and info["splits"]["val"] == {"images": 4, "with_responses": 4, "neuroids": 4, "repetitions": {"min": 3, "median": 3.0, "max": 3}}
+    assert info["installed"] and info["splits"]["val"] == {
+        "images": 4,
+        "with_responses": 4,
+        "neuroids": 4,
+        "repetitions": {"min": 3, "median": 3.0, "max": 3},
+    }
     names = {f["name"]: f for f in info["files"]}
     assert names["stimulus_hvm-public.zip"]["sha1"] == sha1_of(src.file("stimulus_zip"))
     assert names["stimulus_hvm-public.zip"]["size"] == src.file("stimulus_zip").stat().st_size
@@ -102,7 +120,9 @@ def test_fetch_checks_an_existing_split(project, tmp_path):
     _, root = project
     src = build_majajhong_source(tmp_path / "bucket", n_objects=2, per_object=4)
     (root / "benchmark" / "splits").mkdir(parents=True)
-    (root / "benchmark" / "splits" / "majajhong2015.csv").write_text("stimulus_id,split\nsomething-else,train\n")
+    (root / "benchmark" / "splits" / "majajhong2015.csv").write_text(
+        "stimulus_id,split\nsomething-else,train\n"
+    )
     with pytest.raises(DataError, match="does not match the data: 8 stimuli have no split"):
         majajhong2015.fetch(mirror=str(src.folder), progress=False, manifest=src.manifest)
 
@@ -144,7 +164,9 @@ def test_nx414_import_and_load(project, tmp_path, vlen):
     assert data.trials is None and not data.synthetic and data.checksum == manifest["sha1"]
     ids = list(data.responses["stimulus_id"].values)
     assert ids == [f"train-{i:04d}" for i in range(6)] + [f"val-{i:04d}" for i in range(3)]
-    np.testing.assert_array_equal(data.responses.values, np.concatenate([course.spikes["train"], course.spikes["val"]]))
+    np.testing.assert_array_equal(
+        data.responses.values, np.concatenate([course.spikes["train"], course.spikes["val"]])
+    )
     assert len(data.stimuli) == 13 and data.stimuli.index[-1] == "test-0003"
     x = data.stimuli.load_images(["test-0002", "val-0001", "train-0005", "val-0001"], size=16).numpy()
     np.testing.assert_array_equal(x[0], course.images["test"][2])
@@ -163,7 +185,9 @@ def test_nx414_default_shapes_are_the_real_ones(tmp_path, project):
     assert nx414.Shapes().expected()["spikes_val"] == ((288, 168), "f")
     assert "spikes_test" not in nx414.Shapes().expected()
     course = write_it_data_h5(tmp_path / "IT_data.h5")
-    with pytest.raises(DataError, match=r"'stimulus_train' has shape \(6, 3, 16, 16\), expected \(2592, 3, 224, 224\)"):
+    with pytest.raises(
+        DataError, match=r"'stimulus_train' has shape \(6, 3, 16, 16\), expected \(2592, 3, 224, 224\)"
+    ):
         nx414.import_file(course.path)
     assert not installed("nx414") and files_in(project[0]) == set()
 

@@ -64,7 +64,11 @@ def test_make_split_refuses_impossible_requests():
 
 
 def test_write_read_roundtrip_with_comments(tmp_path):
-    split = pd.Series(["train", "val", "test", "train"], index=pd.Index(["a", "b#1", "c", "d"], name="stimulus_id"), name="split")
+    split = pd.Series(
+        ["train", "val", "test", "train"],
+        index=pd.Index(["a", "b#1", "c", "d"], name="stimulus_id"),
+        name="split",
+    )
     path = write_split(split, tmp_path / "s.csv", comment="made by a test\nseed 0")
     text = path.read_text()
     assert text.startswith("# made by a test\n# seed 0\nstimulus_id,split\n")
@@ -91,7 +95,10 @@ def test_load_split_uses_project_root(tmp_path, monkeypatch):
     _, root = isolate(tmp_path, monkeypatch)
     with pytest.raises(DataError, match="no split file at .*splits/mine.csv"):
         load_split("mine")
-    write_split(pd.Series(["test"], index=pd.Index(["x"], name="stimulus_id"), name="split"), root / "benchmark" / "splits" / "mine.csv")
+    write_split(
+        pd.Series(["test"], index=pd.Index(["x"], name="stimulus_id"), name="split"),
+        root / "benchmark" / "splits" / "mine.csv",
+    )
     assert split_path("mine") == root / "benchmark" / "splits" / "mine.csv"
     assert load_split("mine").to_dict() == {"x": "test"}
 
@@ -107,5 +114,7 @@ def test_committed_nx414_split_is_the_files_own_split():
 def test_check_split_covers():
     split = pd.Series(["train", "test"], index=pd.Index(["a", "b"], name="stimulus_id"))
     check_split_covers(split, ["b", "a"], "s")
-    with pytest.raises(DataError, match="1 stimuli have no split \\(e.g. c\\), 1 split ids are not in the data \\(e.g. b\\)"):
+    with pytest.raises(
+        DataError, match="1 stimuli have no split \\(e.g. c\\), 1 split ids are not in the data \\(e.g. b\\)"
+    ):
         check_split_covers(split, ["a", "c"], "s")

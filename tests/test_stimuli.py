@@ -134,8 +134,12 @@ def test_progress_bar_for_large_batches(zipped, capsys, monkeypatch):
 
 def test_unknown_ids_are_refused(zipped):
     _, csv, archive, _ = zipped
-    with pytest.raises(DataError, match=r"2 of 3 requested stimulus ids are not in stimulus set .*nope1, nope2"):
-        load_stimulus_set(csv, archive).load_images(["nope1", hvm_like_table(1, 1)["stimulus_id"][0], "nope2"])
+    with pytest.raises(
+        DataError, match=r"2 of 3 requested stimulus ids are not in stimulus set .*nope1, nope2"
+    ):
+        load_stimulus_set(csv, archive).load_images(
+            ["nope1", hvm_like_table(1, 1)["stimulus_id"][0], "nope2"]
+        )
 
 
 def test_missing_image_in_zip_and_folder(zipped, tmp_path):
@@ -145,7 +149,9 @@ def test_missing_image_in_zip_and_folder(zipped, tmp_path):
     missing_id = table["stimulus_id"][0]
     stim = load_stimulus_set(csv, partial)
     assert stim.missing_files() == [table["filename"][0]]
-    with pytest.raises(DataError, match=f"image for stimulus '{missing_id}' is missing.*not in .*partial.zip"):
+    with pytest.raises(
+        DataError, match=f"image for stimulus '{missing_id}' is missing.*not in .*partial.zip"
+    ):
         stim.load_images([missing_id])
     empty = tmp_path / "empty_folder"
     empty.mkdir()

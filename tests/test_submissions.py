@@ -23,8 +23,14 @@ def subset():
     bench = load_benchmark("demo")
     full = bench.train_data()
     pick = np.arange(N_TRAIN)
-    train = TrainData(full.images[pick], full.responses[pick], full.stimulus_id[pick],
-                      full.object_name[pick], full.category_name[pick], full.neuroid_id)
+    train = TrainData(
+        full.images[pick],
+        full.responses[pick],
+        full.stimulus_id[pick],
+        full.object_name[pick],
+        full.category_name[pick],
+        full.neuroid_id,
+    )
     return train, bench.images("val")[:N_EVAL]
 
 
@@ -44,8 +50,14 @@ def test_fit_predict_on_demo_subset(sub, subset, monkeypatch, tmp_path):
     train, images = subset
     if sub.needs_gpu:  # trained networks: fewer images keep CI in minutes; same code path
         keep = np.arange(N_TRAIN // 2)
-        train = TrainData(train.images[keep], train.responses[keep], train.stimulus_id[keep],
-                          train.object_name[keep], train.category_name[keep], train.neuroid_id)
+        train = TrainData(
+            train.images[keep],
+            train.responses[keep],
+            train.stimulus_id[keep],
+            train.object_name[keep],
+            train.category_name[keep],
+            train.neuroid_id,
+        )
     torch.manual_seed(0)
     model = build_model(sub, Context(device="cpu", batch_size=16, params=params, size=size))
     if hasattr(model, "fit"):

@@ -26,12 +26,21 @@ def sweeps(tmp_path_factory):
     out = {}
     # the middle-to-late layers around the planted one (the earliest, largest maps
     # only cost CI time); the random twin at the same depths
-    layers = {True: ["blocks.2", "blocks.3", "blocks.4", "blocks.5", "blocks.6", "global_pool"],
-              False: ["blocks.3", "blocks.4", "blocks.5"]}
+    layers = {
+        True: ["blocks.2", "blocks.3", "blocks.4", "blocks.5", "blocks.6", "global_pool"],
+        False: ["blocks.3", "blocks.4", "blocks.5"],
+    }
     for pretrained in (True, False):
-        out[pretrained] = run_sweep("efficientnet_lite0", layers[pretrained], pretrained=pretrained,
-                                    benchmark_id="demo", device="cpu", n_components=300, n_boot=100,
-                                    results_root=root)
+        out[pretrained] = run_sweep(
+            "efficientnet_lite0",
+            layers[pretrained],
+            pretrained=pretrained,
+            benchmark_id="demo",
+            device="cpu",
+            n_components=300,
+            n_boot=100,
+            results_root=root,
+        )
     return out
 
 

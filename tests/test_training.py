@@ -8,20 +8,34 @@ import torch
 from sklearn.linear_model import LinearRegression
 from torch import nn
 
-from itbench.models.training import (ConvHead, ImageAugment, MLPHead, ShallowCNN, Trainer, TrainingError, fit_regressor,
-                              loss_function, predict)
+from itbench.models.training import (
+    ConvHead,
+    ImageAugment,
+    MLPHead,
+    ShallowCNN,
+    Trainer,
+    TrainingError,
+    fit_regressor,
+    loss_function,
+    predict,
+)
 
 
 def linear_problem(n: int = 400, d: int = 16, k: int = 4, noise: float = 0.0, seed: int = 0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, d)).astype(np.float32)
-    y = x @ rng.standard_normal((d, k)).astype(np.float32) + noise * rng.standard_normal((n, k)).astype(np.float32)
+    y = x @ rng.standard_normal((d, k)).astype(np.float32) + noise * rng.standard_normal((n, k)).astype(
+        np.float32
+    )
     return x, y
 
 
 def test_head_shapes():
     assert MLPHead(10, 3)(torch.randn(5, 10)).shape == (5, 3)
-    assert MLPHead(10, 3, hidden=(8, 6), dropout=0.0)(torch.randn(5, 2, 5)).shape == (5, 3)  # flattens its input
+    assert MLPHead(10, 3, hidden=(8, 6), dropout=0.0)(torch.randn(5, 2, 5)).shape == (
+        5,
+        3,
+    )  # flattens its input
     linear = MLPHead(10, 3, hidden=())
     assert len(linear.net) == 1 and isinstance(linear.net[0], nn.Linear)
     cnn = ShallowCNN(168)
@@ -35,8 +49,9 @@ def test_head_shapes():
 def test_learns_a_linear_map_like_least_squares():
     x, y = linear_problem()
     torch.manual_seed(0)
-    result = fit_regressor(MLPHead(16, 4, hidden=()), x, y, epochs=60, lr=0.05, batch_size=32, patience=None,
-                           progress=False)
+    result = fit_regressor(
+        MLPHead(16, 4, hidden=()), x, y, epochs=60, lr=0.05, batch_size=32, patience=None, progress=False
+    )
     hist = result.history
     assert hist["train_loss"][-1] < hist["train_loss"][0] / 100
     x_new, _ = linear_problem(seed=0)
@@ -47,8 +62,9 @@ def test_learns_a_linear_map_like_least_squares():
 def test_mlp_with_pearson_loss_learns():
     x, y = linear_problem(noise=0.1)
     torch.manual_seed(0)
-    result = fit_regressor(MLPHead(16, 4, hidden=(32,), dropout=0.0), x, y, loss="pearson", epochs=15, lr=1e-2,
-                           progress=False)
+    result = fit_regressor(
+        MLPHead(16, 4, hidden=(32,), dropout=0.0), x, y, loss="pearson", epochs=15, lr=1e-2, progress=False
+    )
     assert result.history["holdout_loss"][result.history["best_epoch"]] < 0.1  # holdout r > 0.9
     assert loss_function("mse+corr")(torch.ones(4, 2), torch.ones(4, 2)) >= 0
 
@@ -59,8 +75,18 @@ def test_early_stopping_restores_best_state():
     y = rng.standard_normal((120, 3)).astype(np.float32)  # pure noise: the holdout loss soon rises
     torch.manual_seed(0)
     model = MLPHead(50, 3, hidden=(256,), dropout=0.0)
-    result = fit_regressor(model, x, y, epochs=200, lr=1e-2, patience=3, holdout_fraction=0.25, scheduler="constant",
-                           warmup_epochs=0, progress=False)
+    result = fit_regressor(
+        model,
+        x,
+        y,
+        epochs=200,
+        lr=1e-2,
+        patience=3,
+        holdout_fraction=0.25,
+        scheduler="constant",
+        warmup_epochs=0,
+        progress=False,
+    )
     hist = result.history
     assert hist["stopped_epoch"] < 199 and hist["stopped_epoch"] == hist["best_epoch"] + 4
     assert hist["best_holdout_loss"] == min(hist["holdout_loss"]) < hist["holdout_loss"][-1]
@@ -123,8 +149,15 @@ def test_trainable_blocks_and_lr_groups():
     model.add_module("head", nn.Linear(8, 2))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = torch.randn(64, 8), torch.randn(64, 2)
-    result = fit_regressor(model, x, y, epochs=2, trainable=["backbone.2", "head"],
-                           lr_groups={"backbone": 1e-4, "head": 1e-2}, progress=False)
+    result = fit_regressor(
+        model,
+        x,
+        y,
+        epochs=2,
+        trainable=["backbone.2", "head"],
+        lr_groups={"backbone": 1e-4, "head": 1e-2},
+        progress=False,
+    )
     after = result.best_state
     for frozen in ["backbone.0.weight", "backbone.1.weight", "backbone.1.running_mean"]:
         assert torch.equal(before[frozen], after[frozen]), frozen  # frozen, BN statistics included
@@ -206,5 +239,7 @@ def test_cuda_training_with_bf16_and_channels_last():
     model = ConvHead(3, 3, channels=(8,), pool=1, input_size=16)
     result = fit_regressor(model, x, y, epochs=20, lr=1e-3, device="cuda", progress=False)
     assert result.history["train_loss"][-1] < 0.2 * result.history["train_loss"][0]
-    assert next(model.parameters()).is_cuda and model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert next(model.parameters()).is_cuda and model.features[0].weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
     assert predict(result.model, x, device="cuda").shape == (128, 3)

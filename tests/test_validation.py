@@ -9,15 +9,18 @@ from itbench.errors import SubmissionError
 from itbench.harness.runner import validate_predictions
 
 
-@pytest.mark.parametrize("pred, message", [
-    ({"a": 1}, "are a dict, not an array"),
-    (np.array([["a", "b"]] * 4), "dtype <U1, not numbers"),
-    (np.zeros((4, 3)), r"shape \(4, 3\), expected \(4, 2\)"),
-    (np.zeros((3, 2)), r"shape \(3, 2\), expected \(4, 2\)"),
-    (np.zeros((4, 2, 1)), r"shape \(4, 2, 1\)"),
-    (np.array([[np.nan, 0]] * 4), "4 NaN and 0 inf values \\(in 1 neuroids\\)"),
-    (np.array([[np.inf, -np.inf]] * 4), "0 NaN and 8 inf values \\(in 2 neuroids\\)"),
-])
+@pytest.mark.parametrize(
+    "pred, message",
+    [
+        ({"a": 1}, "are a dict, not an array"),
+        (np.array([["a", "b"]] * 4), "dtype <U1, not numbers"),
+        (np.zeros((4, 3)), r"shape \(4, 3\), expected \(4, 2\)"),
+        (np.zeros((3, 2)), r"shape \(3, 2\), expected \(4, 2\)"),
+        (np.zeros((4, 2, 1)), r"shape \(4, 2, 1\)"),
+        (np.array([[np.nan, 0]] * 4), "4 NaN and 0 inf values \\(in 1 neuroids\\)"),
+        (np.array([[np.inf, -np.inf]] * 4), "0 NaN and 8 inf values \\(in 2 neuroids\\)"),
+    ],
+)
 def test_bad_predictions(pred, message):
     with pytest.raises(SubmissionError, match=message) as info:
         validate_predictions(pred, 4, 2, "mysub")

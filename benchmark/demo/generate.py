@@ -136,7 +136,9 @@ class Sketch:
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
         corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
-        self.poly([(cx + c * (x - cx) - s * (y - cy), cy + s * (x - cx) + c * (y - cy)) for x, y in corners], grey)
+        self.poly(
+            [(cx + c * (x - cx) - s * (y - cy), cy + s * (x - cx) + c * (y - cy)) for x, y in corners], grey
+        )
 
     def line(self, pts, width, grey) -> None:
         px = self._px(pts)
@@ -163,7 +165,14 @@ def draw_animal(sk: Sketch, rng, k: int) -> None:
     sk.line([(-0.9 * L, 0.3 * H), tail_end], 0.05, body * 0.8)
     sk.ellipse(0, 0, L, H, body)
     sk.ellipse(hx + 0.3 * hr, hy, hr * _u(rng, 1.1, 1.6), hr, body)
-    sk.poly([(hx - 0.5 * hr, hy + 0.6 * hr), (hx - 0.1 * hr, hy + 0.6 * hr), (hx - 0.4 * hr, hy + hr * _u(rng, 1.3, 2.0))], body * 0.9)
+    sk.poly(
+        [
+            (hx - 0.5 * hr, hy + 0.6 * hr),
+            (hx - 0.1 * hr, hy + 0.6 * hr),
+            (hx - 0.4 * hr, hy + hr * _u(rng, 1.3, 2.0)),
+        ],
+        body * 0.9,
+    )
     sk.ellipse(hx + 0.5 * hr, hy + 0.25 * hr, 0.18 * hr, 0.18 * hr, dark)
     if k % 4 == 3:  # spots
         for _ in range(5):
@@ -175,7 +184,10 @@ def draw_boat(sk: Sketch, rng, k: int) -> None:
     hull, light, dark = _u(rng, 0.2, 0.6), _u(rng, 0.75, 0.95), _u(rng, 0.05, 0.25)
     W, d = _u(rng, 0.75, 1.0), _u(rng, 0.15, 0.3)
     w = W * _u(rng, 0.45, 0.8)
-    sk.poly([(-W, 0.0), (W + _u(rng, 0.0, 0.2), _u(rng, 0.0, 0.15)), (w, -d), (-w * _u(rng, 0.85, 1.05), -d)], hull)
+    sk.poly(
+        [(-W, 0.0), (W + _u(rng, 0.0, 0.2), _u(rng, 0.0, 0.15)), (w, -d), (-w * _u(rng, 0.85, 1.05), -d)],
+        hull,
+    )
     sk.rect(-W, -0.03, W, 0.02, light)
     kind = k % 3
     if kind == 0:  # sails
@@ -206,14 +218,38 @@ def draw_car(sk: Sketch, rng, k: int) -> None:
     if k % 4 == 3:  # truck: cab at the front, cargo box behind
         sk.rect(-L, top, L * 0.35, top + ch * 1.4, body * 0.8)
         sk.poly([(L * 0.4, top), (L * 0.95, top), (L * 0.85, top + ch), (L * 0.4, top + ch)], body)
-        sk.poly([(L * 0.5, top + 0.03), (L * 0.83, top + 0.03), (L * 0.76, top + ch * 0.8), (L * 0.5, top + ch * 0.8)], glass)
+        sk.poly(
+            [
+                (L * 0.5, top + 0.03),
+                (L * 0.83, top + 0.03),
+                (L * 0.76, top + ch * 0.8),
+                (L * 0.5, top + ch * 0.8),
+            ],
+            glass,
+        )
     else:
         a, b = _u(rng, -0.6, -0.3) * L, _u(rng, 0.25, 0.55) * L
         slant = _u(rng, 0.05, 0.3)
         sk.poly([(a, top), (b, top), (b - slant, top + ch), (a + slant * 0.7, top + ch)], body)
         m = (a + b) / 2
-        sk.poly([(a + 0.06, top + 0.03), (m - 0.02, top + 0.03), (m - 0.02, top + ch * 0.8), (a + slant * 0.7 + 0.05, top + ch * 0.8)], glass)
-        sk.poly([(m + 0.02, top + 0.03), (b - 0.06, top + 0.03), (b - slant - 0.03, top + ch * 0.8), (m + 0.02, top + ch * 0.8)], glass)
+        sk.poly(
+            [
+                (a + 0.06, top + 0.03),
+                (m - 0.02, top + 0.03),
+                (m - 0.02, top + ch * 0.8),
+                (a + slant * 0.7 + 0.05, top + ch * 0.8),
+            ],
+            glass,
+        )
+        sk.poly(
+            [
+                (m + 0.02, top + 0.03),
+                (b - 0.06, top + 0.03),
+                (b - slant - 0.03, top + ch * 0.8),
+                (m + 0.02, top + ch * 0.8),
+            ],
+            glass,
+        )
     r = _u(rng, 0.13, 0.2)
     xs = (-0.65 * L, 0.65 * L) if k % 4 != 3 else (-0.7 * L, -0.35 * L, 0.65 * L)
     for x in xs:
@@ -321,9 +357,25 @@ def draw_plane(sk: Sketch, rng, k: int) -> None:
     span, chord, sweep = _u(rng, 0.55, 0.95), _u(rng, 0.2, 0.4), _u(rng, 0.0, 0.45)
     xw = _u(rng, -0.1, 0.15)
     for s in (-1, 1):
-        sk.poly([(xw + chord / 2, 0), (xw - chord / 2, 0), (xw - chord / 2 - sweep, s * span), (xw - chord / 2 - sweep + chord * 0.4, s * span)], g * 0.9)
+        sk.poly(
+            [
+                (xw + chord / 2, 0),
+                (xw - chord / 2, 0),
+                (xw - chord / 2 - sweep, s * span),
+                (xw - chord / 2 - sweep + chord * 0.4, s * span),
+            ],
+            g * 0.9,
+        )
         ts = span * _u(rng, 0.25, 0.4)
-        sk.poly([(-fl * 0.75, 0), (-fl * 0.95, 0), (-fl - sweep * 0.4, s * ts), (-fl - sweep * 0.4 + 0.1, s * ts)], g * 0.85)
+        sk.poly(
+            [
+                (-fl * 0.75, 0),
+                (-fl * 0.95, 0),
+                (-fl - sweep * 0.4, s * ts),
+                (-fl - sweep * 0.4 + 0.1, s * ts),
+            ],
+            g * 0.85,
+        )
         if k % 2:
             sk.ellipse(xw + 0.08 - sweep * 0.4, s * span * 0.4, 0.12, 0.05, dark)
     sk.ellipse(0, 0, fl, fw, g)
@@ -354,12 +406,24 @@ def draw_table(sk: Sketch, rng, k: int) -> None:
         for x in (-tw + 0.05, tw - 0.05 - lw):
             sk.rect(x, bottom, x + lw, top, wood * 0.85)
     if k >= 4:  # lower shelf
-        sk.rect(-tw * 0.8, bottom + (top - bottom) * 0.3, tw * 0.8, bottom + (top - bottom) * 0.3 + 0.05, wood * 0.7)
+        sk.rect(
+            -tw * 0.8,
+            bottom + (top - bottom) * 0.3,
+            tw * 0.8,
+            bottom + (top - bottom) * 0.3 + 0.05,
+            wood * 0.7,
+        )
 
 
 FAMILIES = {
-    "Animals": draw_animal, "Boats": draw_boat, "Cars": draw_car, "Chairs": draw_chair,
-    "Faces": draw_face, "Fruits": draw_fruit, "Planes": draw_plane, "Tables": draw_table,
+    "Animals": draw_animal,
+    "Boats": draw_boat,
+    "Cars": draw_car,
+    "Chairs": draw_chair,
+    "Faces": draw_face,
+    "Fruits": draw_fruit,
+    "Planes": draw_plane,
+    "Tables": draw_table,
 }
 
 
@@ -375,7 +439,9 @@ def relief_shading(mask: np.ndarray, depth_px: float = 10.0) -> np.ndarray:
     return np.clip(np.tensordot(light, normal, axes=1) / light[2], 0.3, 1.4)
 
 
-def render_object(category: str, k: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+def render_object(
+    category: str, k: int, rng: np.random.Generator, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """One object's shaded intensity and mask (float 0-1), centred and scaled to a common extent."""
     sk = Sketch(size)
     FAMILIES[category](sk, rng, k)
@@ -387,11 +453,13 @@ def render_object(category: str, k: int, rng: np.random.Generator, size: int) ->
     cy, cx = (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
     extent = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
     k_scale = 0.8 * size / extent
-    data = (k_scale ** -1, 0, cx - size / 2 / k_scale, 0, k_scale ** -1, cy - size / 2 / k_scale)
+    data = (k_scale**-1, 0, cx - size / 2 / k_scale, 0, k_scale**-1, cy - size / 2 / k_scale)
     out = []
     for arr in (np.clip(albedo * shade, 0, 1), mask):
         img = Image.fromarray(arr.astype(np.float32), mode="F")
-        out.append(np.asarray(img.transform((size, size), Image.Transform.AFFINE, data, Image.Resampling.BILINEAR)))
+        out.append(
+            np.asarray(img.transform((size, size), Image.Transform.AFFINE, data, Image.Resampling.BILINEAR))
+        )
     return out[0], out[1]
 
 
@@ -399,7 +467,7 @@ def pink_noise(rng: np.random.Generator, size: int) -> np.ndarray:
     """A 1/f^a texture (a in 0.9..1.5), mean and contrast random: a natural-like background."""
     fy = np.fft.fftfreq(size)[:, None]
     fx = np.fft.rfftfreq(size)[None, :]
-    f = np.sqrt(fx ** 2 + fy ** 2)
+    f = np.sqrt(fx**2 + fy**2)
     f[0, 0] = 1.0
     amp = f ** -rng.uniform(0.9, 1.5)
     amp[0, 0] = 0.0
@@ -409,7 +477,9 @@ def pink_noise(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(rng.uniform(0.3, 0.7) + rng.uniform(0.07, 0.17) * img, 0, 1)
 
 
-def place(obj: np.ndarray, mask: np.ndarray, ty: float, tz: float, s: float, rxy: float) -> tuple[np.ndarray, np.ndarray]:
+def place(
+    obj: np.ndarray, mask: np.ndarray, ty: float, tz: float, s: float, rxy: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Object canvas -> image canvas: rotate by rxy (deg), scale by s, shift by (ty, tz) half-widths."""
     size = obj.shape[0]
     c = size / 2
@@ -421,13 +491,17 @@ def place(obj: np.ndarray, mask: np.ndarray, ty: float, tz: float, s: float, rxy
     out = []
     for arr in (obj, mask):
         img = Image.fromarray(arr.astype(np.float32), mode="F")
-        out.append(np.asarray(img.transform((size, size), Image.Transform.AFFINE, data, Image.Resampling.BICUBIC)))
+        out.append(
+            np.asarray(img.transform((size, size), Image.Transform.AFFINE, data, Image.Resampling.BICUBIC))
+        )
     return out[0], np.clip(out[1], 0, 1)
 
 
 def to_uint8(canvas: np.ndarray, size: int) -> np.ndarray:
     """Supersampled float canvas -> final uint8 image (antialiased downsampling)."""
-    img = Image.fromarray(np.clip(canvas, 0, 1).astype(np.float32), mode="F").resize((size, size), Image.Resampling.LANCZOS)
+    img = Image.fromarray(np.clip(canvas, 0, 1).astype(np.float32), mode="F").resize(
+        (size, size), Image.Resampling.LANCZOS
+    )
     return np.clip(np.rint(np.asarray(img) * 255), 0, 255).astype(np.uint8)
 
 
@@ -453,9 +527,19 @@ def render_stimuli(cfg: Settings) -> tuple[pd.DataFrame, np.ndarray]:
                     canvas = pink_noise(rng, big) * (1 - alpha) + placed * alpha
                     pixels = to_uint8(canvas, cfg.image_size)
                     sid = pixel_id(pixels)
-                    rows.append(dict(stimulus_id=sid, filename=f"{sid}.png", object_name=name, category_name=category,
-                                     variation=variation, ty=round(float(ty), 4), tz=round(float(tz), 4),
-                                     s=round(float(s), 4), rxy=round(float(rxy), 2)))
+                    rows.append(
+                        dict(
+                            stimulus_id=sid,
+                            filename=f"{sid}.png",
+                            object_name=name,
+                            category_name=category,
+                            variation=variation,
+                            ty=round(float(ty), 4),
+                            tz=round(float(tz), 4),
+                            s=round(float(s), 4),
+                            rxy=round(float(rxy), 2),
+                        )
+                    )
                     images.append(pixels)
     table = pd.DataFrame(rows)
     if table["stimulus_id"].duplicated().any():
@@ -474,7 +558,9 @@ def layer_activations(images: np.ndarray, cfg: Settings, batch: int = 16) -> np.
     from itbench.data.stimuli import to_model_input
 
     if pretrained.random_weights_forced():
-        raise SystemExit(f"{pretrained.RANDOM_WEIGHTS_ENV} is set: the demo must be generated with the real weights")
+        raise SystemExit(
+            f"{pretrained.RANDOM_WEIGHTS_ENV} is set: the demo must be generated with the real weights"
+        )
     torch.set_num_threads(1)  # bit-reproducible convolutions
     model = pretrained.efficientnet_lite0(pretrained=True)
     grabbed = []
@@ -482,7 +568,7 @@ def layer_activations(images: np.ndarray, cfg: Settings, batch: int = 16) -> np.
     try:
         with torch.no_grad():
             for start in range(0, len(images), batch):
-                model(to_model_input(images[start:start + batch][..., None]))
+                model(to_model_input(images[start : start + batch][..., None]))
     finally:
         hook.remove()
     return torch.cat(grabbed).double().numpy()
@@ -522,18 +608,28 @@ def site_rates(acts: np.ndarray, cfg: Settings, rng: np.random.Generator) -> tup
     pcs = principal_scores(acts.reshape(n_img, -1), cfg.n_components)
     dense = rng.standard_normal((cfg.n_components, cfg.n_sites))
     share = cfg.pc_share
-    drive = zscore(np.sqrt(share) * zscore(pcs @ dense) + np.sqrt(1 - share) * zscore((channels - channels.mean(0)) @ sparse))
+    drive = zscore(
+        np.sqrt(share) * zscore(pcs @ dense)
+        + np.sqrt(1 - share) * zscore((channels - channels.mean(0)) @ sparse)
+    )
     slope = rng.uniform(0.8, 1.5, cfg.n_sites)
     offset = rng.uniform(-0.5, 1.0, cfg.n_sites)
     baseline = rng.uniform(2.0, 15.0, cfg.n_sites)
     gain = rng.uniform(8.0, 40.0, cfg.n_sites)
     rates = baseline + gain * np.logaddexp(0.0, slope * drive + offset)  # softplus
-    return rates, {"layer_shape": list(acts.shape[1:]), "mean_channels_per_site": round(float((sparse != 0).sum(0).mean()), 2)}
+    return rates, {
+        "layer_shape": list(acts.shape[1:]),
+        "mean_channels_per_site": round(float((sparse != 0).sum(0).mean()), 2),
+    }
 
 
-def trial_responses(rates: np.ndarray, cfg: Settings, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def trial_responses(
+    rates: np.ndarray, cfg: Settings, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Trials (images x reps x sites): Gaussian noise with variance fano * rate; fano set per site from a target ceiling."""
-    logit = np.log(cfg.ceiling_median / (1 - cfg.ceiling_median)) + cfg.ceiling_logit_sd * rng.standard_normal(cfg.n_sites)
+    logit = np.log(
+        cfg.ceiling_median / (1 - cfg.ceiling_median)
+    ) + cfg.ceiling_logit_sd * rng.standard_normal(cfg.n_sites)
     target = 1 / (1 + np.exp(-logit))
     half_rel = target / (2 - target)  # undo Spearman-Brown: reliability of a half (n_reps / 2 trials)
     half = cfg.n_reps / 2
@@ -543,7 +639,9 @@ def trial_responses(rates: np.ndarray, cfg: Settings, rng: np.random.Generator) 
     return np.round(trials, cfg.round_decimals), target
 
 
-def build_assembly(trials: np.ndarray, table: pd.DataFrame, cfg: Settings, rng: np.random.Generator) -> xr.DataArray:
+def build_assembly(
+    trials: np.ndarray, table: pd.DataFrame, cfg: Settings, rng: np.random.Generator
+) -> xr.DataArray:
     """Trial-level presentation x neuroid DataArray, presentations in a random order, flat coords."""
     n_img, n_rep, n_site = trials.shape
     img_idx, rep_idx = np.meshgrid(np.arange(n_img), np.arange(n_rep), indexing="ij")
@@ -553,16 +651,29 @@ def build_assembly(trials: np.ndarray, table: pd.DataFrame, cfg: Settings, rng: 
     n_a = n_site // 2
     animal = np.array([cfg.animals[0]] * n_a + [cfg.animals[1]] * (n_site - n_a))
     neuroid_id = np.array([f"{a}_{i:03d}" for i, a in enumerate(animal)])
-    pres = {c: ("presentation", table[c].to_numpy()[img_idx]) for c in ("stimulus_id", "object_name", "category_name", "variation")}
+    pres = {
+        c: ("presentation", table[c].to_numpy()[img_idx])
+        for c in ("stimulus_id", "object_name", "category_name", "variation")
+    }
     return xr.DataArray(
         values,
         dims=("presentation", "neuroid"),
-        coords={**pres, "repetition": ("presentation", rep_idx.astype(np.int64)),
-                "neuroid_id": ("neuroid", neuroid_id), "region": ("neuroid", np.full(n_site, "IT")),
-                "animal": ("neuroid", animal)},
-        attrs={"synthetic": 1, "description": "SYNTHETIC surrogate IT responses (itbench demo benchmark); not neural data",
-               "generator": "benchmark/demo/generate.py", "generator_version": GENERATOR_VERSION,
-               "layer": f"efficientnet_lite0.{cfg.layer}", "seed": cfg.seed, "units": "spikes/s (surrogate)"},
+        coords={
+            **pres,
+            "repetition": ("presentation", rep_idx.astype(np.int64)),
+            "neuroid_id": ("neuroid", neuroid_id),
+            "region": ("neuroid", np.full(n_site, "IT")),
+            "animal": ("neuroid", animal),
+        },
+        attrs={
+            "synthetic": 1,
+            "description": "SYNTHETIC surrogate IT responses (itbench demo benchmark); not neural data",
+            "generator": "benchmark/demo/generate.py",
+            "generator_version": GENERATOR_VERSION,
+            "layer": f"efficientnet_lite0.{cfg.layer}",
+            "seed": cfg.seed,
+            "units": "spikes/s (surrogate)",
+        },
     )
 
 
@@ -602,13 +713,18 @@ def write_netcdf(da: xr.DataArray, path: Path) -> None:
     """BrainIO-style NetCDF4 (h5netcdf): flat coords, float32 data, zlib + shuffle."""
     path.unlink(missing_ok=True)
     da = da.rename(None)  # stored as __xarray_dataarray_variable__, as DataArray.to_netcdf does in BrainIO
-    da.to_netcdf(path, engine="h5netcdf", encoding={VARIABLE: {"zlib": True, "complevel": 9, "shuffle": True}})
+    da.to_netcdf(
+        path, engine="h5netcdf", encoding={VARIABLE: {"zlib": True, "complevel": 9, "shuffle": True}}
+    )
 
 
 def write_preview(table: pd.DataFrame, images: np.ndarray, path: Path, thumb: int = 64) -> None:
     """Contact sheet for the README: one row per category, per object its first variation-0 and variation-6 image."""
-    picks = [table[(table["object_name"] == name) & (table["variation"] == v)].index[0]
-             for name in table["object_name"].unique() for v in (0, 6)]
+    picks = [
+        table[(table["object_name"] == name) & (table["variation"] == v)].index[0]
+        for name in table["object_name"].unique()
+        for v in (0, 6)
+    ]
     n_cols = 2 * table.groupby("category_name")["object_name"].nunique().max()
     tiles = [Image.fromarray(images[i]).resize((thumb, thumb), Image.Resampling.LANCZOS) for i in picks]
     sheet = Image.new("L", (n_cols * thumb, len(tiles) // n_cols * thumb))
@@ -617,8 +733,11 @@ def write_preview(table: pd.DataFrame, images: np.ndarray, path: Path, thumb: in
     sheet.save(path, format="PNG", optimize=True)
 
 
-def generate(out_dir: Path = HERE, split_path: Path = ROOT / "benchmark" / "splits" / "demo.csv",
-             cfg: Settings = Settings()) -> dict:
+def generate(
+    out_dir: Path = HERE,
+    split_path: Path = ROOT / "benchmark" / "splits" / "demo.csv",
+    cfg: Settings = Settings(),
+) -> dict:
     """Build every file of the demo benchmark; returns the manifest (also written as manifest.json)."""
     from itbench.data.download import file_sha1
     from itbench.scoring.metrics import split_half_ceiling
@@ -640,28 +759,43 @@ def generate(out_dir: Path = HERE, split_path: Path = ROOT / "benchmark" / "spli
     write_netcdf(build_assembly(trials, table, cfg, rng), out_dir / "assembly.nc")
     split = object_stratified_split(table, np.random.default_rng([cfg.seed, 4]))
     sizes = {f"n_{label}": int((split == label).sum()) for label in ("train", "val", "test")}
-    write_split(split, split_path, comment=(
-        f"SYNTHETIC demo benchmark split, seed={cfg.seed} (benchmark/demo/generate.py): stratified by object_name: "
-        "1 test image per object, 1 val image for 58 of the 64 objects (the 6 without one in 6 different "
-        "categories), the rest train = 518/58/64, the report's 2592/288/320 of 3200 scaled to 640"))
+    write_split(
+        split,
+        split_path,
+        comment=(
+            f"SYNTHETIC demo benchmark split, seed={cfg.seed} (benchmark/demo/generate.py): stratified by object_name: "
+            "1 test image per object, 1 val image for 58 of the 64 objects (the 6 without one in 6 different "
+            "categories), the rest train = 518/58/64, the report's 2592/288/320 of 3200 scaled to 640"
+        ),
+    )
 
     manifest = {
         "benchmark_id": "demo",
         "synthetic": True,
         "description": "SYNTHETIC HvM-like images and surrogate IT responses from EfficientNet-Lite0 "
-                       f"{cfg.layer}; see README.md",
+        f"{cfg.layer}; see README.md",
         "generator": "benchmark/demo/generate.py",
         "generator_version": GENERATOR_VERSION,
         "settings": asdict(cfg),
         "readout": readout,
-        "files": {name: {"sha1": file_sha1(out_dir / name), "size": (out_dir / name).stat().st_size} for name in FILES},
+        "files": {
+            name: {"sha1": file_sha1(out_dir / name), "size": (out_dir / name).stat().st_size}
+            for name in FILES
+        },
         "split": {"path": "benchmark/splits/demo.csv", "sha1": file_sha1(split_path), **sizes},
-        "counts": {"images": int(len(table)), "objects": int(table["object_name"].nunique()),
-                   "categories": int(table["category_name"].nunique()), "sites": cfg.n_sites, "reps": cfg.n_reps},
-        "ceiling": {"median": round(float(np.median(ceiling)), 4),
-                    "p10": round(float(np.percentile(ceiling, 10)), 4),
-                    "p90": round(float(np.percentile(ceiling, 90)), 4),
-                    "method": "itbench.scoring.metrics.split_half_ceiling (split-half over repetitions, Spearman-Brown corrected, mean of 10 random splits)"},
+        "counts": {
+            "images": int(len(table)),
+            "objects": int(table["object_name"].nunique()),
+            "categories": int(table["category_name"].nunique()),
+            "sites": cfg.n_sites,
+            "reps": cfg.n_reps,
+        },
+        "ceiling": {
+            "median": round(float(np.median(ceiling)), 4),
+            "p10": round(float(np.percentile(ceiling, 10)), 4),
+            "p90": round(float(np.percentile(ceiling, 90)), 4),
+            "method": "itbench.scoring.metrics.split_half_ceiling (split-half over repetitions, Spearman-Brown corrected, mean of 10 random splits)",
+        },
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     print(f"generated in {time.time() - t0:.1f} s")
@@ -676,8 +810,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     manifest = generate(args.out_dir, args.split_path, Settings(seed=args.seed))
     c = manifest["ceiling"]
-    print(f"SYNTHETIC demo benchmark written to {args.out_dir}; "
-          f"ceiling median {c['median']} (p10 {c['p10']}, p90 {c['p90']})")
+    print(
+        f"SYNTHETIC demo benchmark written to {args.out_dir}; "
+        f"ceiling median {c['median']} (p10 {c['p10']}, p90 {c['p90']})"
+    )
     return 0
 
 

@@ -239,7 +239,8 @@ def _netcdf_attrs(attrs: dict) -> dict:
         if isinstance(value, (str, int, float, np.integer, np.floating)) and not isinstance(value, bool):
             clean[key] = value
         elif isinstance(value, (list, tuple, np.ndarray)) and all(
-            isinstance(v, (str, int, float, np.integer, np.floating)) for v in np.ravel(np.asarray(value, dtype=object))
+            isinstance(v, (str, int, float, np.integer, np.floating))
+            for v in np.ravel(np.asarray(value, dtype=object))
         ):
             clean[key] = np.asarray(value)
     return clean
@@ -269,7 +270,8 @@ def save_assembly(da: xr.DataArray, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:
             raise DataError(
-                f"disk full while writing {path}", hint="free some space or point ITBENCH_HOME at a bigger disk"
+                f"disk full while writing {path}",
+                hint="free some space or point ITBENCH_HOME at a bigger disk",
             ) from err
         raise
     return path

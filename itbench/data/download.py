@@ -123,7 +123,9 @@ def _translate(err: BaseException, filename: str, url: str, sha1: str, dest_dir:
             hint=_manual_hint(filename, sha1, dest_dir),
         )
     if isinstance(err, requests.exceptions.RequestException):
-        return DownloadError(f"downloading {filename} from {url} failed: {err}", hint=_manual_hint(filename, sha1, dest_dir))
+        return DownloadError(
+            f"downloading {filename} from {url} failed: {err}", hint=_manual_hint(filename, sha1, dest_dir)
+        )
     if isinstance(err, OSError):
         return DownloadError(
             f"could not write {filename} into {dest_dir}: {err}",
@@ -170,7 +172,9 @@ def fetch_file(
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DownloadError(f"cannot create the data folder {dest_dir}: {err}", hint="set ITBENCH_HOME to a writable folder") from err
+        raise DownloadError(
+            f"cannot create the data folder {dest_dir}: {err}", hint="set ITBENCH_HOME to a writable folder"
+        ) from err
     base = base_url(mirror)
     url = base + filename
     staging = dest_dir / f".partial-{filename}"

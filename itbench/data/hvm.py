@@ -14,10 +14,25 @@ HVM_OBJECTS: dict[str, tuple[str, ...]] = {
     "Chairs": ("_001", "_004", "_008", "_010", "_011", "_014", "_031", "_033"),
     "Faces": tuple(f"face000{i}" for i in range(1, 9)),
     "Fruits": (
-        "Apple_Fruit_obj", "Apricot_obj", "Peach_obj", "Pear_obj",
-        "Strawberry_obj", "raspberry_obj", "walnut_obj", "watermelon_obj",
+        "Apple_Fruit_obj",
+        "Apricot_obj",
+        "Peach_obj",
+        "Pear_obj",
+        "Strawberry_obj",
+        "raspberry_obj",
+        "walnut_obj",
+        "watermelon_obj",
     ),
-    "Planes": ("_01_Airliner_2jetEngines", "_05_future", "_19_flyingBoat", "f16", "junkers88", "mig29", "rdbarren", "sopwith"),
+    "Planes": (
+        "_01_Airliner_2jetEngines",
+        "_05_future",
+        "_19_flyingBoat",
+        "f16",
+        "junkers88",
+        "mig29",
+        "rdbarren",
+        "sopwith",
+    ),
     "Tables": ("_08", "_10", "_11", "_12", "_18", "_37", "_38", "_44"),
 }
 UNKNOWN = "unknown"

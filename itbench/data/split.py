@@ -36,7 +36,9 @@ def file_hash(path: str | os.PathLike) -> str:
 
 def _read_csv_skipping_comments(path: Path) -> pd.DataFrame:
     """Read the CSV after dropping whole-line ``#`` comments (ids may contain '#')."""
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("#")]
+    lines = [
+        line for line in path.read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("#")
+    ]
     try:
         return pd.read_csv(io.StringIO("\n".join(lines)), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
@@ -72,7 +74,11 @@ def read_split(path: str | os.PathLike) -> pd.Series:
             f"split file {path} lacks column(s) {', '.join(missing)} (has {', '.join(table.columns)})",
             hint="a split file has the header `stimulus_id,split`",
         )
-    split = pd.Series(table["split"].str.strip().to_numpy(), index=pd.Index(table["stimulus_id"], name="stimulus_id"), name="split")
+    split = pd.Series(
+        table["split"].str.strip().to_numpy(),
+        index=pd.Index(table["stimulus_id"], name="stimulus_id"),
+        name="split",
+    )
     return validate_split(split, str(path))
 
 
@@ -81,7 +87,9 @@ def load_split(benchmark_id: str) -> pd.Series:
     return read_split(split_path(benchmark_id))
 
 
-def _stratified_take(table: pd.DataFrame, n_take: int, n_keep: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _stratified_take(
+    table: pd.DataFrame, n_take: int, n_keep: int, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split off ``n_take`` rows stratified by object (sklearn); returns (kept, taken)."""
     from sklearn.model_selection import train_test_split
 
@@ -89,7 +97,9 @@ def _stratified_take(table: pd.DataFrame, n_take: int, n_keep: int, seed: int) -
         return table, table.iloc[:0]
     if n_keep == 0:
         return table.iloc[:0], table
-    return train_test_split(table, test_size=n_take, train_size=n_keep, stratify=table["object"], random_state=seed)
+    return train_test_split(
+        table, test_size=n_take, train_size=n_keep, stratify=table["object"], random_state=seed
+    )
 
 
 def make_split(

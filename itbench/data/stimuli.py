@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
+
 if TYPE_CHECKING:  # torch is imported where used: scoring cached predictions needs no torch
     import torch
 
@@ -37,6 +38,7 @@ PROGRESS_MIN = 256
 
 def _as_tensor(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
     import torch
+
     return batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.array(batch, copy=True))
 
 
@@ -47,6 +49,7 @@ def to_unit_chw(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
     funnels through one conversion, so grey handling and scaling cannot drift.
     """
     import torch
+
     x = _as_tensor(batch)
     if x.dtype == torch.uint8:
         x = x.float() / 255.0
@@ -76,6 +79,7 @@ def to_unit_chw(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
 def normalize_chw(x: torch.Tensor) -> torch.Tensor:
     """ImageNet normalisation of (N, 3, H, W) images in [0, 1]."""
     import torch
+
     mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -84,6 +88,7 @@ def normalize_chw(x: torch.Tensor) -> torch.Tensor:
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear, antialiased resize of (N, C, H, W) to size x size (as Brain-Score's Resize((s, s)))."""
     import torch.nn.functional as F
+
     if x.shape[-2:] == (size, size):
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -220,16 +225,21 @@ class ImageFiles:
 
     def load(self, rows: pd.DataFrame, size: int, progress: bool | None) -> torch.Tensor:
         import torch
+
         out = torch.empty((len(rows), 3, size, size), dtype=torch.float32)
         archive = zipfile.ZipFile(self.root) if self.is_zip else None
         try:
             pairs = zip(rows.index, rows["filename"])
-            for i, (sid, filename) in enumerate(_progress(pairs, len(rows), _show(progress, len(rows)), "images")):
+            for i, (sid, filename) in enumerate(
+                _progress(pairs, len(rows), _show(progress, len(rows)), "images")
+            ):
                 data = self._read_bytes(archive, str(filename), str(sid))
                 pixels = _decode(data, str(sid), f"{self.root}:{filename}")
                 out[i] = resize(to_unit_chw(pixels), size)[0]
         except zipfile.BadZipFile as err:
-            raise DataError(f"cannot read the stimulus zip {self.root}: {err}", hint="fetch it again") from err
+            raise DataError(
+                f"cannot read the stimulus zip {self.root}: {err}", hint="fetch it again"
+            ) from err
         finally:
             if archive is not None:
                 archive.close()
@@ -327,6 +337,7 @@ class StimulusSet(pd.DataFrame):
     ) -> torch.Tensor:
         """(N, 3, size, size) float32, ImageNet-normalised, in the order of ``ids`` (default: all)."""
         import torch
+
         source = getattr(self, "image_source", None)
         if source is None:
             raise DataError("this stimulus set has no images attached", hint="load it with load_stimulus_set")

@@ -31,6 +31,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if _cuda_visible() else "cpu"
     if device.startswith("cuda") and not _cuda_visible():
-        raise ItbenchError(f"--device {device} was asked for but no CUDA GPU is visible",
-                           "use --device cpu or --device auto")
+        raise ItbenchError(
+            f"--device {device} was asked for but no CUDA GPU is visible", "use --device cpu or --device auto"
+        )
     return device

@@ -103,8 +103,9 @@ def locked(path: Path, wait: bool = True) -> Iterator[None]:
         try:
             fcntl.flock(handle, flags)
         except BlockingIOError:
-            raise ItbenchError(f"another itbench run is writing {path.name}",
-                               "wait for it to finish, then run again") from None
+            raise ItbenchError(
+                f"another itbench run is writing {path.name}", "wait for it to finish, then run again"
+            ) from None
         try:
             yield
         finally:

@@ -30,8 +30,15 @@ from itbench.errors import ItbenchError, SubmissionError, WeightsUnavailable
 from itbench import paths
 from itbench.paths import benchmark_dir, cache_dir, data_home, project_root
 from itbench.harness.submission import Submission, load_submission
-from itbench.harness.record import (SCHEMA, locked, now, package_versions, platform_info, record_path,
-                     write_record)
+from itbench.harness.record import (
+    SCHEMA,
+    locked,
+    now,
+    package_versions,
+    platform_info,
+    record_path,
+    write_record,
+)
 
 DEFAULT_TIMEOUT_S = 4 * 3600.0
 DEFAULT_MEMORY_FRACTION = 0.85
@@ -57,8 +64,10 @@ def resolve_size(sub: Submission, size: str, device: str) -> str:
     """Full size on a GPU; a submission's ``small`` preset on CPU when it has one."""
     if size != "auto":
         if size != "full" and size not in sub.sizes:
-            raise SubmissionError(f"submission '{sub.id}' has no size preset '{size}'",
-                                  f"presets: {', '.join(['full', *sub.sizes])}")
+            raise SubmissionError(
+                f"submission '{sub.id}' has no size preset '{size}'",
+                f"presets: {', '.join(['full', *sub.sizes])}",
+            )
         return size
     return "small" if device == "cpu" and "small" in sub.sizes else "full"
 
@@ -75,9 +84,12 @@ def _key(*parts: Any) -> str:
 
 def validate_predictions(pred: Any, n_images: int, n_neuroids: int, sub_id: str) -> np.ndarray:
     """Shape (n_images, n_neuroids), numeric and finite, or a SubmissionError saying why."""
+
     def fail(problem: str) -> SubmissionError:
-        return SubmissionError(f"submission '{sub_id}': {problem}",
-                               f"predict(images) must return an array of shape ({n_images}, {n_neuroids})")
+        return SubmissionError(
+            f"submission '{sub_id}': {problem}",
+            f"predict(images) must return an array of shape ({n_images}, {n_neuroids})",
+        )
 
     if not isinstance(pred, np.ndarray):
         raise fail(f"predictions are a {type(pred).__name__}, not an array")
@@ -88,20 +100,36 @@ def validate_predictions(pred: Any, n_images: int, n_neuroids: int, sub_id: str)
     bad = ~np.isfinite(pred)
     if bad.any():
         n_nan, n_inf = int(np.isnan(pred).sum()), int(np.isinf(pred).sum())
-        raise fail(f"predictions contain {n_nan} NaN and {n_inf} inf values "
-                   f"(in {int(bad.any(axis=0).sum())} neuroids)")
+        raise fail(
+            f"predictions contain {n_nan} NaN and {n_inf} inf values "
+            f"(in {int(bad.any(axis=0).sum())} neuroids)"
+        )
     return pred.astype(np.float64)
 
 
 def _base_record(sub: Submission | None, sub_id: str, bench: Benchmark, split: str) -> dict[str, Any]:
     return {
-        "schema": SCHEMA, "kind": "submission", "split": split, "created": now(),
-        "submission": {"id": sub_id, "name": sub.name if sub else sub_id,
-                       "table1_row": sub.table1_row if sub else None,
-                       "code_hash": sub.code_hash() if sub else None},
-        "benchmark": {"id": bench.id, "synthetic": bench.synthetic,
-                      "data_checksum": bench.checksum, "split_hash": bench.split_hash},
-        "status": "ok", "error": None, "scores": None, "per_neuroid": None, "examples": None,
+        "schema": SCHEMA,
+        "kind": "submission",
+        "split": split,
+        "created": now(),
+        "submission": {
+            "id": sub_id,
+            "name": sub.name if sub else sub_id,
+            "table1_row": sub.table1_row if sub else None,
+            "code_hash": sub.code_hash() if sub else None,
+        },
+        "benchmark": {
+            "id": bench.id,
+            "synthetic": bench.synthetic,
+            "data_checksum": bench.checksum,
+            "split_hash": bench.split_hash,
+        },
+        "status": "ok",
+        "error": None,
+        "scores": None,
+        "per_neuroid": None,
+        "examples": None,
     }
 
 
@@ -115,17 +143,28 @@ def _ensure_weights(sub: Submission) -> None:
         build_model(name, pretrained=True)
 
 
-def _write_inputs(workdir: Path, bench: Benchmark, split: str, job: dict[str, Any],
-                  need_train: bool, log: Callable[[str], None]) -> None:
+def _write_inputs(
+    workdir: Path,
+    bench: Benchmark,
+    split: str,
+    job: dict[str, Any],
+    need_train: bool,
+    log: Callable[[str], None],
+) -> None:
     """Everything the child may see: train split and images to predict."""
     if need_train:
         log("loading train images ...")
         train = bench.train_data()
         np.save(workdir / worker.TRAIN_IMAGES, train.images.numpy())
         np.save(workdir / worker.TRAIN_RESPONSES, train.responses)
-        (workdir / worker.TRAIN_META).write_text(json.dumps({
-            key: [str(v) for v in getattr(train, key)]
-            for key in ("stimulus_id", "object_name", "category_name", "neuroid_id")}))
+        (workdir / worker.TRAIN_META).write_text(
+            json.dumps(
+                {
+                    key: [str(v) for v in getattr(train, key)]
+                    for key in ("stimulus_id", "object_name", "category_name", "neuroid_id")
+                }
+            )
+        )
     log(f"loading {split} images ...")
     np.save(workdir / worker.EVAL_IMAGES, bench.images(split).numpy())
     (workdir / worker.JOB).write_text(json.dumps(job))
@@ -136,8 +175,10 @@ def _child_failure(result: Any, status: dict[str, Any] | None, limits: Any) -> s
     if result.killed_reason == "timeout":
         return f"timed out after {limits.timeout_s:.0f} s (limit; raise with --timeout)"
     if result.killed_reason == "memory":
-        return (f"ran out of memory: exceeded the {limits.memory_gb} GiB limit "
-                f"(peak {result.peak_rss_gb:.1f} GiB; raise with --memory-gb)")
+        return (
+            f"ran out of memory: exceeded the {limits.memory_gb} GiB limit "
+            f"(peak {result.peak_rss_gb:.1f} GiB; raise with --memory-gb)"
+        )
     if result.killed_reason == "interrupted":
         return "interrupted by the user (Ctrl-C)"
     if status and not status.get("ok"):
@@ -146,9 +187,16 @@ def _child_failure(result: Any, status: dict[str, Any] | None, limits: Any) -> s
     return f"the submission process {result.describe()}: {tail[0][:300]}"
 
 
-def _run_child(sub: Submission, bench: Benchmark, opts: RunOptions, job: dict[str, Any],
-               own_cache: Path, fitted: Path, provenance: dict[str, Any],
-               log: Callable[[str], None]) -> tuple[np.ndarray, dict[str, Any]]:
+def _run_child(
+    sub: Submission,
+    bench: Benchmark,
+    opts: RunOptions,
+    job: dict[str, Any],
+    own_cache: Path,
+    fitted: Path,
+    provenance: dict[str, Any],
+    log: Callable[[str], None],
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Run the worker in the sandbox; return raw predictions and its status.
 
     ``provenance`` learns whether the run was sandboxed and its peak memory
@@ -158,29 +206,45 @@ def _run_child(sub: Submission, bench: Benchmark, opts: RunOptions, job: dict[st
 
     workdir = Path(tempfile.mkdtemp(prefix="itbench-run-"))
     try:
-        _write_inputs(workdir, bench, opts.split, job,
-                      need_train=not (fitted / "COMPLETE").exists(), log=log)
+        _write_inputs(workdir, bench, opts.split, job, need_train=not (fitted / "COMPLETE").exists(), log=log)
         limits = sandbox.Limits(
             timeout_s=opts.timeout_s or sub.timeout_s or DEFAULT_TIMEOUT_S,
             memory_gb=opts.memory_gb or sub.memory_gb or default_memory_gb(),
-            cpu_threads=None)
+            cpu_threads=None,
+        )
         package_dir = Path(__file__).resolve().parents[1]
         torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
         hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-        env = {"ITBENCH_CACHE": str(own_cache), "PYTHONPATH": str(package_dir.parent),
-               "TORCH_HOME": str(torch_home), "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+        env = {
+            "ITBENCH_CACHE": str(own_cache),
+            "PYTHONPATH": str(package_dir.parent),
+            "TORCH_HOME": str(torch_home),
+            "HF_HOME": str(hf_home),
+            "HF_HUB_OFFLINE": "1",
+        }
         for name in ("ITBENCH_RANDOM_WEIGHTS", "CUDA_VISIBLE_DEVICES"):
             if name in os.environ:
                 env[name] = os.environ[name]
         log(f"running {sub.id} (fit + predict) in an isolated process ...")
         result = sandbox.run_isolated(
-            [sys.executable, "-m", "itbench.harness.worker", str(workdir)], limits=limits,
-            ro_paths=[Path(sys.prefix), sub.path, package_dir,
-                      *[p for p in (torch_home, hf_home) if p.exists()]],
+            [sys.executable, "-m", "itbench.harness.worker", str(workdir)],
+            limits=limits,
+            ro_paths=[
+                Path(sys.prefix),
+                sub.path,
+                package_dir,
+                *[p for p in (torch_home, hf_home) if p.exists()],
+            ],
             rw_paths=[workdir, own_cache],
-            hidden_paths=[data_home(), benchmark_dir(), project_root() / "leaderboard",
-                          paths.results_root(), Path.home()],
-            env=env)
+            hidden_paths=[
+                data_home(),
+                benchmark_dir(),
+                project_root() / "leaderboard",
+                paths.results_root(),
+                Path.home(),
+            ],
+            env=env,
+        )
         status_file = workdir / worker.STATUS
         status = json.loads(status_file.read_text()) if status_file.exists() else None
         provenance.update(sandboxed=result.sandboxed, peak_rss_gb=round(result.peak_rss_gb, 3))
@@ -197,10 +261,13 @@ def _run_child(sub: Submission, bench: Benchmark, opts: RunOptions, job: dict[st
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def score_submission(submission_path: str | Path, benchmark_id: str = "demo",
-                     options: RunOptions | None = None,
-                     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
-                     **overrides: Any) -> dict[str, Any]:
+def score_submission(
+    submission_path: str | Path,
+    benchmark_id: str = "demo",
+    options: RunOptions | None = None,
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+    **overrides: Any,
+) -> dict[str, Any]:
     """Fit, predict, score and record one submission. Never raises for its faults."""
     opts = options or RunOptions()
     for name, value in overrides.items():
@@ -209,8 +276,9 @@ def score_submission(submission_path: str | Path, benchmark_id: str = "demo",
     bench.stimulus_ids(opts.split)  # validates the split name early
     sub_path = Path(submission_path).resolve()
     if not sub_path.is_dir():  # nothing to record: a typo, not a submission fault
-        raise SubmissionError(f"no submission folder at {sub_path}",
-                              "pass a folder such as submissions/pixels_ridge")
+        raise SubmissionError(
+            f"no submission folder at {sub_path}", "pass a folder such as submissions/pixels_ridge"
+        )
     path = record_path(opts.results_root or paths.results_root(), bench.id, sub_path.name, opts.split)
     with locked(path):
         record = _score_locked(sub_path, bench, opts, log, path)
@@ -227,8 +295,9 @@ def _store_predictions(pred_file: Path, pred: np.ndarray, provenance: dict[str, 
     pred_file.with_suffix(".json").write_text(json.dumps(keep))
 
 
-def _score_locked(sub_path: Path, bench: Benchmark, opts: RunOptions,
-                  log: Callable[[str], None], path: Path) -> dict[str, Any]:
+def _score_locked(
+    sub_path: Path, bench: Benchmark, opts: RunOptions, log: Callable[[str], None], path: Path
+) -> dict[str, Any]:
     """The run itself; on Ctrl-C the interrupted record is written before re-raising."""
     started = time.perf_counter()
     sub: Submission | None = None
@@ -239,16 +308,30 @@ def _score_locked(sub_path: Path, bench: Benchmark, opts: RunOptions,
         device = resolve_device(opts.device)
         size = resolve_size(sub, opts.size, device)
         params = sub.params_for(size)
-        fit_key = _key(record["submission"]["code_hash"], bench.checksum, bench.split_hash,
-                       params, opts.seed, size, bench.id)
+        fit_key = _key(
+            record["submission"]["code_hash"],
+            bench.checksum,
+            bench.split_hash,
+            params,
+            opts.seed,
+            size,
+            bench.id,
+        )
         pred_file = cache_dir("predictions") / f"{_key(fit_key, opts.split)}.npy"
         # A submission writes only its own cache namespace (fitted state, activations):
         # it can never plant predictions or states for another submission.
         own_cache = cache_dir("submissions") / sub.id
         fitted = own_cache / "fitted" / fit_key
-        provenance = {"device": device, "size": size, "params": params, "seed": opts.seed,
-                      "batch_size": opts.batch_size, "fit_cached": False,
-                      "predictions_cached": False, "sandboxed": None}
+        provenance = {
+            "device": device,
+            "size": size,
+            "params": params,
+            "seed": opts.seed,
+            "batch_size": opts.batch_size,
+            "fit_cached": False,
+            "predictions_cached": False,
+            "sandboxed": None,
+        }
         record["provenance"] = provenance
         if opts.use_cache and pred_file.exists() and pred_file.with_suffix(".json").exists():
             pred = np.load(pred_file, allow_pickle=False)
@@ -259,10 +342,17 @@ def _score_locked(sub_path: Path, bench: Benchmark, opts: RunOptions,
             if not opts.use_cache:
                 shutil.rmtree(fitted, ignore_errors=True)
             _ensure_weights(sub)
-            job = {"submission_path": str(sub.path), "device": device,
-                   "batch_size": opts.batch_size, "seed": opts.seed, "params": params,
-                   "size": size, "benchmark_id": bench.id, "fitted_dir": str(fitted),
-                   "cache_dir": str(own_cache)}
+            job = {
+                "submission_path": str(sub.path),
+                "device": device,
+                "batch_size": opts.batch_size,
+                "seed": opts.seed,
+                "params": params,
+                "size": size,
+                "benchmark_id": bench.id,
+                "fitted_dir": str(fitted),
+                "cache_dir": str(own_cache),
+            }
             pred, status = _run_child(sub, bench, opts, job, own_cache, fitted, provenance, log)
             provenance["fit_cached"] = status.get("fit_cached", False)
         n = len(bench.stimulus_ids(opts.split))
@@ -292,8 +382,11 @@ def _finish(record: dict[str, Any], started: float) -> dict[str, Any]:
         code_hash=record["submission"]["code_hash"],
         data_checksum=record["benchmark"]["data_checksum"],
         split_hash=record["benchmark"]["split_hash"],
-        packages=package_versions(), platform=platform_info(), itbench=__version__,
-        wall_time_s=round(time.perf_counter() - started, 2))
+        packages=package_versions(),
+        platform=platform_info(),
+        itbench=__version__,
+        wall_time_s=round(time.perf_counter() - started, 2),
+    )
     provenance.setdefault("seed", None)
     provenance.setdefault("device", None)
     return record

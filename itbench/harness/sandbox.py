@@ -139,8 +139,19 @@ def bwrap_path() -> str | None:
 @functools.lru_cache(maxsize=1)
 def _probe_bwrap(exe: str) -> tuple[bool, str]:
     """Run a trivial sandbox once; containers without user namespaces fail here."""
-    cmd = [exe, "--ro-bind", "/", "/", "--unshare-net", "--unshare-pid",
-           "--dev", "/dev", "--proc", "/proc", "true"]
+    cmd = [
+        exe,
+        "--ro-bind",
+        "/",
+        "/",
+        "--unshare-net",
+        "--unshare-pid",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "true",
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as err:
@@ -220,8 +231,10 @@ def sandbox_argv(
     """
     exe = bwrap_path()
     if exe is None:
-        raise SandboxUnavailable("bubblewrap (bwrap) is not installed",
-                                 hint="apt-get install bubblewrap, or set ITBENCH_NO_SANDBOX=1")
+        raise SandboxUnavailable(
+            "bubblewrap (bwrap) is not installed",
+            hint="apt-get install bubblewrap, or set ITBENCH_NO_SANDBOX=1",
+        )
     hidden = _norm([*_ALWAYS_HIDDEN, Path.home(), "/tmp", *hidden_paths])
     ro, rw = _norm(ro_paths), _norm(rw_paths)
     rw_set = set(rw)
@@ -240,8 +253,19 @@ def sandbox_argv(
     def size(n_bytes: int | None) -> list[str]:
         return ["--size", str(n_bytes)] if n_bytes and _bwrap_has_option(exe, "--size") else []
 
-    cmd = [exe, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-           *size(tmp_bytes), "--tmpfs", "/dev/shm"]
+    cmd = [
+        exe,
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        *size(tmp_bytes),
+        "--tmpfs",
+        "/dev/shm",
+    ]
     if gpu or gpu is None:
         for dev in _gpu_devices():
             cmd += ["--dev-bind", str(dev), str(dev)]
@@ -272,8 +296,14 @@ def sandbox_argv(
         cmd += ["--remount-ro", str(path)]
     if not network:
         cmd.append("--unshare-net")
-    cmd += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session"]
+    cmd += [
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+    ]
     if cwd is not None:
         cmd += ["--chdir", str(Path(cwd).resolve())]
     cmd += ["--", *argv]
@@ -296,8 +326,12 @@ def python_paths() -> list[Path]:
     """What the child needs read-only to run Python with our packages."""
     import site
 
-    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
-             Path(__file__).resolve().parents[1]}
+    paths = {
+        Path(sys.prefix),
+        Path(sys.base_prefix),
+        Path(sys.exec_prefix),
+        Path(__file__).resolve().parents[1],
+    }
     for p in site.getsitepackages():
         paths.add(Path(p))
     return sorted(p for p in paths if p.exists())
@@ -328,8 +362,7 @@ def child_env(
         if key in os.environ:
             env[key] = os.environ[key]
     if limits is not None and limits.cpu_threads:
-        for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "NUMEXPR_NUM_THREADS"):
+        for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
             env[key] = str(limits.cpu_threads)
     if weights_dir is not None:
         env["TORCH_HOME"] = str(weights_dir)
@@ -553,30 +586,47 @@ def run_isolated(
     sandboxed = not reason
     if not sandboxed:
         if require_sandbox:
-            raise SandboxUnavailable(f"cannot sandbox the submission: {reason}",
-                                     hint="install bubblewrap (apt-get install bubblewrap)")
-        msg = (f"submission is NOT sandboxed: {reason}; it can read every file this user "
-               "can (including held-out responses) and use the network")
+            raise SandboxUnavailable(
+                f"cannot sandbox the submission: {reason}",
+                hint="install bubblewrap (apt-get install bubblewrap)",
+            )
+        msg = (
+            f"submission is NOT sandboxed: {reason}; it can read every file this user "
+            "can (including held-out responses) and use the network"
+        )
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
         log.warning(msg)
         cmd = list(argv)
     else:
         weights = [weights_dir] if weights_dir is not None else []
-        cmd = sandbox_argv(argv, ro_paths=[*python_paths(), *ro_paths, *weights],
-                           rw_paths=rw_list, hidden_paths=hidden_paths,
-                           network=network, cwd=cwd, gpu=gpu,
-                           tmp_bytes=int(limits.memory_gb * GIB) if limits.memory_gb else None)
+        cmd = sandbox_argv(
+            argv,
+            ro_paths=[*python_paths(), *ro_paths, *weights],
+            rw_paths=rw_list,
+            hidden_paths=hidden_paths,
+            network=network,
+            cwd=cwd,
+            gpu=gpu,
+            tmp_bytes=int(limits.memory_gb * GIB) if limits.memory_gb else None,
+        )
     child_environ = child_env(home=cwd, limits=limits, extra=env, weights_dir=weights_dir)
 
     start = time.monotonic()
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=child_environ, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, preexec_fn=_preexec(limits, sandboxed),
+        cmd,
+        cwd=cwd,
+        env=child_environ,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_preexec(limits, sandboxed),
     )
     tree = _Tree(proc.pid)
-    pumps = [_Pump(proc.stdout, sys.stdout if stream_output else None),
-             _Pump(proc.stderr, sys.stderr if stream_output else None)]
+    pumps = [
+        _Pump(proc.stdout, sys.stdout if stream_output else None),
+        _Pump(proc.stderr, sys.stderr if stream_output else None),
+    ]
     for pump in pumps:
         pump.start()
 
@@ -617,10 +667,15 @@ def run_isolated(
     if killed is None and rc and limits.rlimit_as and "MemoryError" in stderr_tail:
         killed = "memory"
     result = IsolatedResult(
-        returncode=rc, timed_out=killed == "timeout", killed_reason=killed,
-        peak_rss_gb=max(peak, maxrss) / GIB, stdout_tail=pumps[0].text(),
-        stderr_tail=stderr_tail, sandboxed=sandboxed,
-        wall_s=time.monotonic() - start, argv=cmd,
+        returncode=rc,
+        timed_out=killed == "timeout",
+        killed_reason=killed,
+        peak_rss_gb=max(peak, maxrss) / GIB,
+        stdout_tail=pumps[0].text(),
+        stderr_tail=stderr_tail,
+        sandboxed=sandboxed,
+        wall_s=time.monotonic() - start,
+        argv=cmd,
     )
     if interrupt is not None:
         interrupt.isolated_result = result  # type: ignore[attr-defined]
@@ -628,8 +683,9 @@ def run_isolated(
     return result
 
 
-def _terminate(proc: subprocess.Popen, tree: _Tree, grace_s: float,
-               rc: int | None, maxrss: float) -> tuple[int | None, float]:
+def _terminate(
+    proc: subprocess.Popen, tree: _Tree, grace_s: float, rc: int | None, maxrss: float
+) -> tuple[int | None, float]:
     """Kill what is left of the tree: SIGTERM, a grace period, then SIGKILL."""
     if rc is None or tree.members():
         tree.signal(signal.SIGTERM)

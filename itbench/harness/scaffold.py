@@ -18,8 +18,10 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 def scaffold(submission_id: str, root: Path | None = None) -> Path:
     """Create ``submissions/<id>/`` from the template; refuse to overwrite."""
     if not ID_PATTERN.match(submission_id):
-        raise SubmissionError(f"'{submission_id}' is not a valid submission id",
-                              "use lower-case letters, digits, '_' or '-', e.g. my_resnet")
+        raise SubmissionError(
+            f"'{submission_id}' is not a valid submission id",
+            "use lower-case letters, digits, '_' or '-', e.g. my_resnet",
+        )
     target = (root or project_root()) / "submissions" / submission_id
     if target.exists():
         raise SubmissionError(f"{target} already exists", "pick another id or edit that folder")

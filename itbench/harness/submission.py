@@ -25,8 +25,17 @@ from itbench.paths import project_root
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 METADATA_FILE = "submission.toml"
 MODULE_FILE = "model.py"
-KNOWN_KEYS = {"name", "description", "table1_row", "authors", "needs", "limits", "params",
-              "sizes", "reference"}
+KNOWN_KEYS = {
+    "name",
+    "description",
+    "table1_row",
+    "authors",
+    "needs",
+    "limits",
+    "params",
+    "sizes",
+    "reference",
+}
 
 
 @dataclass
@@ -70,8 +79,9 @@ def load_submission(path: str | Path) -> Submission:
     """Parse and validate a submission folder's metadata (does not import it)."""
     path = Path(path).resolve()
     if not path.is_dir():
-        raise SubmissionError(f"no submission folder at {path}",
-                              "pass a folder such as submissions/pixels_ridge")
+        raise SubmissionError(
+            f"no submission folder at {path}", "pass a folder such as submissions/pixels_ridge"
+        )
     if not ID_PATTERN.match(path.name):
         raise _fail(path, "folder name must be lower-case letters, digits, '_' or '-'")
     meta_file = path / METADATA_FILE
@@ -89,8 +99,9 @@ def load_submission(path: str | Path) -> Submission:
 def _from_metadata(path: Path, meta: dict[str, Any]) -> Submission:
     unknown = set(meta) - KNOWN_KEYS
     if unknown:
-        raise _fail(path, f"unknown keys in {METADATA_FILE}: {sorted(unknown)}",
-                    f"known keys: {sorted(KNOWN_KEYS)}")
+        raise _fail(
+            path, f"unknown keys in {METADATA_FILE}: {sorted(unknown)}", f"known keys: {sorted(KNOWN_KEYS)}"
+        )
     if not isinstance(meta.get("name"), str) or not meta["name"].strip():
         raise _fail(path, f"{METADATA_FILE} needs a non-empty `name`")
     row = meta.get("table1_row")
@@ -102,11 +113,18 @@ def _from_metadata(path: Path, meta: dict[str, Any]) -> Submission:
     if not all(isinstance(v, dict) for v in sizes.values()):
         raise _fail(path, "[sizes.<name>] entries must be tables of params")
     return Submission(
-        id=path.name, path=path, name=meta["name"].strip(), table1_row=row,
-        authors=list(meta.get("authors", [])), description=meta.get("description", ""),
-        needs_gpu=bool(needs.get("gpu", False)), weights=list(needs.get("weights", [])),
-        timeout_s=limits.get("timeout_s"), memory_gb=limits.get("memory_gb"),
-        params=dict(meta.get("params", {})), sizes={k: dict(v) for k, v in sizes.items()},
+        id=path.name,
+        path=path,
+        name=meta["name"].strip(),
+        table1_row=row,
+        authors=list(meta.get("authors", [])),
+        description=meta.get("description", ""),
+        needs_gpu=bool(needs.get("gpu", False)),
+        weights=list(needs.get("weights", [])),
+        timeout_s=limits.get("timeout_s"),
+        memory_gb=limits.get("memory_gb"),
+        params=dict(meta.get("params", {})),
+        sizes={k: dict(v) for k, v in sizes.items()},
     )
 
 
@@ -115,8 +133,9 @@ def discover(root: Path | None = None) -> list[Submission]:
     folder = (root or project_root()) / "submissions"
     if not folder.is_dir():
         return []
-    return [load_submission(p) for p in sorted(folder.iterdir())
-            if p.is_dir() and (p / METADATA_FILE).exists()]
+    return [
+        load_submission(p) for p in sorted(folder.iterdir()) if p.is_dir() and (p / METADATA_FILE).exists()
+    ]
 
 
 def import_module(sub: Submission) -> ModuleType:
@@ -143,6 +162,9 @@ def build_model(sub: Submission, ctx: Context) -> Any:
     model = import_module(sub).build(ctx)
     problems = contract_problems(model)
     if problems:
-        raise _fail(sub.path, f"build(ctx) returned a {type(model).__name__}: " + "; ".join(problems),
-                    "see itbench/contract.py for the methods a model offers")
+        raise _fail(
+            sub.path,
+            f"build(ctx) returned a {type(model).__name__}: " + "; ".join(problems),
+            "see itbench/contract.py for the methods a model offers",
+        )
     return model

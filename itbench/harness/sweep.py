@@ -31,16 +31,25 @@ PROJECTION_DIM = 8_000
 def auto_reducers(model: torch.nn.Module, layers: list[str], device: str) -> dict[str, str]:
     """Flatten small layers exactly; randomly project large ones (memory stays flat in N)."""
     dims: dict[str, int] = {}
-    probe = extract(model, torch.zeros(1, 3, 224, 224), layers, "flatten", batch_size=1,
-                    device=device, progress=False)
+    probe = extract(
+        model, torch.zeros(1, 3, 224, 224), layers, "flatten", batch_size=1, device=device, progress=False
+    )
     for layer, value in probe.items():
         dims[layer] = value.shape[1]
-    return {layer: "flatten" if dims[layer] <= FLATTEN_MAX_DIM else f"random_projection({PROJECTION_DIM}, seed=0)"
-            for layer in layers}
+    return {
+        layer: "flatten" if dims[layer] <= FLATTEN_MAX_DIM else f"random_projection({PROJECTION_DIM}, seed=0)"
+        for layer in layers
+    }
 
 
-def score_layer(train_x: np.ndarray, eval_x: np.ndarray, train_y: np.ndarray,
-                n_components: int, device: str, seed: int = 0) -> np.ndarray:
+def score_layer(
+    train_x: np.ndarray,
+    eval_x: np.ndarray,
+    train_y: np.ndarray,
+    n_components: int,
+    device: str,
+    seed: int = 0,
+) -> np.ndarray:
     """PCA(n) + ridge (alpha per neuroid by LOO-CV) fitted on train, predicted on eval."""
     xt = torch.as_tensor(train_x, device=device)
     xe = torch.as_tensor(eval_x, device=device)
@@ -52,11 +61,21 @@ def score_layer(train_x: np.ndarray, eval_x: np.ndarray, train_y: np.ndarray,
     return pred.detach().cpu().numpy() if torch.is_tensor(pred) else np.asarray(pred)
 
 
-def run_sweep(model_name: str, layers: list[str] | None = None, pretrained: bool = True,
-              benchmark_id: str = "demo", split: str = "val", device: str = "auto",
-              batch_size: int = 64, reducer: str = "auto", n_components: int = 1000,
-              seed: int = 0, results_root: Path | None = None, n_boot: int = 1000,
-              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict[str, Any]:
+def run_sweep(
+    model_name: str,
+    layers: list[str] | None = None,
+    pretrained: bool = True,
+    benchmark_id: str = "demo",
+    split: str = "val",
+    device: str = "auto",
+    batch_size: int = 64,
+    reducer: str = "auto",
+    n_components: int = 1000,
+    seed: int = 0,
+    results_root: Path | None = None,
+    n_boot: int = 1000,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+) -> dict[str, Any]:
     """Score each layer and store one sweep record; returns it (with ``path``)."""
     started = time.perf_counter()
     device = resolve_device(device)
@@ -76,19 +95,40 @@ def run_sweep(model_name: str, layers: list[str] | None = None, pretrained: bool
         x = feats.pop(layer)
         pred = score_layer(x[:n_train], x[n_train:], train_y, n_components, device, seed)
         scored = bench.score(pred, split, n_boot=n_boot, seed=seed)
-        entries.append({"layer": layer, "depth": depth, "dim": int(x.shape[1]),
-                        "reducer": reducers if isinstance(reducers, str) else reducers[layer],
-                        "scores": scored["scores"]})
+        entries.append(
+            {
+                "layer": layer,
+                "depth": depth,
+                "dim": int(x.shape[1]),
+                "reducer": reducers if isinstance(reducers, str) else reducers[layer],
+                "scores": scored["scores"],
+            }
+        )
     weights = "pretrained" if pretrained else "random"
     record = {
-        "schema": SCHEMA, "kind": "sweep", "model": model_name, "weights": weights,
-        "benchmark": {"id": bench.id, "synthetic": bench.synthetic,
-                      "data_checksum": bench.checksum, "split_hash": bench.split_hash},
-        "split": split, "readout": f"PCA({n_components}) + RidgeGCV (alpha per neuroid)",
-        "created": now(), "status": "ok", "layers": entries,
-        "provenance": {"device": device, "seed": seed, "batch_size": batch_size,
-                       "packages": package_versions(), "platform": platform_info(),
-                       "wall_time_s": round(time.perf_counter() - started, 2)},
+        "schema": SCHEMA,
+        "kind": "sweep",
+        "model": model_name,
+        "weights": weights,
+        "benchmark": {
+            "id": bench.id,
+            "synthetic": bench.synthetic,
+            "data_checksum": bench.checksum,
+            "split_hash": bench.split_hash,
+        },
+        "split": split,
+        "readout": f"PCA({n_components}) + RidgeGCV (alpha per neuroid)",
+        "created": now(),
+        "status": "ok",
+        "layers": entries,
+        "provenance": {
+            "device": device,
+            "seed": seed,
+            "batch_size": batch_size,
+            "packages": package_versions(),
+            "platform": platform_info(),
+            "wall_time_s": round(time.perf_counter() - started, 2),
+        },
     }
     root = results_root or paths.results_root()
     path = root / bench.id / "sweeps" / f"{model_name}-{weights}.json"

@@ -37,7 +37,6 @@ def _write_status(workdir: Path, status: dict[str, Any]) -> None:
 def _train_data(workdir: Path) -> TrainData:
     import torch
 
-
     meta = json.loads((workdir / TRAIN_META).read_text())
     return TrainData(
         images=torch.from_numpy(np.load(workdir / TRAIN_IMAGES)),
@@ -93,9 +92,15 @@ def run(workdir: Path) -> int:
         torch.manual_seed(job["seed"])
         np.random.seed(job["seed"])
         sub = load_submission(job["submission_path"])
-        ctx = Context(device=job["device"], batch_size=job["batch_size"], seed=job["seed"],
-                      params=job["params"], benchmark_id=job["benchmark_id"], size=job["size"],
-                      cache_dir=Path(job["cache_dir"]) if job.get("cache_dir") else None)
+        ctx = Context(
+            device=job["device"],
+            batch_size=job["batch_size"],
+            seed=job["seed"],
+            params=job["params"],
+            benchmark_id=job["benchmark_id"],
+            size=job["size"],
+            cache_dir=Path(job["cache_dir"]) if job.get("cache_dir") else None,
+        )
         model = build_model(sub, ctx)
         phase = "fit"
         restored = _fit_or_restore(model, job, workdir)
@@ -106,12 +111,17 @@ def run(workdir: Path) -> int:
         _write_status(workdir, {"ok": True, "fit_cached": restored})
         return 0
     except BaseException as err:  # report everything, including SystemExit from user code
-        _write_status(workdir, {
-            "ok": False, "phase": phase, "error_type": type(err).__name__,
-            "error": str(err).splitlines()[0][:500] if str(err) else type(err).__name__,
-            "hint": getattr(err, "hint", None),
-            "traceback": traceback.format_exc()[-4000:],
-        })
+        _write_status(
+            workdir,
+            {
+                "ok": False,
+                "phase": phase,
+                "error_type": type(err).__name__,
+                "error": str(err).splitlines()[0][:500] if str(err) else type(err).__name__,
+                "hint": getattr(err, "hint", None),
+                "traceback": traceback.format_exc()[-4000:],
+            },
+        )
         traceback.print_exc()
         return 1
 

@@ -78,8 +78,10 @@ def cache_limit_bytes() -> int:
     except ValueError:
         value = -1.0
     if not value >= 0:
-        raise CacheError(f"{LIMIT_ENV}={raw!r} is not a size in GB",
-                         hint=f"set it to a number such as 10 or 0.5, or unset it for {DEFAULT_LIMIT_GB:g} GB")
+        raise CacheError(
+            f"{LIMIT_ENV}={raw!r} is not a size in GB",
+            hint=f"set it to a number such as 10 or 0.5, or unset it for {DEFAULT_LIMIT_GB:g} GB",
+        )
     return int(value * 1e9)
 
 
@@ -194,13 +196,19 @@ class ActivationCache:
         entries = {}
         for file in self.root.glob("*.npy"):
             stat = file.stat()
-            entries[file.stem] = {"bytes": stat.st_size, "created": stat.st_mtime,
-                                  "last_used": stat.st_mtime, "key": None}
+            entries[file.stem] = {
+                "bytes": stat.st_size,
+                "created": stat.st_mtime,
+                "last_used": stat.st_mtime,
+                "key": None,
+            }
         return entries
 
     def _write_index(self, entries: Mapping[str, Any]) -> None:
         assert self.root is not None
-        _atomic_write_bytes(self.root / INDEX, json.dumps({"version": 1, "entries": entries}, indent=1).encode())
+        _atomic_write_bytes(
+            self.root / INDEX, json.dumps({"version": 1, "entries": entries}, indent=1).encode()
+        )
 
     def _load(self, digest: str, entry: Mapping[str, Any] | None) -> np.ndarray | None:
         """The array stored under ``digest`` or None when it is missing or fails to load/verify."""
@@ -213,7 +221,9 @@ class ActivationCache:
             _warn(f"discarding corrupt activation cache entry {path.name}: {err}")
             return _CORRUPT
         if entry is not None and entry.get("shape") is not None and list(array.shape) != list(entry["shape"]):
-            _warn(f"discarding activation cache entry {path.name}: shape {array.shape} != indexed {entry['shape']}")
+            _warn(
+                f"discarding activation cache entry {path.name}: shape {array.shape} != indexed {entry['shape']}"
+            )
             return _CORRUPT
         return array
 
@@ -287,8 +297,10 @@ class ActivationCache:
         for key, array in items.items():
             array = np.ascontiguousarray(array, dtype=np.float32)
             if array.nbytes > self.limit_bytes:
-                _warn(f"not caching {key.layer!r}: {array.nbytes / 1e9:.2f} GB exceeds the cache limit "
-                      f"of {self.limit_bytes / 1e9:.2f} GB (set {LIMIT_ENV})")
+                _warn(
+                    f"not caching {key.layer!r}: {array.nbytes / 1e9:.2f} GB exceeds the cache limit "
+                    f"of {self.limit_bytes / 1e9:.2f} GB (set {LIMIT_ENV})"
+                )
                 continue
             try:
                 _atomic_save_npy(self._file(key.digest()), array)
@@ -323,9 +335,14 @@ class ActivationCache:
             slot = by_model.setdefault(model, {"entries": 0, "bytes": 0})
             slot["entries"] += 1
             slot["bytes"] += int(entry.get("bytes", 0))
-        return {"root": str(self.root) if self.root else None, "entries": len(entries),
-                "bytes": sum(int(e.get("bytes", 0)) for e in entries.values()),
-                "limit_bytes": self.limit_bytes, "writable": self.writable, "by_model": by_model}
+        return {
+            "root": str(self.root) if self.root else None,
+            "entries": len(entries),
+            "bytes": sum(int(e.get("bytes", 0)) for e in entries.values()),
+            "limit_bytes": self.limit_bytes,
+            "writable": self.writable,
+            "by_model": by_model,
+        }
 
     def clear(self) -> dict[str, int]:
         """Remove every entry; returns the number of entries and bytes freed."""
@@ -408,12 +425,25 @@ def cached_extract(
     """
     layers = resolve_layers(model, layers)
     cache = cache if cache is not None else ActivationCache()
-    extractor = FeatureExtractor(model, layers, reducer, batch_size=batch_size, device=device,
-                                 progress=progress, **options)
+    extractor = FeatureExtractor(
+        model, layers, reducer, batch_size=batch_size, device=device, progress=progress, **options
+    )
     weights = weights_id if weights_id is not None else weights_hash(model)
     stimuli = stimulus_hash(stimulus_ids)
-    keys = {layer: ActivationKey(model_name, weights, layer, preprocessing_id, extractor.reducer_spec(layer),
-                                 benchmark_id, data_checksum, split, stimuli) for layer in layers}
+    keys = {
+        layer: ActivationKey(
+            model_name,
+            weights,
+            layer,
+            preprocessing_id,
+            extractor.reducer_spec(layer),
+            benchmark_id,
+            data_checksum,
+            split,
+            stimuli,
+        )
+        for layer in layers
+    }
     found = cache.get_many(keys.values())
     out: dict[str, np.ndarray] = {}
     for layer, key in keys.items():
@@ -422,13 +452,22 @@ def cached_extract(
             out[layer] = array
     missing = [layer for layer in layers if layer not in out]
     if missing:
-        sub = FeatureExtractor(model, missing, {layer: extractor.reducers[layer] for layer in missing},
-                               batch_size=batch_size, device=device, progress=progress, **options)
+        sub = FeatureExtractor(
+            model,
+            missing,
+            {layer: extractor.reducers[layer] for layer in missing},
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            **options,
+        )
         fresh = sub.extract(images)
         n = next(iter(fresh.values())).shape[0]
         if n != len(stimulus_ids):
-            raise CacheError(f"got {n} images but {len(stimulus_ids)} stimulus ids",
-                             hint="pass the stimulus ids of exactly the images being extracted, in order")
+            raise CacheError(
+                f"got {n} images but {len(stimulus_ids)} stimulus ids",
+                hint="pass the stimulus ids of exactly the images being extracted, in order",
+            )
         cache.put_many({keys[layer]: fresh[layer] for layer in missing})
         out.update(fresh)
     return {layer: out[layer] for layer in layers}
@@ -444,7 +483,9 @@ def _cache_root() -> Path:
 
 def _kind_dir(kind: str) -> Path:
     if not kind or "/" in kind or "\\" in kind or kind.startswith("."):
-        raise CacheError(f"bad cache kind {kind!r}", hint="kinds are folder names such as 'activations' or 'fitted'")
+        raise CacheError(
+            f"bad cache kind {kind!r}", hint="kinds are folder names such as 'activations' or 'fitted'"
+        )
     return _cache_root() / kind
 
 
@@ -472,8 +513,12 @@ def info(kind: str | None = None) -> dict[str, Any]:
         else:
             files, size = _folder_usage(folder)
             per_kind[name] = {"entries": files, "bytes": size}
-    return {"root": str(root), "entries": sum(k["entries"] for k in per_kind.values()),
-            "bytes": sum(k["bytes"] for k in per_kind.values()), "kinds": per_kind}
+    return {
+        "root": str(root),
+        "entries": sum(k["entries"] for k in per_kind.values()),
+        "bytes": sum(k["bytes"] for k in per_kind.values()),
+        "kinds": per_kind,
+    }
 
 
 def clear(kind: str | None = None) -> dict[str, int]:
@@ -493,7 +538,9 @@ def clear(kind: str | None = None) -> dict[str, int]:
                 for child in folder.iterdir():
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             except OSError as err:
-                raise CacheError(f"cannot clear cache {name!r}: {err}", hint=f"check permissions of {folder}") from None
+                raise CacheError(
+                    f"cannot clear cache {name!r}: {err}", hint=f"check permissions of {folder}"
+                ) from None
             done = {"entries": files, "bytes": size}
         freed["entries"] += done["entries"]
         freed["bytes"] += done["bytes"]

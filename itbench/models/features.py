@@ -138,7 +138,9 @@ class AvgPool:
             return act.reshape(act.shape[0], -1).float()
         pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}.get(spatial)
         if pool is None:
-            raise FeatureError(f"avgpool cannot pool a {act.dim()}-d activation", hint="use 'flatten' or 'random_projection'")
+            raise FeatureError(
+                f"avgpool cannot pool a {act.dim()}-d activation", hint="use 'flatten' or 'random_projection'"
+            )
         # pooling accumulates in float32 even for bf16 input, so pool first and convert the small result
         return pool(act, self.k).reshape(act.shape[0], -1).float()
 
@@ -169,7 +171,9 @@ class RandomProjection:
 
     def __init__(self, dim: int = 1000, seed: int = 0):
         if int(dim) < 1:
-            raise FeatureError(f"random_projection dim must be >= 1, got {dim}", hint="e.g. 'random_projection(1000)'")
+            raise FeatureError(
+                f"random_projection dim must be >= 1, got {dim}", hint="e.g. 'random_projection(1000)'"
+            )
         self.dim, self.seed = int(dim), int(seed)
         self.spec = f"random_projection(dim={self.dim},seed={self.seed})"
         self._mats: dict[tuple[int, str], Tensor] = {}
@@ -182,8 +186,11 @@ class RandomProjection:
             with warnings.catch_warnings():  # "sparse CSR support is in beta": the ops used here are stable
                 warnings.simplefilter("ignore", UserWarning)
                 self._mats[key] = torch.sparse_csr_tensor(
-                    torch.from_numpy(indptr), torch.from_numpy(indices), torch.from_numpy(data),
-                    size=(self.dim, n_features), check_invariants=False,
+                    torch.from_numpy(indptr),
+                    torch.from_numpy(indices),
+                    torch.from_numpy(data),
+                    size=(self.dim, n_features),
+                    check_invariants=False,
                 ).to(device)
         return self._mats[key]
 
@@ -214,7 +221,9 @@ def parse_reducer(spec: Union[str, Reducer, None]) -> Reducer:
         return Flatten()
     if not isinstance(spec, str):
         if not callable(spec) or not isinstance(getattr(spec, "spec", None), str):
-            raise FeatureError(f"not a reducer: {spec!r}", hint="pass a spec string or an object with .spec and __call__")
+            raise FeatureError(
+                f"not a reducer: {spec!r}", hint="pass a spec string or an object with .spec and __call__"
+            )
         return spec
     match = _REDUCER_RE.match(spec)
     hint = "reducers: 'flatten', 'avgpool(k)', 'random_projection(dim, seed=0)'"
@@ -233,7 +242,10 @@ def parse_reducer(spec: Union[str, Reducer, None]) -> Reducer:
     except ValueError:
         raise FeatureError(f"reducer arguments must be integers: {spec!r}", hint=hint) from None
     factories: dict[str, Callable[..., Reducer]] = {
-        "flatten": Flatten, "avgpool": AvgPool, "random_projection": RandomProjection, "rp": RandomProjection,
+        "flatten": Flatten,
+        "avgpool": AvgPool,
+        "random_projection": RandomProjection,
+        "rp": RandomProjection,
     }
     if name not in factories:
         raise FeatureError(f"unknown reducer {name!r}", hint=hint)
@@ -272,8 +284,13 @@ def resolve_layers(model: nn.Module, names: Union[str, Sequence[str]]) -> list[s
     return names
 
 
-_RESNET_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3),
-                  "resnet101": (3, 4, 23, 3), "resnet152": (3, 8, 36, 3)}
+_RESNET_BLOCKS = {
+    "resnet18": (2, 2, 2, 2),
+    "resnet34": (3, 4, 6, 3),
+    "resnet50": (3, 4, 6, 3),
+    "resnet101": (3, 4, 23, 3),
+    "resnet152": (3, 8, 36, 3),
+}
 _EFFNET_LITE0_BLOCKS = (1, 2, 2, 3, 3, 4, 1)
 _CONVNEXT_BASE_BLOCKS = (3, 3, 27, 3)
 
@@ -322,8 +339,10 @@ def default_layers(model_name: str, granularity: str = "stages", model: nn.Modul
         counts = _block_counts(model, [f"{s}.blocks" for s in stages], _CONVNEXT_BASE_BLOCKS)
         return ["stem", *[f"{s}.blocks.{j}" for s, n in zip(stages, counts) for j in range(n)]]
     known = sorted([*_RESNET_BLOCKS, "efficientnet_lite0", "convnext_base"])
-    raise FeatureError(f"no default layers for model {model_name!r}",
-                       hint=f"known: {', '.join(known)}; or pass layer names (itbench.models.features.layer_names(model))")
+    raise FeatureError(
+        f"no default layers for model {model_name!r}",
+        hint=f"known: {', '.join(known)}; or pass layer names (itbench.models.features.layer_names(model))",
+    )
 
 
 # --------------------------------------------------------------------------- extraction
@@ -358,10 +377,12 @@ def _batches(images: Images, batch_size: int) -> tuple[Iterable[Tensor], int | N
         images = torch.from_numpy(images)
     if isinstance(images, Tensor):
         if images.dim() < 2:
-            raise FeatureError(f"images must be batched (N, C, H, W), got shape {tuple(images.shape)}",
-                               hint="add a batch dimension with images[None]")
+            raise FeatureError(
+                f"images must be batched (N, C, H, W), got shape {tuple(images.shape)}",
+                hint="add a batch dimension with images[None]",
+            )
         n = images.shape[0]
-        return (images[i:i + batch_size] for i in range(0, n, batch_size)), n
+        return (images[i : i + batch_size] for i in range(0, n, batch_size)), n
 
     def unwrap() -> Iterable[Tensor]:
         for item in images:  # DataLoaders over TensorDatasets yield [x] or (x, y)
@@ -378,6 +399,7 @@ def _pinned_ahead(batches: Iterable[Tensor]) -> Iterator[Tensor]:
     Pinning a 256-image batch is a ~150 MB host copy: done inline it leaves the
     GPU idle between batches, so it is overlapped with the forward pass.
     """
+
     def pin(batch: Tensor) -> Tensor:
         return batch if batch.is_cuda else batch.pin_memory()
 
@@ -432,7 +454,9 @@ class FeatureExtractor:
         if isinstance(reducer, Mapping):  # one reducer per layer, e.g. flatten for small late layers
             missing = [layer for layer in self.layers if layer not in reducer]
             if missing:
-                raise FeatureError(f"no reducer given for layers {missing}", hint="give every layer a reducer")
+                raise FeatureError(
+                    f"no reducer given for layers {missing}", hint="give every layer a reducer"
+                )
             self.reducers = {layer: parse_reducer(reducer[layer]) for layer in self.layers}
         else:
             shared = parse_reducer(reducer)
@@ -462,8 +486,10 @@ class FeatureExtractor:
             if isinstance(output, (list, tuple)):
                 output = output[0]
             if not isinstance(output, Tensor):
-                raise FeatureError(f"layer {layer!r} returned {type(output).__name__}, not a tensor",
-                                   hint="choose a module whose output is a tensor")
+                raise FeatureError(
+                    f"layer {layer!r} returned {type(output).__name__}, not a tensor",
+                    hint="choose a module whose output is a tensor",
+                )
             store[layer] = reducer(output.detach())
             if self.stop_early and len(store) == n_layers:
                 raise _StopForward
@@ -483,8 +509,10 @@ class FeatureExtractor:
             pass
         missing = [layer for layer in self.layers if layer not in store]
         if missing:
-            raise FeatureError(f"layers {missing} were not called in the forward pass",
-                               hint="pick modules that the model's forward() uses")
+            raise FeatureError(
+                f"layers {missing} were not called in the forward pass",
+                hint="pick modules that the model's forward() uses",
+            )
 
     def _check_size(self, n: int, dims: Mapping[str, int]) -> None:
         """Refuse, with advice, an output that cannot fit in memory (flatten of early layers)."""
@@ -509,24 +537,32 @@ class FeatureExtractor:
             model.to(memory_format=torch.channels_last)
         model.eval()
         store: dict[str, Tensor] = {}
-        handles = [model.get_submodule(layer).register_forward_hook(self._hook(layer, store))
-                   for layer in self.layers]
+        handles = [
+            model.get_submodule(layer).register_forward_hook(self._hook(layer, store))
+            for layer in self.layers
+        ]
         buffers: dict[str, Tensor] = {}
         chunks: dict[str, list[Tensor]] = {layer: [] for layer in self.layers}
         done = 0
         try:
-            with torch.inference_mode(), tqdm(total=n_total, unit="img", desc="features",
-                                              disable=not self.progress, leave=False) as bar:
-                for batch in (_pinned_ahead(batches) if on_cuda else batches):
+            with (
+                torch.inference_mode(),
+                tqdm(
+                    total=n_total, unit="img", desc="features", disable=not self.progress, leave=False
+                ) as bar,
+            ):
+                for batch in _pinned_ahead(batches) if on_cuda else batches:
                     self._forward(batch, store)
                     b = batch.shape[0]
                     if n_total is not None and not buffers:
                         self._check_size(n_total, {k: v.shape[1] for k, v in store.items()})
-                        buffers = {k: torch.empty((n_total, v.shape[1]), dtype=torch.float32, pin_memory=on_cuda)
-                                   for k, v in store.items()}
+                        buffers = {
+                            k: torch.empty((n_total, v.shape[1]), dtype=torch.float32, pin_memory=on_cuda)
+                            for k, v in store.items()
+                        }
                     for layer, value in store.items():
                         if n_total is not None:
-                            buffers[layer][done:done + b].copy_(value, non_blocking=on_cuda)
+                            buffers[layer][done : done + b].copy_(value, non_blocking=on_cuda)
                         else:
                             host = torch.empty(value.shape, dtype=torch.float32, pin_memory=on_cuda)
                             chunks[layer].append(host.copy_(value, non_blocking=on_cuda))
@@ -562,6 +598,7 @@ def extract(
 
     ``options`` go to :class:`FeatureExtractor` (``amp``, ``channels_last``, ``stop_early``).
     """
-    extractor = FeatureExtractor(model, layers, reducer, batch_size=batch_size, device=device,
-                                 progress=progress, **options)
+    extractor = FeatureExtractor(
+        model, layers, reducer, batch_size=batch_size, device=device, progress=progress, **options
+    )
     return extractor.extract(images)

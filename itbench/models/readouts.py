@@ -106,7 +106,6 @@ def _one_torch_thread(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b``; through numpy's BLAS on CPU (syrk for ``A Aᵀ``, see module doc)."""
     if a.device.type != "cpu":
@@ -271,7 +270,9 @@ def _features(name: str, data: Any, device: str | torch.device | None) -> tuple[
             hint="flatten per-image features, e.g. feats.reshape(len(feats), -1)",
         )
     if x.shape[0] < 1 or x.shape[1] < 1:
-        raise ReadoutError(f"{name} is empty: shape {tuple(x.shape)}", hint="pass at least one image and feature")
+        raise ReadoutError(
+            f"{name} is empty: shape {tuple(x.shape)}", hint="pass at least one image and feature"
+        )
     return x, is_numpy
 
 
@@ -310,7 +311,9 @@ class _Linear:
         self.device = device
         self.dtype = dtype
 
-    def _prepare(self, X: Any, Y: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    def _prepare(
+        self, X: Any, Y: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """Validate X, Y; return X, its column mean (None without intercept), centred Y, Y mean."""
         x, self._numpy_io = _features("X", X, self.device)
         y, _ = _to_tensor("Y", Y, x.device)
@@ -325,12 +328,16 @@ class _Linear:
             raise ReadoutError("need at least 2 images to fit a readout", hint="pass more training images")
         y = y.to(torch.float64)
         if not bool(torch.isfinite(y).all()):
-            raise ReadoutError("Y contains NaN or inf", hint="drop or impute missing responses before fitting")
+            raise ReadoutError(
+                "Y contains NaN or inf", hint="drop or impute missing responses before fitting"
+            )
         self._device = x.device
         self.n_features_in_ = x.shape[1]
         x_mean = _checked_mean("X", x)
         x_mean = x_mean if self.fit_intercept else None
-        y_mean = y.mean(0) if self.fit_intercept else torch.zeros(y.shape[1], dtype=torch.float64, device=x.device)
+        y_mean = (
+            y.mean(0) if self.fit_intercept else torch.zeros(y.shape[1], dtype=torch.float64, device=x.device)
+        )
         return x, x_mean, y - y_mean, y_mean
 
     def _set_coef(self, w: torch.Tensor, x_mean: torch.Tensor | None, y_mean: torch.Tensor) -> None:
@@ -418,7 +425,9 @@ class OLS(_Linear):
         self.rank_ = int(self._rank)
         return self
 
-    def _gram_solve(self, x: torch.Tensor, x_mean: torch.Tensor | None, yc: torch.Tensor, rcond: float) -> torch.Tensor:
+    def _gram_solve(
+        self, x: torch.Tensor, x_mean: torch.Tensor | None, yc: torch.Tensor, rcond: float
+    ) -> torch.Tensor:
         """Pseudo-inverse through the eigendecomposition of Xc Xcᵀ or Xcᵀ Xc."""
         n, p = x.shape
         big = n <= p
@@ -428,7 +437,9 @@ class OLS(_Linear):
         cut = evals[0] * max(rcond**2, _default_rcond(n, p, self.dtype))
         keep = evals > cut
         self._rank = keep.sum()
-        inv = torch.where(keep, 1.0 / torch.where(keep, evals, torch.ones_like(evals)), torch.zeros_like(evals))
+        inv = torch.where(
+            keep, 1.0 / torch.where(keep, evals, torch.ones_like(evals)), torch.zeros_like(evals)
+        )
         if big:  # W = Xcᵀ Q Λ⁺ Qᵀ Yc
             dual = _matmul(vecs, inv[:, None] * _matmul(vecs.T, yc))
             return _xt_dot(x, x_mean, dual, self.dtype)
@@ -460,7 +471,9 @@ class RidgeGCV(_Linear):
         super().__init__(fit_intercept, device, dtype)
         a = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
         if a.ndim != 1 or a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
-            raise ReadoutError(f"alphas must be positive finite numbers, got {alphas!r}", hint="e.g. np.logspace(-3, 6, 10)")
+            raise ReadoutError(
+                f"alphas must be positive finite numbers, got {alphas!r}", hint="e.g. np.logspace(-3, 6, 10)"
+            )
         self.alphas = a
         self.alpha_per_target = alpha_per_target
 
@@ -543,7 +556,9 @@ class RidgeGCV(_Linear):
             out.append(loo.mean(0))
         return torch.cat(out)
 
-    def _solve_fixed(self, x: torch.Tensor, x_mean: torch.Tensor | None, yc: torch.Tensor, alpha: float) -> torch.Tensor:
+    def _solve_fixed(
+        self, x: torch.Tensor, x_mean: torch.Tensor | None, yc: torch.Tensor, alpha: float
+    ) -> torch.Tensor:
         """Ridge weights for one alpha, by Cholesky on the smaller regularised Gram matrix."""
         if self.mode_ == "gram":
             k = _gram(x, x_mean, self.dtype)
@@ -588,14 +603,18 @@ def _normalise(m: torch.Tensor) -> torch.Tensor:
     if m.device.type == "cpu":
         import scipy.linalg
 
-        return torch.from_numpy(np.ascontiguousarray(scipy.linalg.lu(m.numpy(), permute_l=True, check_finite=False)[0]))
+        return torch.from_numpy(
+            np.ascontiguousarray(scipy.linalg.lu(m.numpy(), permute_l=True, check_finite=False)[0])
+        )
     return torch.linalg.qr(m)[0]
 
 
 def _unit_rows(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows scaled to unit norm (zero rows stay zero) and the float64 row norms."""
     norms = raw.to(torch.float64).norm(dim=1)
-    scale = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, torch.ones_like(norms)), torch.zeros_like(norms))
+    scale = torch.where(
+        norms > 0, 1.0 / torch.where(norms > 0, norms, torch.ones_like(norms)), torch.zeros_like(norms)
+    )
     return (raw * scale[:, None].to(raw.dtype)).contiguous(), norms
 
 
@@ -625,10 +644,18 @@ class PCA:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
     ):
-        if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1:
-            raise ReadoutError(f"n_components must be a positive integer, got {n_components!r}", hint="e.g. PCA(1000)")
+        if (
+            isinstance(n_components, bool)
+            or not isinstance(n_components, (int, np.integer))
+            or n_components < 1
+        ):
+            raise ReadoutError(
+                f"n_components must be a positive integer, got {n_components!r}", hint="e.g. PCA(1000)"
+            )
         if svd_solver not in ("auto", "eigh", "randomized"):
-            raise ReadoutError(f"unknown svd_solver {svd_solver!r}", hint="use 'auto', 'eigh' or 'randomized'")
+            raise ReadoutError(
+                f"unknown svd_solver {svd_solver!r}", hint="use 'auto', 'eigh' or 'randomized'"
+            )
         self.n_components = int(n_components)
         self.whiten = whiten
         self.random_state = random_state

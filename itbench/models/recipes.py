@@ -42,9 +42,16 @@ def make_readout(kind: str, alpha: float | None = None, alphas: tuple[float, ...
 class LinearReadoutModel:
     """features -> [PCA(n)] -> linear readout, fitted on the train split only."""
 
-    def __init__(self, featurizer: Featurizer, readout: str = "ridge_cv",
-                 n_components: int | None = None, alpha: float | None = None,
-                 alphas: tuple[float, ...] | None = None, device: str = "cpu", seed: int = 0):
+    def __init__(
+        self,
+        featurizer: Featurizer,
+        readout: str = "ridge_cv",
+        n_components: int | None = None,
+        alpha: float | None = None,
+        alphas: tuple[float, ...] | None = None,
+        device: str = "cpu",
+        seed: int = 0,
+    ):
         self.featurizer = featurizer
         self.readout_kind = readout
         self.n_components = n_components
@@ -97,9 +104,17 @@ def tensor_hash(images: torch.Tensor) -> str:
 class LayerFeatures:
     """Featurizer: one layer of a named network, reduced while streaming, cached on disk."""
 
-    def __init__(self, model_name: str, layer: str, pretrained: bool = True,
-                 reducer: str = "flatten", batch_size: int = 64, device: str = "cpu",
-                 seed: int = 0, use_cache: bool = True):
+    def __init__(
+        self,
+        model_name: str,
+        layer: str,
+        pretrained: bool = True,
+        reducer: str = "flatten",
+        batch_size: int = 64,
+        device: str = "cpu",
+        seed: int = 0,
+        use_cache: bool = True,
+    ):
         self.model_name, self.layer, self.pretrained = model_name, layer, pretrained
         self.reducer, self.batch_size, self.device = reducer, batch_size, device
         self.seed, self.use_cache = seed, use_cache
@@ -125,14 +140,24 @@ class LayerFeatures:
         from itbench.models.features import extract
 
         if not self.use_cache:
-            return extract(self.model, images, [self.layer], self.reducer,
-                           batch_size=self.batch_size, device=self.device)[self.layer]
+            return extract(
+                self.model, images, [self.layer], self.reducer, batch_size=self.batch_size, device=self.device
+            )[self.layer]
         digest = tensor_hash(images)
         return cached_extract(
-            self.model, images, [self.layer], self.reducer, model_name=self.model_name,
-            benchmark_id="content", data_checksum=digest, split="-",
+            self.model,
+            images,
+            [self.layer],
+            self.reducer,
+            model_name=self.model_name,
+            benchmark_id="content",
+            data_checksum=digest,
+            split="-",
             stimulus_ids=[f"{digest}:{i}" for i in range(len(images))],
-            weights_id=self.weights_id, batch_size=self.batch_size, device=self.device)[self.layer]
+            weights_id=self.weights_id,
+            batch_size=self.batch_size,
+            device=self.device,
+        )[self.layer]
 
 
 class _Standardizer:
@@ -151,8 +176,18 @@ class _Standardizer:
 
 def _train_options(params: dict[str, Any], device: str, seed: int) -> dict[str, Any]:
     """Trainer options from a submission's params (unknown keys are left out)."""
-    keys = ("epochs", "lr", "weight_decay", "batch_size", "holdout_fraction", "patience",
-            "scheduler", "warmup_epochs", "loss", "grad_clip")
+    keys = (
+        "epochs",
+        "lr",
+        "weight_decay",
+        "batch_size",
+        "holdout_fraction",
+        "patience",
+        "scheduler",
+        "warmup_epochs",
+        "loss",
+        "grad_clip",
+    )
     options = {k: params[k] for k in keys if k in params}
     options.update(device=device, seed=seed)
     return options
@@ -195,13 +230,19 @@ class _TrainedModel(abc.ABC):
     def predict(self, images: torch.Tensor) -> np.ndarray:
         from itbench.models.training import predict
 
-        out = predict(self.network, self._inputs(images), batch_size=int(self.params.get("batch_size", 64)),
-                      device=self.device)
+        out = predict(
+            self.network,
+            self._inputs(images),
+            batch_size=int(self.params.get("batch_size", 64)),
+            device=self.device,
+        )
         return self.targets.invert(out.astype(np.float64))
 
     def save(self, directory: Path) -> None:
-        torch.save({"network": self.network.state_dict(), "targets": self.targets,
-                    "extra": self._extra_state()}, Path(directory) / "network.pt")
+        torch.save(
+            {"network": self.network.state_dict(), "targets": self.targets, "extra": self._extra_state()},
+            Path(directory) / "network.pt",
+        )
 
     def load(self, directory: Path) -> None:
         state = torch.load(Path(directory) / "network.pt", weights_only=False, map_location="cpu")
@@ -236,8 +277,12 @@ class FrozenHeadModel(_TrainedModel):
         from itbench.models.training import MLPHead
 
         self.n_inputs = n_inputs
-        return MLPHead(n_inputs, n_outputs, hidden=tuple(self.params.get("hidden", (1024,))),
-                       dropout=float(self.params.get("dropout", 0.3)))
+        return MLPHead(
+            n_inputs,
+            n_outputs,
+            hidden=tuple(self.params.get("hidden", (1024,))),
+            dropout=float(self.params.get("dropout", 0.3)),
+        )
 
     def _extra_state(self) -> dict[str, Any]:
         return {"features": self.features, "n_inputs": self.n_inputs}
@@ -252,17 +297,19 @@ class ShallowCNNModel(_TrainedModel):
     def _make_network(self, n_inputs: int | None, n_outputs: int) -> torch.nn.Module:
         from itbench.models.training import ShallowCNN
 
-        return ShallowCNN(n_outputs, channels=tuple(self.params.get("channels", (32, 64))),
-                          kernel_size=int(self.params.get("kernel_size", 5)),
-                          pool=int(self.params.get("pool", 4)),
-                          dropout=float(self.params.get("dropout", 0.0)))
+        return ShallowCNN(
+            n_outputs,
+            channels=tuple(self.params.get("channels", (32, 64))),
+            kernel_size=int(self.params.get("kernel_size", 5)),
+            pool=int(self.params.get("pool", 4)),
+            dropout=float(self.params.get("dropout", 0.0)),
+        )
 
 
 class BackboneRegressor(torch.nn.Module):
     """A classification network with its classifier replaced by an MLP head."""
 
-    def __init__(self, backbone: torch.nn.Module, n_outputs: int, hidden: tuple[int, ...],
-                 dropout: float):
+    def __init__(self, backbone: torch.nn.Module, n_outputs: int, hidden: tuple[int, ...], dropout: float):
         super().__init__()
         from itbench.models.training import MLPHead
 
@@ -284,8 +331,14 @@ class BackboneRegressor(torch.nn.Module):
 class FineTunedModel(_TrainedModel):
     """Table I row 12: a pretrained network, some blocks unfrozen, a deep head, augmentation."""
 
-    def __init__(self, model_name: str, params: dict[str, Any], pretrained: bool = True,
-                 device: str = "cpu", seed: int = 0):
+    def __init__(
+        self,
+        model_name: str,
+        params: dict[str, Any],
+        pretrained: bool = True,
+        device: str = "cpu",
+        seed: int = 0,
+    ):
         super().__init__(params, device, seed)
         self.model_name, self.pretrained = model_name, pretrained
 
@@ -293,17 +346,25 @@ class FineTunedModel(_TrainedModel):
         from itbench.models.pretrained import build_model
 
         backbone = build_model(self.model_name, pretrained=self.pretrained, seed=self.seed)
-        return BackboneRegressor(backbone, n_outputs, tuple(self.params.get("hidden", (1024,))),
-                                 float(self.params.get("dropout", 0.3)))
+        return BackboneRegressor(
+            backbone,
+            n_outputs,
+            tuple(self.params.get("hidden", (1024,))),
+            float(self.params.get("dropout", 0.3)),
+        )
 
     def _train(self, inputs: Any, targets: np.ndarray, **extra: Any) -> None:
         from itbench.models.training import ImageAugment
 
         unfreeze = [f"backbone.{name}" for name in self.params.get("unfreeze", [])]
         augment = ImageAugment() if self.params.get("augment", True) else None
-        super()._train(inputs, targets, trainable=[*unfreeze, "head"], augment=augment,
-                       lr_groups={"backbone": float(self.params.get("backbone_lr", 1e-4))}
-                       if unfreeze else None)
+        super()._train(
+            inputs,
+            targets,
+            trainable=[*unfreeze, "head"],
+            augment=augment,
+            lr_groups={"backbone": float(self.params.get("backbone_lr", 1e-4))} if unfreeze else None,
+        )
 
 
 def layer_readout(ctx: Any) -> LinearReadoutModel:
@@ -314,8 +375,20 @@ def layer_readout(ctx: Any) -> LinearReadoutModel:
     ``n_components``, ``alpha``.
     """
     p = ctx.params
-    features = LayerFeatures(p["model"], p["layer"], pretrained=p.get("pretrained", True),
-                             reducer=p.get("reducer", "flatten"), batch_size=ctx.batch_size,
-                             device=ctx.device, seed=ctx.seed)
-    return LinearReadoutModel(features, readout=p["readout"], n_components=p.get("n_components"),
-                              alpha=p.get("alpha"), device=ctx.device, seed=ctx.seed)
+    features = LayerFeatures(
+        p["model"],
+        p["layer"],
+        pretrained=p.get("pretrained", True),
+        reducer=p.get("reducer", "flatten"),
+        batch_size=ctx.batch_size,
+        device=ctx.device,
+        seed=ctx.seed,
+    )
+    return LinearReadoutModel(
+        features,
+        readout=p["readout"],
+        n_components=p.get("n_components"),
+        alpha=p.get("alpha"),
+        device=ctx.device,
+        seed=ctx.seed,
+    )

@@ -58,8 +58,14 @@ class TrainingError(ItbenchError):
 class MLPHead(nn.Module):
     """Features (N, in_dim) -> responses (N, out_dim) through hidden layers (Linear-act-dropout each)."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: Sequence[int] = (1024,), dropout: float = 0.3,
-                 activation: Callable[[], nn.Module] = nn.GELU):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden: Sequence[int] = (1024,),
+        dropout: float = 0.3,
+        activation: Callable[[], nn.Module] = nn.GELU,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         width = int(in_dim)
@@ -81,19 +87,32 @@ class ConvHead(nn.Module):
     input shape fails at construction-time checks rather than deep in a run.
     """
 
-    def __init__(self, in_channels: int, out_dim: int, channels: Sequence[int] = (32, 64), kernel_size: int = 5,
-                 pool: int = 4, input_size: int | tuple[int, int] = 224, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int,
+        out_dim: int,
+        channels: Sequence[int] = (32, 64),
+        kernel_size: int = 5,
+        pool: int = 4,
+        input_size: int | tuple[int, int] = 224,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         blocks: list[nn.Module] = []
         width = int(in_channels)
         h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
         for size in channels:
-            blocks += [nn.Conv2d(width, int(size), kernel_size, padding=kernel_size // 2), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(pool)]
+            blocks += [
+                nn.Conv2d(width, int(size), kernel_size, padding=kernel_size // 2),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(pool),
+            ]
             width, h, w = int(size), h // pool, w // pool
         if h < 1 or w < 1:
-            raise TrainingError(f"input {input_size} is too small for {len(channels)} poolings by {pool}",
-                                hint="use a smaller pool or fewer conv layers")
+            raise TrainingError(
+                f"input {input_size} is too small for {len(channels)} poolings by {pool}",
+                hint="use a smaller pool or fewer conv layers",
+            )
         self.features = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(dropout)
         self.readout = nn.Linear(width * h * w, int(out_dim))
@@ -105,8 +124,15 @@ class ConvHead(nn.Module):
 class ShallowCNN(ConvHead):
     """Table I row 8: a 2-layer CNN from 224x224 RGB pixels to the sites' responses."""
 
-    def __init__(self, out_dim: int, channels: Sequence[int] = (32, 64), kernel_size: int = 5, pool: int = 4,
-                 input_size: int | tuple[int, int] = 224, dropout: float = 0.0):
+    def __init__(
+        self,
+        out_dim: int,
+        channels: Sequence[int] = (32, 64),
+        kernel_size: int = 5,
+        pool: int = 4,
+        input_size: int | tuple[int, int] = 224,
+        dropout: float = 0.0,
+    ):
         super().__init__(3, out_dim, channels, kernel_size, pool, input_size, dropout)
 
 
@@ -122,8 +148,9 @@ class ImageAugment(nn.Module):
     per call, hence the loop over the batch.
     """
 
-    def __init__(self, size: int = 224, scale: tuple[float, float] = (0.8, 1.0), flip: bool = True,
-                 jitter: float = 0.1):
+    def __init__(
+        self, size: int = 224, scale: tuple[float, float] = (0.8, 1.0), flip: bool = True, jitter: float = 0.1
+    ):
         super().__init__()
         from torchvision.transforms import v2
 
@@ -186,7 +213,9 @@ def _as_tensor(x: Any, what: str) -> Tensor:
     try:
         t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
     except (TypeError, ValueError) as err:
-        raise TrainingError(f"{what} cannot be turned into a tensor: {err}", hint="pass arrays or tensors") from None
+        raise TrainingError(
+            f"{what} cannot be turned into a tensor: {err}", hint="pass arrays or tensors"
+        ) from None
     return t.float() if t.is_floating_point() or t.dtype in (torch.int32, torch.int64) else t
 
 
@@ -197,12 +226,16 @@ def _as_dataset(inputs: Any, targets: Any) -> Dataset:
             raise TrainingError("the training dataset is empty", hint="pass at least two examples")
         return inputs
     if targets is None:
-        raise TrainingError("train_targets is missing", hint="pass targets, or a Dataset of (input, target) pairs")
+        raise TrainingError(
+            "train_targets is missing", hint="pass targets, or a Dataset of (input, target) pairs"
+        )
     x, y = _as_tensor(inputs, "train_inputs"), _as_tensor(targets, "train_targets")
     if y.dim() == 1:
         y = y[:, None]
     if len(x) != len(y):
-        raise TrainingError(f"{len(x)} inputs but {len(y)} targets", hint="inputs and targets must be aligned")
+        raise TrainingError(
+            f"{len(x)} inputs but {len(y)} targets", hint="inputs and targets must be aligned"
+        )
     if len(x) < 2:
         raise TrainingError("need at least two training examples", hint="pass more data")
     if not torch.isfinite(y).all():
@@ -210,15 +243,16 @@ def _as_dataset(inputs: Any, targets: Any) -> Dataset:
     return _TensorPairs(x, y)
 
 
-def _batches(dataset: Dataset, indices: np.ndarray, batch_size: int, shuffle: bool,
-             generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+def _batches(
+    dataset: Dataset, indices: np.ndarray, batch_size: int, shuffle: bool, generator: torch.Generator
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Mini-batches; tensor datasets are sliced directly (no per-item collation)."""
     order = torch.as_tensor(indices)
     if shuffle:
         order = order[torch.randperm(len(order), generator=generator)]
     if isinstance(dataset, _TensorPairs):
         for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             yield dataset.inputs[idx], dataset.targets[idx]
         return
     loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size, shuffle=False)
@@ -271,8 +305,10 @@ def _split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
     if fraction > 0 and n_hold == 0:
         n_hold = 1
     if n - n_hold < 1:
-        raise TrainingError(f"{n} examples leave nothing to train on after a {fraction} holdout",
-                            hint="lower holdout_fraction or pass more data")
+        raise TrainingError(
+            f"{n} examples leave nothing to train on after a {fraction} holdout",
+            hint="lower holdout_fraction or pass more data",
+        )
     return np.sort(order[n_hold:]), np.sort(order[:n_hold])
 
 
@@ -312,16 +348,20 @@ def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
         prefixes = tuple(cfg.trainable)
         unknown = [p for p in prefixes if not any(n == p or n.startswith(p + ".") for n, _ in named)]
         if unknown:
-            raise TrainingError(f"trainable names match no parameters: {unknown}",
-                                hint="use module name prefixes such as 'backbone.layer4' or 'head'")
+            raise TrainingError(
+                f"trainable names match no parameters: {unknown}",
+                hint="use module name prefixes such as 'backbone.layer4' or 'head'",
+            )
         for name, param in named:
             param.requires_grad_(any(name == p or name.startswith(p + ".") for p in prefixes))
     groups: dict[str, list[nn.Parameter]] = {}
     lr_of = dict(cfg.lr_groups or {})
     for prefix in lr_of:
         if not any(n == prefix or n.startswith(prefix + ".") for n, _ in named):
-            raise TrainingError(f"lr_groups prefix {prefix!r} matches no parameters",
-                                hint="use module name prefixes such as 'backbone' or 'head'")
+            raise TrainingError(
+                f"lr_groups prefix {prefix!r} matches no parameters",
+                hint="use module name prefixes such as 'backbone' or 'head'",
+            )
     for name, param in named:
         if not param.requires_grad:
             continue
@@ -329,8 +369,10 @@ def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
         groups.setdefault(match, []).append(param)
     if not groups:
         raise TrainingError("the model has no trainable parameters", hint="check `trainable`")
-    return [{"params": params, "lr": lr_of.get(prefix, cfg.lr), "name": prefix or "default"}
-            for prefix, params in groups.items()]
+    return [
+        {"params": params, "lr": lr_of.get(prefix, cfg.lr), "name": prefix or "default"}
+        for prefix, params in groups.items()
+    ]
 
 
 def _freeze_norm_stats(model: nn.Module) -> None:
@@ -349,15 +391,19 @@ class Trainer:
         self.config = config or TrainConfig()
         for key, value in options.items():
             if not hasattr(self.config, key):
-                raise TrainingError(f"unknown training option {key!r}",
-                                    hint=f"options: {', '.join(TrainConfig.__dataclass_fields__)}")
+                raise TrainingError(
+                    f"unknown training option {key!r}",
+                    hint=f"options: {', '.join(TrainConfig.__dataclass_fields__)}",
+                )
             setattr(self.config, key, value)
 
     def _device(self) -> torch.device:
         try:
             device = torch.device(self.config.device)
         except (RuntimeError, TypeError):
-            raise TrainingError(f"unknown device {self.config.device!r}", hint="use 'cpu' or 'cuda'") from None
+            raise TrainingError(
+                f"unknown device {self.config.device!r}", hint="use 'cpu' or 'cuda'"
+            ) from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise TrainingError("CUDA requested but not available", hint="use device='cpu'")
         return device
@@ -386,18 +432,29 @@ class Trainer:
         steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _lr_lambda(total, int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.scheduler))
+            optimizer, _lr_lambda(total, int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.scheduler)
+        )
 
         def to_device(x: Tensor) -> Tensor:
             x = x.to(device, non_blocking=True)
             return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
-        history: dict[str, Any] = {"train_loss": [], "holdout_loss": [], "lr": [], "best_epoch": None,
-                                   "stopped_epoch": None, "train_indices": train_idx.tolist(),
-                                   "holdout_indices": hold_idx.tolist()}
+        history: dict[str, Any] = {
+            "train_loss": [],
+            "holdout_loss": [],
+            "lr": [],
+            "best_epoch": None,
+            "stopped_epoch": None,
+            "train_indices": train_idx.tolist(),
+            "holdout_indices": hold_idx.tolist(),
+        }
         best_loss, best_state, since_best = math.inf, None, 0
-        with _deterministic(not on_cuda), tqdm(range(cfg.epochs), desc="training", unit="epoch",
-                                              disable=not cfg.progress, leave=False) as bar:
+        with (
+            _deterministic(not on_cuda),
+            tqdm(
+                range(cfg.epochs), desc="training", unit="epoch", disable=not cfg.progress, leave=False
+            ) as bar,
+        ):
             for epoch in bar:
                 model.train()
                 _freeze_norm_stats(model)
@@ -410,8 +467,10 @@ class Trainer:
                         pred = model(x)
                     loss = loss_fn(pred.float(), y)
                     if not torch.isfinite(loss):
-                        raise TrainingError(f"training diverged (loss {loss.item()}) at epoch {epoch}",
-                                            hint="lower lr, or standardise the targets")
+                        raise TrainingError(
+                            f"training diverged (loss {loss.item()}) at epoch {epoch}",
+                            hint="lower lr, or standardise the targets",
+                        )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.grad_clip:
@@ -423,7 +482,9 @@ class Trainer:
                 history["train_loss"].append(running / count)
                 history["lr"].append(optimizer.param_groups[0]["lr"])
                 if len(hold_idx):
-                    hold = self._evaluate(model, dataset, hold_idx, loss_fn, to_device, amp, device, generator)
+                    hold = self._evaluate(
+                        model, dataset, hold_idx, loss_fn, to_device, amp, device, generator
+                    )
                 else:
                     hold = history["train_loss"][-1]  # no holdout: the last epoch is the best one
                 history["holdout_loss"].append(hold)
@@ -444,9 +505,16 @@ class Trainer:
         return FitResult(model=model, best_state=best_state, history=history)
 
     @staticmethod
-    def _evaluate(model: nn.Module, dataset: Dataset, indices: np.ndarray, loss_fn: Callable[[Tensor, Tensor], Tensor],
-                  to_device: Callable[[Tensor], Tensor], amp: bool, device: torch.device,
-                  generator: torch.Generator) -> float:
+    def _evaluate(
+        model: nn.Module,
+        dataset: Dataset,
+        indices: np.ndarray,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        to_device: Callable[[Tensor], Tensor],
+        amp: bool,
+        device: torch.device,
+        generator: torch.Generator,
+    ) -> float:
         """Loss over the holdout, computed on all of it at once (Pearson needs the whole set)."""
         model.eval()
         preds, targets = [], []
@@ -458,7 +526,9 @@ class Trainer:
             return float(loss_fn(torch.cat(preds), torch.cat(targets)))
 
 
-def fit_regressor(model: nn.Module, train_inputs: Any, train_targets: Any = None, **options: Any) -> FitResult:
+def fit_regressor(
+    model: nn.Module, train_inputs: Any, train_targets: Any = None, **options: Any
+) -> FitResult:
     """Train ``model`` to map inputs to targets; returns :class:`FitResult` with the best weights loaded.
 
     ``train_inputs``/``train_targets``: aligned tensors or arrays (features for
@@ -475,8 +545,13 @@ def fit_regressor(model: nn.Module, train_inputs: Any, train_targets: Any = None
     return Trainer(**options).fit(model, train_inputs, train_targets)
 
 
-def predict(model: nn.Module, inputs: Any, batch_size: int = 256, device: Union[str, torch.device, None] = None,
-            amp: bool | None = None) -> np.ndarray:
+def predict(
+    model: nn.Module,
+    inputs: Any,
+    batch_size: int = 256,
+    device: Union[str, torch.device, None] = None,
+    amp: bool | None = None,
+) -> np.ndarray:
     """Predictions of ``model`` for ``inputs`` as float32 (N, out) numpy, in eval + inference mode."""
     if device is None:
         param = next(model.parameters(), None)
@@ -490,7 +565,7 @@ def predict(model: nn.Module, inputs: Any, batch_size: int = 256, device: Union[
     try:
         with torch.inference_mode():
             for i in range(0, len(x_all), batch_size):
-                x = x_all[i:i + batch_size].to(device, non_blocking=True)
+                x = x_all[i : i + batch_size].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     outs.append(model(x).float().cpu())
     finally:

@@ -50,7 +50,13 @@ SAVE_KW: dict[str, object] = {"format": "svg", "metadata": {"Date": None}}
 
 # Okabe-Ito: distinguishable under the common colour-vision deficiencies.
 BLUE, ORANGE, GREEN, VERMILION, PURPLE, GREY = (
-    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#777777")
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#D55E00",
+    "#CC79A7",
+    "#777777",
+)
 EXAMPLE_COLORS = (BLUE, VERMILION, GREEN, PURPLE, ORANGE, "#56B4E9")
 WEIGHT_COLORS = {"pretrained": BLUE, "random": VERMILION}
 EV_FLOOR = -1.0  # EV below this (e.g. random features: -537) is clipped in histograms
@@ -112,21 +118,25 @@ def _padded(lo: float, hi: float, frac: float = 0.05) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _dots(ax, x: np.ndarray, y: np.ndarray, color: str, size: float = 2.6,
-          alpha: float = 0.7) -> None:
+def _dots(ax, x: np.ndarray, y: np.ndarray, color: str, size: float = 2.6, alpha: float = 0.7) -> None:
     """A point cloud as ONE path of zero-length round-capped strokes.
 
     A scatter writes one SVG element per point (thousands per page, most of
     the render time); this writes one element per cloud and looks the same.
     """
     nan = np.full(x.shape, np.nan)
-    ax.plot(np.column_stack([x, x, nan]).ravel(), np.column_stack([y, y, nan]).ravel(),
-            color=color, alpha=alpha, linewidth=size, solid_capstyle="round")
+    ax.plot(
+        np.column_stack([x, x, nan]).ravel(),
+        np.column_stack([y, y, nan]).ravel(),
+        color=color,
+        alpha=alpha,
+        linewidth=size,
+        solid_capstyle="round",
+    )
 
 
 def _no_data(ax, message: str) -> None:
-    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center",
-            color=GREY, fontsize=7)
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color=GREY, fontsize=7)
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.0)
     ax.set_xticks([])
@@ -149,8 +159,9 @@ class SubmissionFigures:
             with matplotlib.rc_context(RC):
                 fig = Figure(figsize=(2.05 * n_panels, 2.05))
                 axes = list(fig.subplots(1, n_panels, squeeze=False)[0])
-                fig.subplots_adjust(left=0.55 / (2.05 * n_panels), right=0.985, bottom=0.2,
-                                    top=0.86, wspace=0.42)
+                fig.subplots_adjust(
+                    left=0.55 / (2.05 * n_panels), right=0.985, bottom=0.2, top=0.86, wspace=0.42
+                )
                 for ax in axes:
                     _fix_label_positions(ax, -0.17, -0.25)
             self._figs[n_panels] = (fig, axes)
@@ -159,23 +170,26 @@ class SubmissionFigures:
             _clear(ax)
         return fig, axes
 
-    def draw(self, r: Sequence[float], ev: Sequence[float], ceiling: Sequence[float] | None,
-             examples: Mapping[str, Sequence] | None) -> str:
+    def draw(
+        self,
+        r: Sequence[float],
+        ev: Sequence[float],
+        ceiling: Sequence[float] | None,
+        examples: Mapping[str, Sequence] | None,
+    ) -> str:
         """SVG of: r histogram, EV histogram, examples scatter, r vs ceiling (if any)."""
         has_ceiling = ceiling is not None and _finite(ceiling).size > 0
         with matplotlib.rc_context(RC):
             fig, axes = self._canvas(4 if has_ceiling else 3)
             _hist(axes[0], _finite(r), "per-neuroid r", "Pearson r", BLUE, floor=None)
-            _hist(axes[1], _finite(ev), "per-neuroid EV", "explained variance", GREEN,
-                  floor=EV_FLOOR)
+            _hist(axes[1], _finite(ev), "per-neuroid EV", "explained variance", GREEN, floor=EV_FLOOR)
             _examples(axes[2], examples)
             if has_ceiling:
                 _r_vs_ceiling(axes[3], r, ceiling)  # type: ignore[arg-type]
         return _to_svg(fig)
 
 
-def _hist(ax, values: np.ndarray, title: str, xlabel: str, color: str,
-          floor: float | None) -> None:
+def _hist(ax, values: np.ndarray, title: str, xlabel: str, color: str, floor: float | None) -> None:
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     if values.size == 0:
@@ -190,18 +204,39 @@ def _hist(ax, values: np.ndarray, title: str, xlabel: str, color: str,
     if hi - lo < 0.1:  # (nearly) constant values: a readable bar, not a sliver
         lo, hi = (lo, lo + 0.2) if n_clipped else (lo - 0.1, hi + 0.1)
     counts, edges = np.histogram(values, bins=20, range=(lo, hi))
-    ax.stairs(counts, edges, fill=True, facecolor=matplotlib.colors.to_rgba(color, 0.35),
-              edgecolor=color, linewidth=0.9)
+    ax.stairs(
+        counts,
+        edges,
+        fill=True,
+        facecolor=matplotlib.colors.to_rgba(color, 0.35),
+        edgecolor=color,
+        linewidth=0.9,
+    )
     x_lo, x_hi = _padded(lo, hi, 0.02)
     marker = max(median, lo)
     ax.axvline(marker, color="black", linewidth=0.8, linestyle="--")
     # Labels go on the side away from the median line so they never cross it.
     x, ha = (0.97, "right") if (marker - x_lo) / (x_hi - x_lo) < 0.5 else (0.03, "left")
-    ax.text(x, 0.97, f"mean {mean:.3g}\nmedian {median:.3g}\n(dashed)", transform=ax.transAxes,
-            ha=ha, va="top", fontsize=6.2)
+    ax.text(
+        x,
+        0.97,
+        f"mean {mean:.3g}\nmedian {median:.3g}\n(dashed)",
+        transform=ax.transAxes,
+        ha=ha,
+        va="top",
+        fontsize=6.2,
+    )
     if n_clipped:
-        ax.text(x, 0.66, f"{n_clipped} below {floor:g}\n(drawn at {floor:g})",
-                transform=ax.transAxes, ha=ha, va="top", fontsize=6.2, color=VERMILION)
+        ax.text(
+            x,
+            0.66,
+            f"{n_clipped} below {floor:g}\n(drawn at {floor:g})",
+            transform=ax.transAxes,
+            ha=ha,
+            va="top",
+            fontsize=6.2,
+            color=VERMILION,
+        )
     ax.set_ylabel("neuroids")
     ax.set_xlim(x_lo, x_hi)
     ax.set_ylim(0.0, max(1.0, float(counts.max())) * 1.45)  # room for the labels
@@ -216,8 +251,9 @@ def _examples(ax, examples: Mapping[str, Sequence] | None) -> None:
         return
     lo, hi = math.inf, -math.inf
     labels: list[tuple[str, str]] = []
-    for i, (nid, meas, pred) in enumerate(zip(examples["neuroid_id"], examples["measured"],
-                                              examples["predicted"])):
+    for i, (nid, meas, pred) in enumerate(
+        zip(examples["neuroid_id"], examples["measured"], examples["predicted"])
+    ):
         m, p = np.asarray(meas, dtype=float), np.asarray(pred, dtype=float)
         ok = np.isfinite(m) & np.isfinite(p)
         if not ok.any():
@@ -232,8 +268,16 @@ def _examples(ax, examples: Mapping[str, Sequence] | None) -> None:
         return
     ax.plot([lo, hi], [lo, hi], color=GREY, linewidth=0.7, linestyle=":")
     for j, (nid, color) in enumerate(labels):  # a legend costs 10x more to lay out
-        ax.text(0.03, 0.97 - 0.075 * j, _text(nid), transform=ax.transAxes, ha="left",
-                va="top", fontsize=5.5, color=color)
+        ax.text(
+            0.03,
+            0.97 - 0.075 * j,
+            _text(nid),
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=5.5,
+            color=color,
+        )
     ax.set_xlim(*_padded(lo, hi))
     y_lo, y_hi = _padded(lo, hi)
     ax.set_ylim(y_lo, y_hi + 0.35 * (y_hi - y_lo))  # headroom for the neuroid labels
@@ -252,8 +296,16 @@ def _r_vs_ceiling(ax, r: Sequence[float], ceiling: Sequence[float]) -> None:
     lo = min(0.0, float(c_arr[ok].min()), float(r_arr[ok].min()))
     hi = max(1.0, float(c_arr[ok].max()), float(r_arr[ok].max()))
     ax.plot([lo, hi], [lo, hi], color=GREY, linewidth=0.7, linestyle=":")
-    ax.text(0.03, 0.97, "dotted: r = ceiling", transform=ax.transAxes, ha="left", va="top",
-            color=GREY, fontsize=6.2)  # top-left: r <= ceiling keeps points away
+    ax.text(
+        0.03,
+        0.97,
+        "dotted: r = ceiling",
+        transform=ax.transAxes,
+        ha="left",
+        va="top",
+        color=GREY,
+        fontsize=6.2,
+    )  # top-left: r <= ceiling keeps points away
     ax.set_xlim(*_padded(lo, hi, 0.03))
     ax.set_ylim(*_padded(lo, hi, 0.03))
 
@@ -275,10 +327,8 @@ def sweep_figure(model: str, lines: Sequence[SweepLine]) -> str:
             for ax, mean, ci in ((ax_ev, line.mean_ev, line.ev_ci), (ax_r, line.mean_r, line.r_ci)):
                 y = np.asarray(mean, dtype=float)[order]
                 band = np.asarray(ci, dtype=float).reshape(-1, 2)[order]
-                ax.fill_between(depth, band[:, 0], band[:, 1], color=color, alpha=0.2,
-                                linewidth=0)
-                ax.plot(depth, y, marker="o", markersize=3, color=color,
-                        label=_text(line.weights))
+                ax.fill_between(depth, band[:, 0], band[:, 1], color=color, alpha=0.2, linewidth=0)
+                ax.plot(depth, y, marker="o", markersize=3, color=color, label=_text(line.weights))
             for d, name in zip(depth, np.asarray(line.layers, dtype=object)[order]):
                 ticks.setdefault(float(d), str(name))
             finite_ev = _finite(line.mean_ev)
@@ -296,12 +346,20 @@ def sweep_figure(model: str, lines: Sequence[SweepLine]) -> str:
         ax_r.set_ylabel("mean Pearson r")
         positions = sorted(ticks)
         for ax in (ax_ev, ax_r):
-            ax.set_xticks(positions, [_text(ticks[p]) for p in positions],
-                          rotation=30 if len(positions) > 4 else 0,
-                          ha="right" if len(positions) > 4 else "center")
+            ax.set_xticks(
+                positions,
+                [_text(ticks[p]) for p in positions],
+                rotation=30 if len(positions) > 4 else 0,
+                ha="right" if len(positions) > 4 else "center",
+            )
             ax.set_xlabel("layer (by depth)")
-        ax_r.legend(loc="upper left", bbox_to_anchor=(1.03, 1.0), frameon=False,
-                    title="weights\n(band: 95% CI)", alignment="left")
+        ax_r.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.03, 1.0),
+            frameon=False,
+            title="weights\n(band: 95% CI)",
+            alignment="left",
+        )
     return _to_svg(fig)
 
 
@@ -340,5 +398,4 @@ def inline_svg(svg: str, prefix: str, label: str) -> str:
 
 
 def _attr(text: str) -> str:
-    return (text.replace("&", "&amp;").replace('"', "&quot;")
-            .replace("<", "&lt;").replace(">", "&gt;"))
+    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")

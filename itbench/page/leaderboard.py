@@ -55,18 +55,21 @@ BENCHMARK_INFO: dict[str, tuple[str, str]] = {
         "MajajHong2015 (public)",
         "168 IT multi-unit sites of two macaques, 3200 HvM images (variations 0 and 3), "
         "responses averaged over 70-170 ms and about 50 repetitions; Brain-Score's public "
-        "assembly with trial-level responses, so split-half ceilings are available."),
+        "assembly with trial-level responses, so split-half ceilings are available.",
+    ),
     "nx414": (
         "NX-414 course file (IT_data.h5)",
         "The same 168 IT sites and images as distributed for the NX-414 course: "
         "trial-averaged responses only, so no ceilings. Table I of the report was "
-        "computed on this data's val split."),
+        "computed on this data's val split.",
+    ),
     "demo": (
         "Demo (embedded, synthetic)",
         "A small HvM-like benchmark shipped with itbench: rendered objects of 8 categories "
         "and 168 surrogate 'IT' sites generated from an ImageNet-trained EfficientNet-Lite0 "
         "with calibrated trial noise. It exercises the whole pipeline offline; its numbers "
-        "say nothing about the brain."),
+        "say nothing about the brain.",
+    ),
 }
 SPLIT_NAMES = {"val": "validation split", "test": "test split", "train": "train split"}
 
@@ -151,10 +154,12 @@ class RenderReport:
     seconds: float = 0.0
 
     def __str__(self) -> str:
-        lines = [f"leaderboard: {self.n_submissions} submission records and {self.n_sweeps} "
-                 f"sweeps over {len(self.benchmarks)} benchmark(s) "
-                 f"({', '.join(self.benchmarks) or 'none'}) -> {self.out_dir / 'index.html'} "
-                 f"in {self.seconds:.2f} s"]
+        lines = [
+            f"leaderboard: {self.n_submissions} submission records and {self.n_sweeps} "
+            f"sweeps over {len(self.benchmarks)} benchmark(s) "
+            f"({', '.join(self.benchmarks) or 'none'}) -> {self.out_dir / 'index.html'} "
+            f"in {self.seconds:.2f} s"
+        ]
         lines += [f"  skipped {s.path}: {s.reason}" for s in self.skipped]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -188,13 +193,13 @@ def _dict(value: Any, where: str, required: bool = True) -> dict[str, Any]:
 
 def _name(value: Any, where: str, pattern: re.Pattern[str] = _NAME) -> str:
     if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise InvalidRecord(f"{where} should be a name of letters, digits, '_' or '-', "
-                            f"got {value!r}")
+        raise InvalidRecord(f"{where} should be a name of letters, digits, '_' or '-', got {value!r}")
     return value
 
 
-def _scores(raw: Any, where: str) -> tuple[dict[str, float], dict[str, tuple[float, float]],
-                                            dict[str, int | None]]:
+def _scores(
+    raw: Any, where: str
+) -> tuple[dict[str, float], dict[str, tuple[float, float]], dict[str, int | None]]:
     data = _dict(raw, where)
     scores = {k: _num(data.get(k), f"{where}.{k}") for k in SCORE_KEYS}
     ci_raw = _dict(data.get("ci"), f"{where}.ci", required=False)
@@ -224,8 +229,9 @@ def _per_neuroid(raw: Any) -> dict[str, list[float] | None] | None:
     out: dict[str, list[float] | None] = {
         "r": _numbers(data.get("r"), "per_neuroid.r"),
         "ev": _numbers(data.get("ev"), "per_neuroid.ev"),
-        "ceiling": (None if data.get("ceiling") is None
-                    else _numbers(data.get("ceiling"), "per_neuroid.ceiling")),
+        "ceiling": (
+            None if data.get("ceiling") is None else _numbers(data.get("ceiling"), "per_neuroid.ceiling")
+        ),
     }
     n = len(out["r"] or [])
     if any(v is not None and len(v) != n for v in out.values()):
@@ -254,8 +260,7 @@ def _examples(raw: Any) -> dict[str, Any] | None:
         if ids and len(matrix) != len(ids) and matrix and len(matrix[0]) == len(ids):
             matrix = [list(col) for col in zip(*matrix)]  # image-major -> neuroid-major
         if len(matrix) != len(ids) or any(len(row) != len(stim) for row in matrix):
-            raise InvalidRecord(f"examples.{key} should be one row of {len(stim)} values "
-                                f"per example neuroid")
+            raise InvalidRecord(f"examples.{key} should be one row of {len(stim)} values per example neuroid")
         rows[key] = matrix
     return {"neuroid_id": [str(i) for i in ids], "stimulus_id": [str(s) for s in stim], **rows}
 
@@ -305,13 +310,24 @@ def parse_submission(record: Any, rel: str) -> SubmissionResult:
         ci = {k: (math.nan, math.nan) for k in CI_KEYS}
         counts = {k: None for k in COUNT_KEYS}
     return SubmissionResult(
-        rel=rel, benchmark=bid, synthetic=synthetic, split=split, sub_id=sub_id,
-        name=str(sub.get("name") or sub_id), table1_row=row, status=status,
-        reason=_reason(record), created=created, scores=scores, ci=ci, counts=counts,
+        rel=rel,
+        benchmark=bid,
+        synthetic=synthetic,
+        split=split,
+        sub_id=sub_id,
+        name=str(sub.get("name") or sub_id),
+        table1_row=row,
+        status=status,
+        reason=_reason(record),
+        created=created,
+        scores=scores,
+        ci=ci,
+        counts=counts,
         per_neuroid=_per_neuroid(record.get("per_neuroid")),
         examples=_examples(record.get("examples")),
         provenance=_dict(record.get("provenance"), "provenance", required=False),
-        record=record)
+        record=record,
+    )
 
 
 def parse_sweep(record: Any, rel: str) -> SweepResult:
@@ -331,9 +347,17 @@ def parse_sweep(record: Any, rel: str) -> SweepResult:
         depth = _num(layer.get("depth", i), f"layers[{i}].depth")
         scores, ci, _ = _scores(layer.get("scores"), f"layers[{i}].scores")
         layers.append(SweepLayer(name, i if math.isnan(depth) else depth, scores, ci))
-    return SweepResult(rel=rel, benchmark=bid, synthetic=synthetic, split=split, model=model,
-                       weights=weights, readout=str(record.get("readout") or ""),
-                       created=created, layers=layers)
+    return SweepResult(
+        rel=rel,
+        benchmark=bid,
+        synthetic=synthetic,
+        split=split,
+        model=model,
+        weights=weights,
+        readout=str(record.get("readout") or ""),
+        created=created,
+        layers=layers,
+    )
 
 
 # --- loading -------------------------------------------------------------------------
@@ -349,8 +373,7 @@ class BenchmarkResults:
 
     @property
     def synthetic(self) -> bool:
-        return self.id == "demo" or any(
-            r.synthetic for r in (*self.submissions, *self.sweeps))
+        return self.id == "demo" or any(r.synthetic for r in (*self.submissions, *self.sweeps))
 
 
 def _record_files(bench_dir: Path) -> list[Path]:
@@ -359,23 +382,32 @@ def _record_files(bench_dir: Path) -> list[Path]:
     return sorted(p for p in files if not p.name.startswith(".") and p.is_file())
 
 
-def load_results(results_root: Path, benchmarks: Sequence[str] | None = None,
-                 ) -> tuple[list[BenchmarkResults], list[SkippedRecord]]:
+def load_results(
+    results_root: Path,
+    benchmarks: Sequence[str] | None = None,
+) -> tuple[list[BenchmarkResults], list[SkippedRecord]]:
     """Read and validate every record; invalid ones come back as ``SkippedRecord``."""
     results_root = Path(results_root)
     if not results_root.is_dir():
-        raise DataError(f"no result records folder at {results_root}",
-                        "score a submission first (itbench score <folder>) or pass the "
-                        "folder that holds <benchmark>/<submission>.json records")
+        raise DataError(
+            f"no result records folder at {results_root}",
+            "score a submission first (itbench score <folder>) or pass the "
+            "folder that holds <benchmark>/<submission>.json records",
+        )
     if benchmarks is None:
-        ids = sorted(p.name for p in results_root.iterdir()
-                     if p.is_dir() and not p.name.startswith(".") and _NAME.fullmatch(p.name))
+        ids = sorted(
+            p.name
+            for p in results_root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and _NAME.fullmatch(p.name)
+        )
     else:
         ids = sorted(set(benchmarks))
         bad = [b for b in ids if not _NAME.fullmatch(b)]
         if bad:
-            raise DataError(f"not a benchmark id: {', '.join(map(repr, bad))}",
-                            "benchmark ids are names such as demo, nx414, majajhong2015")
+            raise DataError(
+                f"not a benchmark id: {', '.join(map(repr, bad))}",
+                "benchmark ids are names such as demo, nx414, majajhong2015",
+            )
     out: list[BenchmarkResults] = []
     skipped: list[SkippedRecord] = []
     for bid in ids:
@@ -389,14 +421,17 @@ def load_results(results_root: Path, benchmarks: Sequence[str] | None = None,
                 skipped.append(SkippedRecord(rel, str(err)))
                 continue
             if item.benchmark != bid:
-                skipped.append(SkippedRecord(
-                    rel, f"record is for benchmark {item.benchmark!r} but lies under {bid}/"))
+                skipped.append(
+                    SkippedRecord(rel, f"record is for benchmark {item.benchmark!r} but lies under {bid}/")
+                )
                 continue
-            key = ((item.split, "submission", item.sub_id) if isinstance(item, SubmissionResult)
-                   else (item.split, "sweep", item.model, item.weights))
+            key = (
+                (item.split, "submission", item.sub_id)
+                if isinstance(item, SubmissionResult)
+                else (item.split, "sweep", item.model, item.weights)
+            )
             if key in seen:
-                skipped.append(SkippedRecord(rel, "duplicate of an earlier record "
-                                                  f"({' / '.join(key)})"))
+                skipped.append(SkippedRecord(rel, f"duplicate of an earlier record ({' / '.join(key)})"))
                 continue
             seen.add(key)
             if isinstance(item, SubmissionResult):
@@ -416,8 +451,7 @@ def _load_one(path: Path, rel: str) -> SubmissionResult | SweepResult:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as err:
-        raise InvalidRecord(f"not valid JSON ({err.msg} at line {err.lineno}, "
-                            f"column {err.colno})") from None
+        raise InvalidRecord(f"not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
     kind = record.get("kind", "submission") if isinstance(record, dict) else None
     if kind == "sweep":
         return parse_sweep(record, rel)
@@ -443,21 +477,32 @@ def load_table1(path: Path) -> dict[int, Table1Row]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
-        raise DataError(f"cannot read Table I numbers from {path}: {err.strerror}",
-                        "pass the benchmark/table1.csv of the itbench checkout") from None
+        raise DataError(
+            f"cannot read Table I numbers from {path}: {err.strerror}",
+            "pass the benchmark/table1.csv of the itbench checkout",
+        ) from None
     rows: dict[int, Table1Row] = {}
     reader = csv.DictReader(io.StringIO(text))
     missing = {"row", "section", "model", "mean_ev", "mean_corr"} - set(reader.fieldnames or ())
     if missing:
-        raise DataError(f"{path} lacks the column(s) {', '.join(sorted(missing))}",
-                        "expected header: row,section,model,mean_ev,mean_corr")
+        raise DataError(
+            f"{path} lacks the column(s) {', '.join(sorted(missing))}",
+            "expected header: row,section,model,mean_ev,mean_corr",
+        )
     for line in reader:
         try:
-            row = Table1Row(int(line["row"]), line["section"], line["model"],
-                            float(line["mean_ev"]), float(line["mean_corr"]))
+            row = Table1Row(
+                int(line["row"]),
+                line["section"],
+                line["model"],
+                float(line["mean_ev"]),
+                float(line["mean_corr"]),
+            )
         except (TypeError, ValueError):
-            raise DataError(f"{path}: bad Table I line {dict(line)}",
-                            "row must be an integer, mean_ev and mean_corr numbers") from None
+            raise DataError(
+                f"{path}: bad Table I line {dict(line)}",
+                "row must be an integer, mean_ev and mean_corr numbers",
+            ) from None
         rows[row.row] = row
     return rows
 
@@ -471,6 +516,7 @@ def _finite(x: float | None) -> bool:
 
 def _rank(subs: list[SubmissionResult]) -> list[tuple[int | None, SubmissionResult]]:
     """Leaderboard order and competition ranks (1, 2, 2, 4) by mean r."""
+
     def key(s: SubmissionResult) -> tuple:
         scored = s.status == "ok" and _finite(s.scores["mean_r"])
         group = (0 if scored else 1) if s.status == "ok" else STATUSES.index(s.status) + 1
@@ -494,13 +540,22 @@ def compares_table1(sub: SubmissionResult) -> bool:
     return not sub.synthetic and sub.split == "val" and sub.table1_row is not None
 
 
-def flat_row(rank: int | None, sub: SubmissionResult, table1: Mapping[int, Table1Row],
-             ) -> dict[str, Any]:
+def flat_row(
+    rank: int | None,
+    sub: SubmissionResult,
+    table1: Mapping[int, Table1Row],
+) -> dict[str, Any]:
     """One machine-readable row (also what the templates render from)."""
     row: dict[str, Any] = {
-        "benchmark": sub.benchmark, "synthetic": sub.synthetic, "split": sub.split,
-        "rank": rank, "submission_id": sub.sub_id, "submission_name": sub.name,
-        "table1_row": sub.table1_row, "status": sub.status, "reason": sub.reason or None,
+        "benchmark": sub.benchmark,
+        "synthetic": sub.synthetic,
+        "split": sub.split,
+        "rank": rank,
+        "submission_id": sub.sub_id,
+        "submission_name": sub.name,
+        "table1_row": sub.table1_row,
+        "status": sub.status,
+        "reason": sub.reason or None,
         "created": sub.created or None,
     }
     for key in SCORE_KEYS:
@@ -515,15 +570,14 @@ def flat_row(rank: int | None, sub: SubmissionResult, table1: Mapping[int, Table
     row["delta_mean_r"] = sub.scores["mean_r"] - ref.mean_r if ref else None
     prov = sub.provenance
     row["code_hash"] = prov.get("code_hash") or sub.record["submission"].get("code_hash")
-    row["data_checksum"] = (prov.get("data_checksum")
-                            or sub.record["benchmark"].get("data_checksum"))
+    row["data_checksum"] = prov.get("data_checksum") or sub.record["benchmark"].get("data_checksum")
     row["split_hash"] = prov.get("split_hash") or sub.record["benchmark"].get("split_hash")
     row["record"] = sub.rel
     row["detail"] = f"submissions/{sub.benchmark}/{sub.stem}.html"
-    row["figure"] = (f"figures/{sub.benchmark}/{sub.stem}.svg"
-                     if sub.status == "ok" and sub.per_neuroid else None)
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in row.items()}
+    row["figure"] = (
+        f"figures/{sub.benchmark}/{sub.stem}.svg" if sub.status == "ok" and sub.per_neuroid else None
+    )
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
 # --- formatting (also registered as template filters) ------------------------------
@@ -552,9 +606,22 @@ def data_value(value: Any) -> str:
     return repr(float(value)) if isinstance(value, float) else str(value)
 
 
-_MD_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "*": "\\*", "_": "\\_", "`": "\\`",
-                             "[": "\\[", "]": "\\]", "<": "&lt;", ">": "&gt;", "&": "&amp;",
-                             "\n": " ", "\r": " "})
+_MD_ESCAPES = str.maketrans(
+    {
+        "\\": "\\\\",
+        "|": "\\|",
+        "*": "\\*",
+        "_": "\\_",
+        "`": "\\`",
+        "[": "\\[",
+        "]": "\\]",
+        "<": "&lt;",
+        ">": "&gt;",
+        "&": "&amp;",
+        "\n": " ",
+        "\r": " ",
+    }
+)
 
 
 def md_cell(text: Any) -> str:
@@ -594,10 +661,14 @@ def _environment():
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=jinja2.select_autoescape(["html", "html.j2"]),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True)
-    env.filters.update(fmt=fmt, fmt_delta=fmt_delta, fmt_ci=fmt_ci, dv=data_value,
-                       md=md_cell, first_line=first_line, day=day)
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        fmt=fmt, fmt_delta=fmt_delta, fmt_ci=fmt_ci, dv=data_value, md=md_cell, first_line=first_line, day=day
+    )
     env.globals.update(version=__version__, split_names=SPLIT_NAMES)
     return env
 
@@ -638,28 +709,41 @@ def _sweep_figures(bench: BenchmarkResults, figures: Any) -> list[_SweepFigure]:
     for sw in bench.sweeps:
         groups.setdefault((sw.model, sw.split), []).append(sw)
     out = []
-    for (model, split), sweeps in sorted(groups.items(), key=lambda kv: (kv[0][1] != "val",
-                                                                          kv[0])):
+    for (model, split), sweeps in sorted(groups.items(), key=lambda kv: (kv[0][1] != "val", kv[0])):
         sweeps.sort(key=lambda s: (s.weights != "pretrained", s.weights))
-        lines = [figures.SweepLine(
-            weights=s.weights, layers=[layer.layer for layer in s.layers],
-            depth=[layer.depth for layer in s.layers],
-            mean_ev=[layer.scores["mean_ev"] for layer in s.layers],
-            ev_ci=[layer.ci["mean_ev"] for layer in s.layers],
-            mean_r=[layer.scores["mean_r"] for layer in s.layers],
-            r_ci=[layer.ci["mean_r"] for layer in s.layers]) for s in sweeps]
+        lines = [
+            figures.SweepLine(
+                weights=s.weights,
+                layers=[layer.layer for layer in s.layers],
+                depth=[layer.depth for layer in s.layers],
+                mean_ev=[layer.scores["mean_ev"] for layer in s.layers],
+                ev_ci=[layer.ci["mean_ev"] for layer in s.layers],
+                mean_r=[layer.scores["mean_r"] for layer in s.layers],
+                r_ci=[layer.ci["mean_r"] for layer in s.layers],
+            )
+            for s in sweeps
+        ]
         svg = figures.sweep_figure(model, lines)
         stem = f"sweep-{model}" + ("" if split == "val" else f".{split}")
         label = f"Layer sweep of {model} on {bench.id} ({split}): mean EV and r by depth"
-        out.append(_SweepFigure(model, split, [s.weights for s in sweeps],
-                                "; ".join(sorted({s.readout for s in sweeps if s.readout})),
-                                f"figures/{bench.id}/{stem}.svg", svg,
-                                figures.inline_svg(svg, f"{bench.id}-{stem}", label), sweeps))
+        out.append(
+            _SweepFigure(
+                model,
+                split,
+                [s.weights for s in sweeps],
+                "; ".join(sorted({s.readout for s in sweeps if s.readout})),
+                f"figures/{bench.id}/{stem}.svg",
+                svg,
+                figures.inline_svg(svg, f"{bench.id}-{stem}", label),
+                sweeps,
+            )
+        )
     return out
 
 
 def _provenance_rows(sub: SubmissionResult) -> list[tuple[str, str]]:
     """Provenance flattened to (key, value) lines, nested dicts as dotted keys."""
+
     def walk(prefix: str, value: Any) -> Iterable[tuple[str, str]]:
         if isinstance(value, dict):
             for key in sorted(value):
@@ -668,16 +752,20 @@ def _provenance_rows(sub: SubmissionResult) -> list[tuple[str, str]]:
             yield prefix, "null" if value is None else str(value)
 
     head = {"record": sub.rel, "created": sub.created or None}
-    for section, key in (("submission", "code_hash"), ("benchmark", "data_checksum"),
-                         ("benchmark", "split_hash")):
+    for section, key in (
+        ("submission", "code_hash"),
+        ("benchmark", "data_checksum"),
+        ("benchmark", "split_hash"),
+    ):
         if key not in sub.provenance:  # the runner copies these into provenance
             head[key] = sub.record[section].get(key)
     rows = [(k, "null" if v is None else str(v)) for k, v in head.items()]
     return rows + list(walk("", sub.provenance))
 
 
-def render(results_root: Path, out_dir: Path, benchmarks: list[str] | None = None,
-           table1_csv: Path | None = None) -> RenderReport:
+def render(
+    results_root: Path, out_dir: Path, benchmarks: list[str] | None = None, table1_csv: Path | None = None
+) -> RenderReport:
     """Render the leaderboard for ``benchmarks`` (default: all found) into ``out_dir``.
 
     ``table1_csv`` defaults to the project's ``benchmark/table1.csv``; without
@@ -709,52 +797,74 @@ def render(results_root: Path, out_dir: Path, benchmarks: list[str] | None = Non
     detail_tpl = env.get_template("lb_detail.html.j2")
     for bench in benches:
         title, description = BENCHMARK_INFO.get(
-            bench.id, (bench.id, "A benchmark without a description in this itbench version."))
+            bench.id, (bench.id, "A benchmark without a description in this itbench version.")
+        )
         tables = []
         splits = sorted({s.split for s in bench.submissions}, key=lambda s: (s != "val", s))
         for split in splits:
             subs = [s for s in bench.submissions if s.split == split]
             ranked = _rank(subs)
             rows = [flat_row(rank, sub, table1) for rank, sub in ranked]
-            tables.append(_Table(
-                split, rows, compare=any(compares_table1(s) for s in subs) and bool(table1),
-                ceilings=any(_finite(s.scores["ceiling"]) or _finite(s.scores["normalized_r"])
-                             for s in subs)))
+            tables.append(
+                _Table(
+                    split,
+                    rows,
+                    compare=any(compares_table1(s) for s in subs) and bool(table1),
+                    ceilings=any(
+                        _finite(s.scores["ceiling"]) or _finite(s.scores["normalized_r"]) for s in subs
+                    ),
+                )
+            )
             all_rows.extend(rows)
             for (rank, sub), row in zip(ranked, rows):
                 inline = None
                 if row["figure"]:
                     pn = sub.per_neuroid or {}
-                    svg = drawer.draw(pn.get("r") or [], pn.get("ev") or [], pn.get("ceiling"),
-                                      sub.examples)
+                    svg = drawer.draw(pn.get("r") or [], pn.get("ev") or [], pn.get("ceiling"), sub.examples)
                     written[out_dir / row["figure"]] = svg
                     inline = figures.inline_svg(
-                        svg, f"{bench.id}-{sub.stem}",
-                        f"Per-neuroid scores of {sub.name} on {bench.id} ({split})")
+                        svg,
+                        f"{bench.id}-{sub.stem}",
+                        f"Per-neuroid scores of {sub.name} on {bench.id} ({split})",
+                    )
                 html = detail_tpl.render(
-                    sub=sub, row=row, bench_title=title, synthetic=bench.synthetic,
-                    figure=inline, provenance=_provenance_rows(sub),
+                    sub=sub,
+                    row=row,
+                    bench_title=title,
+                    synthetic=bench.synthetic,
+                    figure=inline,
+                    provenance=_provenance_rows(sub),
                     table1=table1.get(sub.table1_row) if sub.table1_row else None,  # type: ignore[arg-type]
-                    css=_asset("lb_style.css"), root="../../")
+                    css=_asset("lb_style.css"),
+                    root="../../",
+                )
                 written[out_dir / row["detail"]] = html
         sweeps = _sweep_figures(bench, figures)
         for fig in sweeps:
             written[out_dir / fig.svg_file] = fig.svg
         reproduced = {s.table1_row for s in bench.submissions if compares_table1(s)}
-        missing = ([t for n, t in sorted(table1.items()) if n not in reproduced]
-                   if not bench.synthetic and table1 else [])
-        views.append(_BenchView(bench.id, title, description, bench.synthetic, tables, sweeps,
-                                missing))
+        missing = (
+            [t for n, t in sorted(table1.items()) if n not in reproduced]
+            if not bench.synthetic and table1
+            else []
+        )
+        views.append(_BenchView(bench.id, title, description, bench.synthetic, tables, sweeps, missing))
         report.n_submissions += len(bench.submissions)
         report.n_sweeps += len(bench.sweeps)
 
-    context = {"benchmarks": views, "skipped": skipped, "table1": table1,
-               "n_records": report.n_submissions + report.n_sweeps}
+    context = {
+        "benchmarks": views,
+        "skipped": skipped,
+        "table1": table1,
+        "n_records": report.n_submissions + report.n_sweeps,
+    }
     written[out_dir / "index.html"] = env.get_template("lb_index.html.j2").render(
-        css=_asset("lb_style.css"), js=_asset("lb_sort.js"), **context)
+        css=_asset("lb_style.css"), js=_asset("lb_sort.js"), **context
+    )
     written[out_dir / "README.md"] = env.get_template("lb_readme.md.j2").render(**context)
-    written[out_dir / "results.json"] = json.dumps(all_rows, indent=1, sort_keys=False,
-                                                   allow_nan=False) + "\n"
+    written[out_dir / "results.json"] = (
+        json.dumps(all_rows, indent=1, sort_keys=False, allow_nan=False) + "\n"
+    )
     written[out_dir / "results.csv"] = _csv(all_rows)
     for path in sorted(written):
         _atomic_write(path, written[path])
@@ -774,8 +884,9 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v)
-                         for k, v in row.items()})
+        writer.writerow(
+            {k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()}
+        )
     return buf.getvalue()
 
 

@@ -61,7 +61,8 @@ class Benchmark:
         if not self.has_responses(split):
             raise BenchmarkError(
                 f"benchmark '{self.id}' has no responses for the {split} split",
-                "score on --split val (nx414's test images come without responses)")
+                "score on --split val (nx414's test images come without responses)",
+            )
         index = pd.Index(np.asarray(self.source.responses["stimulus_id"].values).astype(str))
         return index.get_indexer(self.stimulus_ids(split))
 
@@ -108,19 +109,26 @@ class Benchmark:
             neuroid_id=self.neuroid_ids,
         )
 
-    def score(self, predictions: np.ndarray, split: str, n_boot: int = 1000,
-              seed: int = 0) -> dict[str, Any]:
+    def score(self, predictions: np.ndarray, split: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
         """Scores, per-neuroid values and a few example neuroids for a record."""
         target = self.responses(split)
-        result = metrics.summarize(predictions, target, trials=self.trials(split),
-                                   neuroid_ids=self.neuroid_ids, n_boot=n_boot, seed=seed)
-        result["examples"] = _examples(predictions, target, self.stimulus_ids(split),
-                                       self.neuroid_ids, result["per_neuroid"]["r"])
+        result = metrics.summarize(
+            predictions,
+            target,
+            trials=self.trials(split),
+            neuroid_ids=self.neuroid_ids,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        result["examples"] = _examples(
+            predictions, target, self.stimulus_ids(split), self.neuroid_ids, result["per_neuroid"]["r"]
+        )
         return result
 
 
-def _examples(pred: np.ndarray, target: np.ndarray, stimulus_ids: np.ndarray,
-              neuroid_ids: np.ndarray, r: list) -> dict[str, Any]:
+def _examples(
+    pred: np.ndarray, target: np.ndarray, stimulus_ids: np.ndarray, neuroid_ids: np.ndarray, r: list
+) -> dict[str, Any]:
     """Predicted vs measured for the best, two middle and the worst neuroid."""
     r_arr = np.array([np.nan if v is None else v for v in r], dtype=float)
     order = np.argsort(np.where(np.isnan(r_arr), -np.inf, r_arr))[::-1]
@@ -146,7 +154,9 @@ def load_benchmark(benchmark_id: str) -> Benchmark:
     if missing:
         raise BenchmarkError(
             f"split file for '{benchmark_id}' names {len(missing)} stimuli the data does not have "
-            f"(e.g. {missing[:3]})", "re-fetch the data or restore benchmark/splits/ from git")
+            f"(e.g. {missing[:3]})",
+            "re-fetch the data or restore benchmark/splits/ from git",
+        )
     return Benchmark(benchmark_id, source, split, file_hash(split_path(benchmark_id)))
 
 

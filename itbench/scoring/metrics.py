@@ -631,7 +631,9 @@ def summarize(
             ci[name] = list(_percentile_ci(_named_stat(name, w, p, t), alpha))
         if tr is not None:
             ci["normalized_r"] = list(
-                bootstrap_normalized_ci(p, t, tr, n_boot=n_boot, seed=seed, alpha=alpha, n_splits=n_splits, split_seed=seed)
+                bootstrap_normalized_ci(
+                    p, t, tr, n_boot=n_boot, seed=seed, alpha=alpha, n_splits=n_splits, split_seed=seed
+                )
             )
     scores["ci"] = ci
     per_neuroid = {

@@ -5,6 +5,13 @@ from itbench.models.recipes import FrozenHeadModel, LayerFeatures
 
 def build(ctx):
     p = ctx.params
-    features = LayerFeatures(p["model"], p["layer"], pretrained=True, reducer="flatten",
-                             batch_size=ctx.batch_size, device=ctx.device, seed=ctx.seed)
+    features = LayerFeatures(
+        p["model"],
+        p["layer"],
+        pretrained=True,
+        reducer="flatten",
+        batch_size=ctx.batch_size,
+        device=ctx.device,
+        seed=ctx.seed,
+    )
     return FrozenHeadModel(features, p, device=ctx.device, seed=ctx.seed)

@@ -4,5 +4,6 @@ from itbench.models.recipes import LinearReadoutModel, pixels
 
 
 def build(ctx):
-    return LinearReadoutModel(pixels, readout="ols", n_components=int(ctx.params["n_components"]),
-                              device=ctx.device, seed=ctx.seed)
+    return LinearReadoutModel(
+        pixels, readout="ols", n_components=int(ctx.params["n_components"]), device=ctx.device, seed=ctx.seed
+    )

@@ -4,5 +4,10 @@ from itbench.models.recipes import LinearReadoutModel, pixels
 
 
 def build(ctx):
-    return LinearReadoutModel(pixels, readout="ridge_cv", n_components=int(ctx.params["n_components"]),
-                              device=ctx.device, seed=ctx.seed)
+    return LinearReadoutModel(
+        pixels,
+        readout="ridge_cv",
+        n_components=int(ctx.params["n_components"]),
+        device=ctx.device,
+        seed=ctx.seed,
+    )

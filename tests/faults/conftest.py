@@ -16,7 +16,6 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 
 
-
 def procs_with_marker(marker: str) -> list[psutil.Process]:
     """Live processes whose command line mentions ``marker`` (our test children)."""
     found = []
@@ -71,8 +70,7 @@ def no_stray_children() -> Iterator[None]:
     yield
     deadline = time.monotonic() + 5.0
     while True:
-        new = [p for p in me.children(recursive=True)
-               if p.pid not in before and _alive(p)]
+        new = [p for p in me.children(recursive=True) if p.pid not in before and _alive(p)]
         if not new or time.monotonic() > deadline:
             break
         time.sleep(0.05)

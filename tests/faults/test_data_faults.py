@@ -72,7 +72,9 @@ def test_truncated_netcdf_names_file_and_suggests_refetch(tmp_path):
 def test_random_bytes_as_netcdf(tmp_path):
     path = tmp_path / "random.nc"
     path.write_bytes(np.random.default_rng(0).bytes(4096))
-    with pytest.raises(DataError, match=r"random\.nc is not a NetCDF file .*not the HDF5 or NetCDF-3 signature"):
+    with pytest.raises(
+        DataError, match=r"random\.nc is not a NetCDF file .*not the HDF5 or NetCDF-3 signature"
+    ):
         load_assembly(path)
 
 
@@ -180,7 +182,10 @@ def test_interrupted_download_during_fetch_then_clean_rerun(project, tmp_path):
         server.truncate["stimulus_hvm-public.zip"] = 500
         with pytest.raises(DownloadError, match="stimulus_hvm-public.zip .* was interrupted"):
             majajhong2015.fetch(mirror=server.url, progress=False, manifest=src.manifest)
-        assert files_in(home / "majajhong2015") == {"assy_dicarlo_MajajHong2015_public.nc", "stimulus_hvm-public.csv"}
+        assert files_in(home / "majajhong2015") == {
+            "assy_dicarlo_MajajHong2015_public.nc",
+            "stimulus_hvm-public.csv",
+        }
         server.truncate.clear()
         with pytest.warns(UserWarning):
             majajhong2015.fetch(mirror=server.url, progress=False, manifest=src.manifest)
@@ -252,5 +257,7 @@ def test_disk_full_while_writing_processed_assembly(project, tmp_path, monkeypat
     assert "ITBENCH_HOME" in str(err.value)
     assert not installed("majajhong2015")
     assert files_in(home / "majajhong2015") == {
-        "assy_dicarlo_MajajHong2015_public.nc", "stimulus_hvm-public.csv", "stimulus_hvm-public.zip"
+        "assy_dicarlo_MajajHong2015_public.nc",
+        "stimulus_hvm-public.csv",
+        "stimulus_hvm-public.zip",
     }

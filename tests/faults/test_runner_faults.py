@@ -29,8 +29,7 @@ from itbench.harness.record import SCHEMA, dumps, failure_path, read_record, rec
 FIXTURES = Path(__file__).resolve().parent / "submissions"
 GRANDCHILD_MARK = "itbench-hostile-grandchild"
 HOSTILE_TMP_FILE = Path("/tmp/itbench-hostile-tmp-file")
-WORKER_FILES = {"job.json", "train_images.npy", "train_responses.npy", "train_meta.json",
-                "eval_images.npy"}
+WORKER_FILES = {"job.json", "train_images.npy", "train_responses.npy", "train_meta.json", "eval_images.npy"}
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +72,18 @@ def run_case(demo, tmp_path, monkeypatch, capfd, find_procs):
         good_bytes = _plant_good_record(good, case)
         assert find_procs(GRANDCHILD_MARK) == []
         capfd.readouterr()
-        record = score_submission(sub, "demo", split="val", device="cpu", batch_size=32,
-                                  seed=0, results_root=results, use_cache=False, n_boot=20,
-                                  log=lambda msg: None)
+        record = score_submission(
+            sub,
+            "demo",
+            split="val",
+            device="cpu",
+            batch_size=32,
+            seed=0,
+            results_root=results,
+            use_cache=False,
+            n_boot=20,
+            log=lambda msg: None,
+        )
         out = capfd.readouterr().out
         # a record was written, and an earlier ok record was not damaged
         assert record["status"] in ("ok", "failed"), record
@@ -98,9 +106,16 @@ def run_case(demo, tmp_path, monkeypatch, capfd, find_procs):
 
 def _plant_good_record(path: Path, case: str) -> bytes:
     """An ok record from an earlier run that a failing run must not touch."""
-    record = {"schema": SCHEMA, "kind": "submission", "status": "ok", "error": None,
-              "submission": {"id": case, "name": case, "table1_row": None, "code_hash": "0" * 40},
-              "split": "val", "scores": {"mean_r": 0.42}, "created": "2026-01-01T00:00:00+00:00"}
+    record = {
+        "schema": SCHEMA,
+        "kind": "submission",
+        "status": "ok",
+        "error": None,
+        "submission": {"id": case, "name": case, "table1_row": None, "code_hash": "0" * 40},
+        "split": "val",
+        "scores": {"mean_r": 0.42},
+        "created": "2026-01-01T00:00:00+00:00",
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(dumps(record))
     return path.read_bytes()
@@ -110,7 +125,7 @@ def _report(out: str, mark: str) -> dict:
     """The JSON line a peeking fixture printed."""
     lines = [line for line in out.splitlines() if line.startswith(mark + " ")]
     assert lines, f"fixture printed no {mark} line; stdout was:\n{out[-2000:]}"
-    return json.loads(lines[-1][len(mark) + 1:])
+    return json.loads(lines[-1][len(mark) + 1 :])
 
 
 # --- crashes and limits -----------------------------------------------------
@@ -167,8 +182,7 @@ def test_memory_hog_is_killed_at_the_limit(run_case):
 @pytest.fixture
 def need_sandbox(monkeypatch):
     if not sandbox.available():
-        pytest.skip("bubblewrap unavailable, so held-out data is not hidden: "
-                    + sandbox.unavailable_reason())
+        pytest.skip("bubblewrap unavailable, so held-out data is not hidden: " + sandbox.unavailable_reason())
     monkeypatch.delenv(sandbox.NO_SANDBOX_ENV, raising=False)
 
 
@@ -215,15 +229,15 @@ def test_network_is_blocked(run_case, need_sandbox, listener):
     port, received = listener
     record, _ = run_case("net", port=port)
     assert "in fit" in record["error"] and "network reachable" not in record["error"]
-    assert any(name in record["error"] for name in
-               ("Network is unreachable", "Connection refused", "ConnectionRefusedError",
-                "OSError")), record["error"]
+    assert any(
+        name in record["error"]
+        for name in ("Network is unreachable", "Connection refused", "ConnectionRefusedError", "OSError")
+    ), record["error"]
     time.sleep(0.3)
     assert received == []
 
 
-def test_swallowed_peeks_see_nothing_and_the_run_is_scored(run_case, need_sandbox, listener,
-                                                           demo):
+def test_swallowed_peeks_see_nothing_and_the_run_is_scored(run_case, need_sandbox, listener, demo):
     from itbench.paths import benchmark_dir, data_home
 
     port, received = listener
@@ -315,12 +329,19 @@ def test_ctrl_c_during_a_run_records_it_and_leaves_nothing(demo, tmp_path, find_
         "                     log=lambda msg: None)\n"
         "except KeyboardInterrupt:\n"
         "    print('DRIVER-INTERRUPTED', flush=True)\n"
-        "    raise\n")
+        "    raise\n"
+    )
     repo = Path(sandbox.__file__).resolve().parents[1]
-    env = {**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": str(repo),
-           "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, str(driver)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "TMPDIR": str(scratch),
+        "PYTHONPATH": str(repo),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONWARNINGS": "ignore",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(driver)], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     lines: list[str] = []
     started = threading.Event()
 

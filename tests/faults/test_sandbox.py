@@ -27,15 +27,29 @@ PY = sys.executable
 SECRET = "HELD-OUT-RESPONSES-3.14159"
 
 
-def run_py(code: str, workdir: Path, *, timeout_s: float = 30, memory_gb: float | None = None,
-           grace_s: float = 1.0, rlimit_as: bool = False, **kw) -> IsolatedResult:
+def run_py(
+    code: str,
+    workdir: Path,
+    *,
+    timeout_s: float = 30,
+    memory_gb: float | None = None,
+    grace_s: float = 1.0,
+    rlimit_as: bool = False,
+    **kw,
+) -> IsolatedResult:
     """Run a python snippet isolated, quietly (no streaming into pytest's output)."""
-    limits = Limits(timeout_s=timeout_s, memory_gb=memory_gb, cpu_threads=1,
-                    grace_s=grace_s, rlimit_as=rlimit_as)
+    limits = Limits(
+        timeout_s=timeout_s, memory_gb=memory_gb, cpu_threads=1, grace_s=grace_s, rlimit_as=rlimit_as
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # unsandboxed-mode warning
-        return run_isolated([PY, "-c", textwrap.dedent(code)], limits=limits, cwd=workdir,
-                            stream_output=kw.pop("stream_output", False), **kw)
+        return run_isolated(
+            [PY, "-c", textwrap.dedent(code)],
+            limits=limits,
+            cwd=workdir,
+            stream_output=kw.pop("stream_output", False),
+            **kw,
+        )
 
 
 @pytest.fixture
@@ -53,8 +67,13 @@ def layout(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.setenv("ITBENCH_HOME", str(home))
-    return {"home": home, "cache": cache / "mine", "ro": ro, "work": work,
-            "secret": home / "demo" / "assembly.nc"}
+    return {
+        "home": home,
+        "cache": cache / "mine",
+        "ro": ro,
+        "work": work,
+        "secret": home / "demo" / "assembly.nc",
+    }
 
 
 # --- what the child may see ------------------------------------------------
@@ -63,7 +82,7 @@ def layout(tmp_path, monkeypatch):
 def test_hidden_file_cannot_be_read(layout, sandboxed):
     code = f"""
         try:
-            print(open({str(layout['secret'])!r}).read())
+            print(open({str(layout["secret"])!r}).read())
         except (FileNotFoundError, PermissionError) as err:
             print('BLOCKED', type(err).__name__)
     """
@@ -78,8 +97,13 @@ def test_control_unsandboxed_child_does_read_it(layout, monkeypatch):
     monkeypatch.setenv(sandbox.NO_SANDBOX_ENV, "1")
     code = f"print(open({str(layout['secret'])!r}).read())"
     with pytest.warns(RuntimeWarning, match="NOT sandboxed"):
-        res = run_isolated([PY, "-c", code], limits=Limits(30), cwd=layout["work"],
-                           hidden_paths=[layout["home"]], stream_output=False)
+        res = run_isolated(
+            [PY, "-c", code],
+            limits=Limits(30),
+            cwd=layout["work"],
+            hidden_paths=[layout["home"]],
+            stream_output=False,
+        )
     assert not res.sandboxed
     assert SECRET in res.stdout_tail
 
@@ -87,16 +111,22 @@ def test_control_unsandboxed_child_does_read_it(layout, monkeypatch):
 def test_data_home_listing_is_empty_and_env_has_no_itbench_home(layout, sandboxed):
     code = f"""
         import os, json
-        home = {str(layout['home'])!r}
+        home = {str(layout["home"])!r}
         seen = []
         for root, dirs, files in os.walk(home):
             seen += [os.path.join(root, f) for f in files]
         print(json.dumps({{'files': seen, 'env': os.environ.get('ITBENCH_HOME')}}))
     """
-    res = run_py(code, layout["work"], hidden_paths=[layout["home"]],
-                 rw_paths=[layout["cache"]], env={"ITBENCH_HOME": str(layout["home"])})
+    res = run_py(
+        code,
+        layout["work"],
+        hidden_paths=[layout["home"]],
+        rw_paths=[layout["cache"]],
+        env={"ITBENCH_HOME": str(layout["home"])},
+    )
     assert res.ok, res.stderr_tail
     import json
+
     out = json.loads(res.stdout_tail.strip().splitlines()[-1])
     assert out == {"files": [], "env": None}
 
@@ -104,8 +134,8 @@ def test_data_home_listing_is_empty_and_env_has_no_itbench_home(layout, sandboxe
 def test_cache_under_hidden_home_is_writable_but_siblings_stay_hidden(layout, sandboxed):
     code = f"""
         import os
-        open(os.path.join({str(layout['cache'])!r}, 'state.txt'), 'w').write('fitted')
-        print(sorted(os.listdir(os.path.dirname({str(layout['cache'])!r}))))
+        open(os.path.join({str(layout["cache"])!r}, 'state.txt'), 'w').write('fitted')
+        print(sorted(os.listdir(os.path.dirname({str(layout["cache"])!r}))))
     """
     res = run_py(code, layout["work"], hidden_paths=[layout["home"]], rw_paths=[layout["cache"]])
     assert res.ok, res.stderr_tail
@@ -117,7 +147,7 @@ def test_cache_under_hidden_home_is_writable_but_siblings_stay_hidden(layout, sa
 def test_read_only_path_is_readable_not_writable(layout, sandboxed):
     code = f"""
         import os
-        ro = {str(layout['ro'])!r}
+        ro = {str(layout["ro"])!r}
         print('READ', open(os.path.join(ro, 'model.py')).read().strip())
         for target in (os.path.join(ro, 'model.py'), os.path.join(ro, 'new.txt'),
                        {str(sandbox.__file__)!r}, {PY!r}):
@@ -153,9 +183,14 @@ def test_tmp_is_private_and_users_home_hidden(layout, sandboxed, tmp_path):
     outside = Path("/tmp") / f"itbench-visible-{os.getpid()}.txt"
     outside.write_text(SECRET)
     # something in the user's home that is not on the way to the Python installation
-    in_home = next((p for p in sorted(Path.home().iterdir())
-                    if not any(q.is_relative_to(p) for q in sandbox.python_paths())),
-                   Path.home() / ".bashrc")
+    in_home = next(
+        (
+            p
+            for p in sorted(Path.home().iterdir())
+            if not any(q.is_relative_to(p) for q in sandbox.python_paths())
+        ),
+        Path.home() / ".bashrc",
+    )
     try:
         code = f"""
             import os
@@ -327,21 +362,24 @@ def test_grandchildren_do_not_survive(layout, mode, marker, find_procs):
 def test_ctrl_c_in_parent_kills_child_and_reraises(layout, mode, marker, tmp_path, find_procs):
     """SIGINT to a process running run_isolated: child tree gone, interrupt re-raised."""
     driver = tmp_path / "driver.py"
-    driver.write_text(textwrap.dedent(f"""
+    driver.write_text(
+        textwrap.dedent(f"""
         import sys
         from itbench.harness.sandbox import Limits, run_isolated
         code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', " \\
                "'import time; time.sleep(300)', {marker!r}]); time.sleep(300)"
         try:
             run_isolated([sys.executable, '-c', code, {marker!r}], limits=Limits(120),
-                         cwd={str(layout['work'])!r}, stream_output=False)
+                         cwd={str(layout["work"])!r}, stream_output=False)
         except KeyboardInterrupt as err:
             print('INTERRUPTED', err.isolated_result.killed_reason, flush=True)
             raise
-    """))
+    """)
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(sandbox.__file__).parents[1])}
-    proc = subprocess.Popen([PY, "-W", "ignore", str(driver)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [PY, "-W", "ignore", str(driver)], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 30
         while len(find_procs(marker)) < 2 and time.monotonic() < deadline:
@@ -382,8 +420,7 @@ def test_output_is_streamed_and_tail_kept(layout, capfd, monkeypatch):
 def test_unsandboxed_path_warns_loudly(layout, monkeypatch, caplog):
     monkeypatch.setenv(sandbox.NO_SANDBOX_ENV, "1")
     with pytest.warns(RuntimeWarning, match="submission is NOT sandboxed: ITBENCH_NO_SANDBOX"):
-        res = run_isolated([PY, "-c", "pass"], limits=Limits(30), cwd=layout["work"],
-                           stream_output=False)
+        res = run_isolated([PY, "-c", "pass"], limits=Limits(30), cwd=layout["work"], stream_output=False)
     assert res.ok and not res.sandboxed
     assert any("NOT sandboxed" in r.getMessage() for r in caplog.records)
 
@@ -391,8 +428,7 @@ def test_unsandboxed_path_warns_loudly(layout, monkeypatch, caplog):
 def test_require_sandbox_raises_user_error(layout, monkeypatch):
     monkeypatch.setenv(sandbox.NO_SANDBOX_ENV, "1")
     with pytest.raises(sandbox.SandboxUnavailable, match="cannot sandbox") as info:
-        run_isolated([PY, "-c", "pass"], limits=Limits(30), cwd=layout["work"],
-                     require_sandbox=True)
+        run_isolated([PY, "-c", "pass"], limits=Limits(30), cwd=layout["work"], require_sandbox=True)
     assert info.value.hint
 
 
@@ -407,9 +443,13 @@ def test_mount_order_lets_deeper_paths_win(tmp_path, sandboxed):
     for d in (repo / "benchmark", repo / "itbench", home / "cache" / "fitted", tmp_path / "w"):
         d.mkdir(parents=True)
     (repo / "secret.txt").write_text(SECRET)
-    argv = sandbox_argv(["true"], ro_paths=[repo], hidden_paths=[home, repo / "benchmark",
-                                                                 repo / "secret.txt"],
-                        rw_paths=[home / "cache" / "fitted"], cwd=tmp_path / "w")
+    argv = sandbox_argv(
+        ["true"],
+        ro_paths=[repo],
+        hidden_paths=[home, repo / "benchmark", repo / "secret.txt"],
+        rw_paths=[home / "cache" / "fitted"],
+        cwd=tmp_path / "w",
+    )
 
     def index(flag: str, path: Path) -> int:
         offset = 1 if flag in ("--tmpfs", "--remount-ro") else 2  # FLAG DEST / FLAG SRC DEST
@@ -438,8 +478,12 @@ def test_child_env_is_minimal(tmp_path, monkeypatch):
     monkeypatch.setenv("ITBENCH_HOME", "/somewhere")
     monkeypatch.setenv("GITHUB_TOKEN", SECRET)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    env = child_env(home=tmp_path, limits=Limits(10, cpu_threads=2),
-                    extra={"ITBENCH_HOME": "/x", "FOO": "bar"}, weights_dir=tmp_path / "w")
+    env = child_env(
+        home=tmp_path,
+        limits=Limits(10, cpu_threads=2),
+        extra={"ITBENCH_HOME": "/x", "FOO": "bar"},
+        weights_dir=tmp_path / "w",
+    )
     assert "ITBENCH_HOME" not in env and "GITHUB_TOKEN" not in env
     assert env["HOME"] == str(tmp_path) and env["FOO"] == "bar"
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2"

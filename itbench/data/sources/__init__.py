@@ -45,7 +45,9 @@ class SourceData:
 def _module(benchmark_id: str) -> ModuleType:
     """The source module of a benchmark id (imported on first use)."""
     if benchmark_id not in KNOWN:
-        raise BenchmarkError(f"unknown benchmark '{benchmark_id}'", hint=f"known benchmarks: {', '.join(KNOWN)}")
+        raise BenchmarkError(
+            f"unknown benchmark '{benchmark_id}'", hint=f"known benchmarks: {', '.join(KNOWN)}"
+        )
     return importlib.import_module(f"itbench.data.sources.{benchmark_id}")
 
 

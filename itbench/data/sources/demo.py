@@ -132,7 +132,9 @@ def load_generator() -> ModuleType:
     """The committed generator script ``benchmark/demo/generate.py``, imported as a module."""
     script = location() / "generate.py"
     if not script.is_file():
-        raise DataError(f"the demo generator {script} is missing", hint="restore it with `git checkout benchmark/demo`")
+        raise DataError(
+            f"the demo generator {script} is missing", hint="restore it with `git checkout benchmark/demo`"
+        )
     name = "itbench_demo_generate"
     spec = importlib.util.spec_from_file_location(name, script)
     module = importlib.util.module_from_spec(spec)

@@ -22,7 +22,13 @@ import numpy as np
 import xarray as xr
 
 from itbench import paths
-from itbench.data.assembly import add_repetition, average_trials, load_assembly, save_assembly, validate_responses
+from itbench.data.assembly import (
+    add_repetition,
+    average_trials,
+    load_assembly,
+    save_assembly,
+    validate_responses,
+)
 from itbench.data.download import fetch_file, file_sha1
 from itbench.errors import BenchmarkError, DataError
 from itbench.data.sources import SourceData
@@ -58,7 +64,9 @@ def read_manifest(manifest: str | os.PathLike | dict | None = None) -> dict[str,
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as err:
-            raise DataError(f"no manifest at {path}", hint="restore benchmark/majajhong2015/manifest.json from git") from err
+            raise DataError(
+                f"no manifest at {path}", hint="restore benchmark/majajhong2015/manifest.json from git"
+            ) from err
         except json.JSONDecodeError as err:
             raise DataError(f"manifest {path} is not valid JSON: {err}", hint="restore it from git") from err
     files = data.get("files", {})
@@ -97,7 +105,14 @@ def files() -> list[dict[str, Any]]:
     out = []
     for name, sha1 in _read_record()["files"].items():
         path = location() / name
-        out.append({"name": name, "path": str(path), "size": path.stat().st_size if path.is_file() else None, "sha1": sha1})
+        out.append(
+            {
+                "name": name,
+                "path": str(path),
+                "size": path.stat().st_size if path.is_file() else None,
+                "sha1": sha1,
+            }
+        )
     return out
 
 
@@ -110,11 +125,15 @@ def _checksum(file_sha1s: dict[str, str]) -> str:
 def _it_sites(da: xr.DataArray, region: str, where: Path) -> xr.DataArray:
     """Keep the neuroids of one region (the report uses the 168 IT sites)."""
     if "region" not in da.coords:
-        raise DataError(f"{where} has no `region` coordinate on neuroid", hint="this is not the MajajHong2015 assembly")
+        raise DataError(
+            f"{where} has no `region` coordinate on neuroid", hint="this is not the MajajHong2015 assembly"
+        )
     keep = np.asarray(da.coords["region"].values).astype(str) == region
     if not keep.any():
         found = sorted(set(np.asarray(da.coords["region"].values).astype(str)))
-        raise DataError(f"{where} has no {region} sites (regions: {', '.join(found)})", hint="re-fetch the assembly")
+        raise DataError(
+            f"{where} has no {region} sites (regions: {', '.join(found)})", hint="re-fetch the assembly"
+        )
     return da.isel(neuroid=np.flatnonzero(keep))
 
 
@@ -141,7 +160,9 @@ def _add_stimulus_coords(trials: xr.DataArray, stimuli: StimulusSet) -> xr.DataA
             trials = trials.assign_coords({column: ("presentation", table[column].reindex(ids).to_numpy())})
     if "category_name" not in trials.coords and "object_name" in trials.coords:
         names = np.asarray(trials.coords["object_name"].values).astype(str)
-        trials = trials.assign_coords(category_name=("presentation", np.array([hvm_category(n) for n in names])))
+        trials = trials.assign_coords(
+            category_name=("presentation", np.array([hvm_category(n) for n in names]))
+        )
     return trials
 
 
@@ -175,7 +196,9 @@ def _ensure_split(responses: xr.DataArray, spec: dict[str, Any]) -> Path:
     return path
 
 
-def fetch(mirror: str | None = None, progress: bool = True, manifest: str | os.PathLike | dict | None = None) -> Path:
+def fetch(
+    mirror: str | None = None, progress: bool = True, manifest: str | os.PathLike | dict | None = None
+) -> Path:
     """Download, verify and process the MajajHong2015 public files into the data home.
 
     Returns the data folder. Safe to re-run: verified files are not downloaded

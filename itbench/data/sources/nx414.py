@@ -104,7 +104,9 @@ def _problems(handle, shapes: Shapes, scan_values: bool) -> list[str]:
         if tuple(ds.shape) != shape:
             problems.append(f"'{key}' has shape {tuple(ds.shape)}, expected {shape}")
         if not _dtype_ok(ds, kind):
-            problems.append(f"'{key}' has dtype {ds.dtype}, expected {'float' if kind == 'f' else 'bytes (latin-1)'}")
+            problems.append(
+                f"'{key}' has dtype {ds.dtype}, expected {'float' if kind == 'f' else 'bytes (latin-1)'}"
+            )
         elif scan_values and kind == "f" and tuple(ds.shape) == shape and _has_nonfinite(ds):
             problems.append(f"'{key}' contains NaN or infinite values")
     return problems
@@ -143,7 +145,9 @@ def _place(src: Path, dest: Path) -> None:
         os.replace(tmp, dest)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        raise DataError(f"could not copy {src} to {dest}: {err}", hint="check free space and permissions of ITBENCH_HOME") from err
+        raise DataError(
+            f"could not copy {src} to {dest}: {err}", hint="check free space and permissions of ITBENCH_HOME"
+        ) from err
 
 
 def import_file(path: str | os.PathLike, shapes: Shapes = Shapes()) -> Path:
@@ -219,13 +223,32 @@ def load() -> SourceData:
                 n = shapes.count(split)
                 objects = _decode_names(handle[f"object_{split}"][:])
                 for i, (sid, obj) in enumerate(zip(stimulus_ids(split, n), objects)):
-                    rows.append((sid, f"{FILENAME}/stimulus_{split}/{i}", obj, hvm_category(obj), split, f"stimulus_{split}", i))
+                    rows.append(
+                        (
+                            sid,
+                            f"{FILENAME}/stimulus_{split}/{i}",
+                            obj,
+                            hvm_category(obj),
+                            split,
+                            f"stimulus_{split}",
+                            i,
+                        )
+                    )
                 if split != "test":
                     blocks.append(np.asarray(handle[f"spikes_{split}"][:], dtype=np.float32))
     except OSError as err:
         raise DataError(f"cannot read {path}: {err}", hint="import IT_data.h5 again") from err
     table = pd.DataFrame(
-        rows, columns=["stimulus_id", "filename", "object_name", "category_name", "split", "h5_dataset", "h5_index"]
+        rows,
+        columns=[
+            "stimulus_id",
+            "filename",
+            "object_name",
+            "category_name",
+            "split",
+            "h5_dataset",
+            "h5_index",
+        ],
     ).set_index("stimulus_id")
     stimuli = make_stimulus_set(table, HDF5Images(path), identifier="IT_data.h5")
     with_responses = table[table["split"] != "test"]

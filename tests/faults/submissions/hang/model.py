@@ -13,9 +13,12 @@ class Model:
 
     def predict(self, images):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)",
-                          "itbench-hostile-grandchild"], start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(3600)", "itbench-hostile-grandchild"],
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         print("HANG-STARTED", flush=True)
         while True:
             time.sleep(1)
