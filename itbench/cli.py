@@ -116,8 +116,8 @@ def score(
     as_json: bool,
 ) -> None:
     """Fit, predict and score SUBMISSIONS (folders under submissions/), writing records."""
-    from itbench.scoring.benchmark import default_benchmark
     from itbench.harness.runner import RunOptions, score_submission
+    from itbench.scoring.benchmark import default_benchmark
 
     bid = benchmark or default_benchmark()
     if benchmark is None:
@@ -153,9 +153,9 @@ def score(
 
 def _pending(benchmark_id: str, split: str) -> list[Path]:
     """Submissions whose record is missing or stale (code changed)."""
-    from itbench.paths import results_root
-    from itbench.harness.submission import discover
     from itbench.harness.record import read_record, record_path
+    from itbench.harness.submission import discover
+    from itbench.paths import results_root
 
     todo = []
     for sub in discover():
@@ -262,8 +262,8 @@ def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None
 
     root = project_root()
     if run_missing:
-        from itbench.scoring.benchmark import default_benchmark
         from itbench.harness.runner import score_submission
+        from itbench.scoring.benchmark import default_benchmark
 
         for bid in benchmarks or (default_benchmark(),):
             for path in _pending(bid, "val"):
@@ -312,8 +312,8 @@ def sweep(
     n_components: int,
 ) -> None:
     """Score every chosen layer of MODEL with PCA + ridge from one pass (Fig. 1)."""
-    from itbench.scoring.benchmark import default_benchmark
     from itbench.harness.sweep import run_sweep
+    from itbench.scoring.benchmark import default_benchmark
 
     record = run_sweep(
         model,

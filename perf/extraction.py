@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from itbench.models.features import default_layers, extract  # noqa: E402
+from itbench.models.features import default_layers, extract
 
 GIB = 2**30
 

@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("ITBENCH_RANDOM_WEIGHTS", "1")
 
-from itbench.scoring.benchmark import load_benchmark  # noqa: E402
-from itbench.models.features import extract  # noqa: E402
 from itbench.contract import Context, TrainData
-from itbench.harness.submission import build_model, discover  # noqa: E402
-from itbench.models.pretrained import build_model as build_network  # noqa: E402
+from itbench.harness.submission import build_model, discover
+from itbench.models.features import extract
+from itbench.models.pretrained import build_model as build_network
+from itbench.scoring.benchmark import load_benchmark
 
 N_TRAIN, N_VAL = 2592, 288
 
@@ -42,7 +42,7 @@ N_TRAIN, N_VAL = 2592, 288
 def tiled_benchmark(n_total: int) -> tuple[TrainData, torch.Tensor]:
     """Demo images tiled to ``n_total`` (flipped / rolled copies), responses repeated."""
     bench = load_benchmark("demo")
-    ids = np.concatenate([bench.stimulus_ids(s) for s in ("train", "val", "test")])
+    np.concatenate([bench.stimulus_ids(s) for s in ("train", "val", "test")])
     images = torch.cat([bench.images(s) for s in ("train", "val", "test")])
     responses = np.concatenate([bench.responses(s) for s in ("train", "val", "test")])
     copies, targets = [], []
@@ -52,7 +52,7 @@ def tiled_benchmark(n_total: int) -> tuple[TrainData, torch.Tensor]:
         targets.append(responses)
     x, y = torch.cat(copies)[:n_total], np.concatenate(targets)[:n_total].astype(np.float32)
     labels = np.array([f"tile{i}" for i in range(n_total)])
-    n_train = int(round(n_total * N_TRAIN / 3200))
+    n_train = round(n_total * N_TRAIN / 3200)
     train = TrainData(
         x[:n_train],
         y[:n_train],
@@ -61,7 +61,7 @@ def tiled_benchmark(n_total: int) -> tuple[TrainData, torch.Tensor]:
         labels[:n_train],
         np.asarray(bench.neuroid_ids),
     )
-    n_val = int(round(n_total * N_VAL / 3200))
+    n_val = round(n_total * N_VAL / 3200)
     return train, x[n_train : n_train + n_val]
 
 

@@ -33,7 +33,8 @@ import gc
 import json
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -211,7 +212,7 @@ def ols_row(p: int, quick: bool, device: str, ref_repeats: int) -> dict:
     pred32 = ref.predict(x_test)
     del ref
     x64 = x.astype(np.float64)
-    ref_t, ref = _time(lambda: LinearRegression().fit(x64, y), ref_repeats)
+    ref_t, ref = _time(lambda: LinearRegression().fit(x64, y), ref_repeats)  # noqa: F821 (x64 is bound; ruff sees the later del)
     ref_pred = ref.predict(x_test.astype(np.float64))
     del ref, x64
     gc.collect()
@@ -241,7 +242,7 @@ def pca_rows(quick: bool, device: str, with_randomized: bool) -> list[dict]:
     n, p, k = (600, 20_000, 100) if quick else (N_TRAIN, 200_000, 1000)
     x = _features(n, p, seed=7, rank=int(1.2 * k))
     ref_t, ref = _time(lambda: SkPCA(k, svd_solver="randomized", random_state=0).fit(x), 1)
-    ref_ev, ref_evr = ref.explained_variance_, ref.explained_variance_ratio_
+    ref_ev, _ref_evr = ref.explained_variance_, ref.explained_variance_ratio_
     ref_proj = ref.transform(x[:64])[:, :20]
     del ref
     gc.collect()
@@ -250,7 +251,7 @@ def pca_rows(quick: bool, device: str, with_randomized: bool) -> list[dict]:
     solvers = ["auto", "randomized"] if with_randomized else ["auto"]
     for solver in solvers:
         repeats = 1 if quick or solver == "randomized" else 3
-        ours_t, ours = _time(lambda: R.PCA(k, svd_solver=solver, device=dev).fit(x), repeats, device)
+        ours_t, ours = _time(lambda s=solver: R.PCA(k, svd_solver=s, device=dev).fit(x), repeats, device)
         ev = np.asarray(ours.explained_variance_)
         top = max(1, k // 10)  # the well-separated head of the spectrum
         ev_top = float(np.max(np.abs(ev[:top] / ref_ev[:top] - 1)))
@@ -286,7 +287,10 @@ TASKS = ("ridge_gcv_1k", "ridge_gcv_50k", "ols_1k", "ols_50k", "pca_200k")
 
 def run(quick: bool = False, device: str = "cpu", only: str | None = None) -> list[dict]:
     """All readout rows (``only``: a substring of the task names to keep)."""
-    keep = lambda name: only is None or only in name or only == "readouts"
+
+    def keep(name: str) -> bool:
+        return only is None or only in name or only == "readouts"
+
     rows: list[dict] = []
     _warm_up(device)
     small, large = (200, 5000) if quick else (1000, 50_000)

@@ -79,7 +79,7 @@ def machine() -> dict[str, Any]:
     """Everything needed to interpret the timings: hardware, versions, BLAS, threads."""
     import numpy as np
     import scipy
-    import scipy.linalg  # noqa: F401  (loads scipy's BLAS so threadpoolctl sees it)
+    import scipy.linalg
     import sklearn
     import torch
     from threadpoolctl import threadpool_info
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema": "itbench.bench/1",
         "label": _label(args, info["hostname"]),
         "date": dt.date.today().isoformat(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "argv": sys.argv[1:] if argv is None else argv,
         "quick": args.quick,
         "device": args.device,

@@ -10,6 +10,7 @@ a response short (to test interrupted downloads).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
@@ -98,7 +99,7 @@ def write_png_zip(
     """A zip of PNGs named by ``filename`` (every ``grey_every``-th one greyscale); returns the pixels."""
     pixels = {}
     with zipfile.ZipFile(path, "w") as archive:
-        for i, (sid, filename) in enumerate(zip(table["stimulus_id"], table["filename"])):
+        for i, (sid, filename) in enumerate(zip(table["stimulus_id"], table["filename"], strict=False)):
             px = image_pixels(sid, size, grey=grey_every > 0 and i % grey_every == 0)
             archive.writestr(prefix + filename, png_bytes(px))
             pixels[sid] = px
@@ -295,10 +296,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(data[:cut])
         self.wfile.flush()
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 class LocalServer:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import xarray as xr
-
 from helpers_data import files_in, hvm_like_table, make_trials, trial_values, write_brainio_netcdf
+
 from itbench.data.assembly import (
     add_repetition,
     average_trials,
@@ -142,7 +144,7 @@ def test_save_assembly_is_atomic(tmp_path, trials, monkeypatch):
     before = target.read_bytes()
 
     def broken(self, path, **kwargs):
-        open(path, "wb").write(b"half")
+        Path(path).write_bytes(b"half")
         raise OSError("simulated failure mid-write")
 
     monkeypatch.setattr(xr.DataArray, "to_netcdf", broken)

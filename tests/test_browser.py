@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers_records import FIXTURES, fixture_records
 
 from itbench.page.leaderboard import render
-from helpers_records import FIXTURES, fixture_records
 
 pytestmark = pytest.mark.browser
 

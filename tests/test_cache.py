@@ -182,15 +182,15 @@ def test_uncreatable_folder_disables_cache_but_extraction_works(tmp_path, model,
 def test_cached_extract_hits_partial_hits_and_keys(tmp_path, model, images):
     store = ActivationCache(tmp_path, limit_bytes=10**8)
     ids = [f"im{i}" for i in range(4)]
-    common = dict(
-        model_name="r18",
-        benchmark_id="demo",
-        data_checksum="c",
-        split="train",
-        stimulus_ids=ids,
-        cache=store,
-        progress=False,
-    )
+    common = {
+        "model_name": "r18",
+        "benchmark_id": "demo",
+        "data_checksum": "c",
+        "split": "train",
+        "stimulus_ids": ids,
+        "cache": store,
+        "progress": False,
+    }
     forwards = []
     handle = model.conv1.register_forward_hook(lambda *a: forwards.append(1))
     try:

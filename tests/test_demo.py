@@ -22,8 +22,8 @@ import xarray as xr
 from PIL import Image
 from scipy import stats
 
-from itbench.errors import DataError
 from itbench.data.sources import demo
+from itbench.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "benchmark" / "demo"
@@ -109,7 +109,7 @@ def test_stimuli_are_hvm_like(table):
 def test_images_are_128px_grey_pngs_named_by_pixel_sha1(table):
     with zipfile.ZipFile(DEMO / "stimuli.zip") as archive:
         assert sorted(archive.namelist()) == sorted(table["filename"])
-        for sid, filename in zip(table["stimulus_id"], table["filename"]):
+        for sid, filename in zip(table["stimulus_id"], table["filename"], strict=False):
             with Image.open(io.BytesIO(archive.read(filename))) as img:
                 assert img.format == "PNG" and img.mode == "L" and img.size == (128, 128)
                 pixels = np.asarray(img)

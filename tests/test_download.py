@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
 from helpers_data import LocalServer, files_in, refused_url, sha1_of
+
 from itbench.data.download import DEFAULT_BASE_URL, base_url, fetch_file, file_sha1
 from itbench.errors import DownloadError
 

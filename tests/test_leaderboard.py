@@ -22,6 +22,7 @@ from pathlib import Path
 
 import html5lib
 import pytest
+from helpers_records import FIXTURES, fixture_records
 
 from itbench.errors import DataError
 from itbench.page.leaderboard import (
@@ -31,7 +32,6 @@ from itbench.page.leaderboard import (
     parse_submission,
     render,
 )
-from helpers_records import FIXTURES, fixture_records
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE1 = REPO / "benchmark" / "table1.csv"
@@ -205,7 +205,7 @@ def test_synthetic_banner_only_on_demo(index) -> None:
 
 
 def test_skipped_records_are_reported_not_fatal(rendered, index) -> None:
-    out, report = rendered
+    _out, report = rendered
     skipped = {s.path: s.reason for s in report.skipped}
     assert set(skipped) == {"demo/broken.json", "nx414/wrong_schema.json"}
     assert "not valid JSON" in skipped["demo/broken.json"]
@@ -294,7 +294,7 @@ def test_results_json_and_csv_match_records(rendered) -> None:
     with (out / "results.csv").open(newline="") as handle:
         csv_rows = list(csv.DictReader(handle))
     assert [r["submission_id"] for r in csv_rows] == [r["submission_id"] for r in rows]
-    for c, j in zip(csv_rows, rows):
+    for c, j in zip(csv_rows, rows, strict=False):
         assert c["mean_r"] == ("" if j["mean_r"] is None else repr(j["mean_r"]))
 
 
@@ -435,7 +435,7 @@ def test_invalid_records_are_rejected_with_reason(mutate, message) -> None:
 
 def test_nan_tokens_and_image_major_examples_are_accepted() -> None:
     rec = gen.submission_record("demo", "x", "X", None, seed=1)
-    rec["examples"]["measured"] = [list(col) for col in zip(*rec["examples"]["measured"])]
+    rec["examples"]["measured"] = [list(col) for col in zip(*rec["examples"]["measured"], strict=False)]
     text_ = json.dumps(rec).replace('"mean_r": ' + json.dumps(rec["scores"]["mean_r"]), '"mean_r": NaN')
     parsed = parse_submission(json.loads(text_), "demo/x.json")
     assert math.isnan(parsed.scores["mean_r"])

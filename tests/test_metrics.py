@@ -12,8 +12,8 @@ import scipy.stats
 import xarray as xr
 from sklearn.metrics import explained_variance_score
 
-from itbench.scoring import metrics as M
 from itbench.errors import DataError, ItbenchError
+from itbench.scoring import metrics as M
 
 
 def _data(n: int = 64, m: int = 168, seed: int = 0, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

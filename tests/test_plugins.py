@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from itbench.errors import SubmissionError
 from itbench.contract import Context
-from itbench.harness.submission import build_model, discover, load_submission
+from itbench.errors import SubmissionError
 from itbench.harness.scaffold import scaffold
+from itbench.harness.submission import build_model, discover, load_submission
 
 GOOD_MODEL = "class M:\n    def predict(self, images):\n        return images[:, :2, 0, 0].numpy()\n\ndef build(ctx):\n    return M()\n"
 

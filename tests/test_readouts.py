@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 from sklearn.decomposition import PCA as SkPCA
-from sklearn.linear_model import LinearRegression, Ridge as SkRidge, RidgeCV
+from sklearn.linear_model import LinearRegression, RidgeCV
+from sklearn.linear_model import Ridge as SkRidge
 
-from itbench.models import readouts as R
 from itbench.errors import ItbenchError
+from itbench.models import readouts as R
 
 ALPHAS = np.logspace(-3, 6, 10)
 

@@ -101,9 +101,8 @@ def test_lock_excludes_a_concurrent_writer(tmp_path):
     while not lock_file.exists() and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)  # child holds the lock now
-    with pytest.raises(ItbenchError, match="another itbench run"):
-        with locked(path, wait=False):
-            pass
+    with pytest.raises(ItbenchError, match="another itbench run"), locked(path, wait=False):
+        pass
     start = time.time()
     with locked(path):  # waits for the child to release
         waited = time.time() - start

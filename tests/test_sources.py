@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers_data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -20,10 +19,11 @@ from helpers_data import (
     trial_values,
     write_it_data_h5,
 )
-from itbench.errors import BenchmarkError, DataError
-from itbench.data.sources import KNOWN, SourceData, describe, installed, load_source, majajhong2015, nx414
+
 from itbench.data.hvm import HVM_OBJECTS, hvm_category
+from itbench.data.sources import KNOWN, SourceData, describe, installed, load_source, majajhong2015, nx414
 from itbench.data.split import file_hash, read_split, split_counts
+from itbench.errors import BenchmarkError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers_data import isolate
-from itbench.errors import DataError
+
 from itbench.data.sources import nx414
 from itbench.data.split import (
     check_split_covers,
@@ -22,6 +21,7 @@ from itbench.data.split import (
     split_path,
     write_split,
 )
+from itbench.errors import DataError
 
 REPO_SPLITS = Path(__file__).resolve().parents[1] / "benchmark" / "splits"
 
@@ -58,7 +58,7 @@ def test_make_split_refuses_impossible_requests():
     with pytest.raises(DataError, match="cannot split 6 stimuli into 3 \\+ 1 \\+ 1 = 5"):
         make_split(ids, objects, 3, 1, 1)
     with pytest.raises(DataError, match="cannot stratify"):
-        make_split(ids + ["lonely"], objects + ["singleton"], 3, 2, 2)
+        make_split([*ids, "lonely"], [*objects, "singleton"], 3, 2, 2)
     with pytest.raises(DataError, match="more than once"):
         make_split(ids + ids[:1], objects + objects[:1], 5, 1, 1)
 

@@ -8,9 +8,6 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import itbench.data.stimuli as stimuli_mod
 from helpers_data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,8 +16,11 @@ from helpers_data import (
     write_png_zip,
     write_stimulus_csv,
 )
-from itbench.errors import DataError
+from PIL import Image
+
+import itbench.data.stimuli as stimuli_mod
 from itbench.data.stimuli import StimulusSet, load_stimulus_set, normalize, to_model_input
+from itbench.errors import DataError
 
 
 def reference(pixels: np.ndarray) -> np.ndarray:
@@ -143,7 +143,7 @@ def test_unknown_ids_are_refused(zipped):
 
 
 def test_missing_image_in_zip_and_folder(zipped, tmp_path):
-    table, csv, archive, _ = zipped
+    table, csv, _archive, _ = zipped
     partial = tmp_path / "partial.zip"
     write_png_zip(table.iloc[1:], partial)
     missing_id = table["stimulus_id"][0]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from itbench.scoring.benchmark import load_benchmark
 from itbench.contract import Context, TrainData
 from itbench.harness.submission import build_model, discover
+from itbench.scoring.benchmark import load_benchmark
 
 SUBMISSIONS = discover()
 N_TRAIN, N_EVAL = 48, 12

@@ -183,13 +183,13 @@ def test_bad_inputs_fail_clearly():
     x, y = linear_problem(n=20)
     head = MLPHead(16, 4)
     cases = [
-        (dict(train_inputs=x, train_targets=y[:10]), "inputs but"),
-        (dict(train_inputs=x, train_targets=np.full_like(y, np.nan)), "NaN"),
-        (dict(train_inputs=x, train_targets=y, holdout_fraction=1.0), "holdout_fraction"),
-        (dict(train_inputs=x, train_targets=y, loss="l1"), "unknown loss"),
-        (dict(train_inputs=x, train_targets=y, scheduler="step"), "unknown scheduler"),
-        (dict(train_inputs=x, train_targets=None), "missing"),
-        (dict(train_inputs=x[:1], train_targets=y[:1]), "at least two"),
+        ({"train_inputs": x, "train_targets": y[:10]}, "inputs but"),
+        ({"train_inputs": x, "train_targets": np.full_like(y, np.nan)}, "NaN"),
+        ({"train_inputs": x, "train_targets": y, "holdout_fraction": 1.0}, "holdout_fraction"),
+        ({"train_inputs": x, "train_targets": y, "loss": "l1"}, "unknown loss"),
+        ({"train_inputs": x, "train_targets": y, "scheduler": "step"}, "unknown scheduler"),
+        ({"train_inputs": x, "train_targets": None}, "missing"),
+        ({"train_inputs": x[:1], "train_targets": y[:1]}, "at least two"),
     ]
     for kwargs, message in cases:
         with pytest.raises(TrainingError, match=message) as err:

@@ -123,14 +123,14 @@ class Sketch:
     def poly(self, pts, grey: float) -> None:
         """A filled polygon of albedo ``grey`` (0-1)."""
         px = self._px(pts)
-        self._a.polygon(px, fill=int(round(255 * np.clip(grey, 0, 1))))
+        self._a.polygon(px, fill=round(255 * np.clip(grey, 0, 1)))
         self._m.polygon(px, fill=255)
 
     def ellipse(self, cx, cy, rx, ry, grey, angle=0.0, n=64) -> None:
         t = np.linspace(0, 2 * np.pi, n, endpoint=False)
         x, y = rx * np.cos(t), ry * np.sin(t)
         c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
-        self.poly(list(zip(cx + c * x - s * y, cy + s * x + c * y)), grey)
+        self.poly(list(zip(cx + c * x - s * y, cy + s * x + c * y, strict=False)), grey)
 
     def rect(self, x0, y0, x1, y1, grey, angle=0.0) -> None:
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -142,8 +142,8 @@ class Sketch:
 
     def line(self, pts, width, grey) -> None:
         px = self._px(pts)
-        w = max(1, int(round(width * 0.45 * self.size / 2)))
-        self._a.line(px, fill=int(round(255 * np.clip(grey, 0, 1))), width=w, joint="curve")
+        w = max(1, round(width * 0.45 * self.size / 2))
+        self._a.line(px, fill=round(255 * np.clip(grey, 0, 1)), width=w, joint="curve")
         self._m.line(px, fill=255, width=w, joint="curve")
 
 
@@ -273,7 +273,7 @@ def draw_chair(sk: Sketch, rng, k: int) -> None:
         sk.rect(sw - 0.02 - lw, -lh, sw - 0.02, 0, wood * 0.8)
         if k % 4 == 2:  # rockers
             xs = np.linspace(-sw * 1.4, sw * 1.4, 20)
-            sk.line(list(zip(xs, -lh + 0.6 * (xs / (sw * 1.4)) ** 2 * 0.2)), 0.05, dark)
+            sk.line(list(zip(xs, -lh + 0.6 * (xs / (sw * 1.4)) ** 2 * 0.2, strict=False)), 0.05, dark)
     if k % 2:  # arm rests
         sk.rect(-sw, t + 0.25, sw * 0.9, t + 0.3, wood * 0.7)
         sk.rect(sw * 0.8, t, sw * 0.9, t + 0.3, wood * 0.7)
@@ -528,17 +528,17 @@ def render_stimuli(cfg: Settings) -> tuple[pd.DataFrame, np.ndarray]:
                     pixels = to_uint8(canvas, cfg.image_size)
                     sid = pixel_id(pixels)
                     rows.append(
-                        dict(
-                            stimulus_id=sid,
-                            filename=f"{sid}.png",
-                            object_name=name,
-                            category_name=category,
-                            variation=variation,
-                            ty=round(float(ty), 4),
-                            tz=round(float(tz), 4),
-                            s=round(float(s), 4),
-                            rxy=round(float(rxy), 2),
-                        )
+                        {
+                            "stimulus_id": sid,
+                            "filename": f"{sid}.png",
+                            "object_name": name,
+                            "category_name": category,
+                            "variation": variation,
+                            "ty": round(float(ty), 4),
+                            "tz": round(float(tz), 4),
+                            "s": round(float(s), 4),
+                            "rxy": round(float(rxy), 2),
+                        }
                     )
                     images.append(pixels)
     table = pd.DataFrame(rows)
@@ -554,8 +554,8 @@ def layer_activations(images: np.ndarray, cfg: Settings, batch: int = 16) -> np.
     """EfficientNet-Lite0's ``cfg.layer`` output (N, C, H, W) for the images, as a submission would compute it."""
     import torch
 
-    from itbench.models import pretrained
     from itbench.data.stimuli import to_model_input
+    from itbench.models import pretrained
 
     if pretrained.random_weights_forced():
         raise SystemExit(
@@ -702,7 +702,7 @@ def object_stratified_split(table: pd.DataFrame, rng: np.random.Generator, n_val
 def write_zip(table: pd.DataFrame, images: np.ndarray, path: Path) -> None:
     """PNG files in a zip with fixed timestamps, so equal content gives equal bytes."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, pixels in zip(table["filename"], images):
+        for name, pixels in zip(table["filename"], images, strict=False):
             buf = io.BytesIO()
             Image.fromarray(pixels, mode="L").save(buf, format="PNG", optimize=True)
             info = zipfile.ZipInfo(name, date_time=(2025, 1, 1, 0, 0, 0))
@@ -740,8 +740,8 @@ def generate(
 ) -> dict:
     """Build every file of the demo benchmark; returns the manifest (also written as manifest.json)."""
     from itbench.data.download import file_sha1
-    from itbench.scoring.metrics import split_half_ceiling
     from itbench.data.split import write_split
+    from itbench.scoring.metrics import split_half_ceiling
 
     t0 = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -784,7 +784,7 @@ def generate(
         },
         "split": {"path": "benchmark/splits/demo.csv", "sha1": file_sha1(split_path), **sizes},
         "counts": {
-            "images": int(len(table)),
+            "images": len(table),
             "objects": int(table["object_name"].nunique()),
             "categories": int(table["category_name"].nunique()),
             "sites": cfg.n_sites,

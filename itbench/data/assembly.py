@@ -101,7 +101,7 @@ def _select_time_bin(da: xr.DataArray, path: Path, time_bin: tuple[int, int] | N
     elif time_bin is not None and starts is not None and ends is not None:
         matches = np.flatnonzero((starts == time_bin[0]) & (ends == time_bin[1]))
         if len(matches) != 1:
-            bins = ", ".join(f"{s}-{e}" for s, e in zip(starts, ends))
+            bins = ", ".join(f"{s}-{e}" for s, e in zip(starts, ends, strict=False))
             raise DataError(
                 f"{path} has no {time_bin[0]}-{time_bin[1]} ms time bin (bins: {bins} ms)",
                 hint="pass the assembly averaged over the response window",

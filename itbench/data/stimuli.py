@@ -229,7 +229,7 @@ class ImageFiles:
         out = torch.empty((len(rows), 3, size, size), dtype=torch.float32)
         archive = zipfile.ZipFile(self.root) if self.is_zip else None
         try:
-            pairs = zip(rows.index, rows["filename"])
+            pairs = zip(rows.index, rows["filename"], strict=False)
             for i, (sid, filename) in enumerate(
                 _progress(pairs, len(rows), _show(progress, len(rows)), "images")
             ):
@@ -264,8 +264,8 @@ class HDF5Images:
         return f"hdf5 {self.path}"
 
     def load(self, rows: pd.DataFrame, size: int, progress: bool | None) -> torch.Tensor:
-        import torch
         import h5py
+        import torch
 
         out = torch.empty((len(rows), 3, size, size), dtype=torch.float32)
         names = rows["h5_dataset"].to_numpy()
@@ -302,7 +302,7 @@ class StimulusSet(pd.DataFrame):
     ``image_source`` survives slicing.
     """
 
-    _metadata = ["image_source", "identifier"]
+    _metadata = ["image_source", "identifier"]  # noqa: RUF012 (pandas reads this class attribute by name)
 
     @property
     def _constructor(self):

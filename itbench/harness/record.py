@@ -30,7 +30,7 @@ PACKAGES = ("itbench", "torch", "torchvision", "timm", "numpy", "scipy", "scikit
 
 def now() -> str:
     """UTC timestamp, second precision (records are diffed and committed)."""
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
 def package_versions() -> dict[str, str | None]:

@@ -15,21 +15,17 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from itbench import __version__
-
+from itbench import __version__, paths
+from itbench.errors import SubmissionError, WeightsUnavailable
 from itbench.harness import worker
 from itbench.harness.device import resolve_device
-from itbench.scoring.benchmark import Benchmark, load_benchmark
-from itbench.errors import ItbenchError, SubmissionError, WeightsUnavailable
-from itbench import paths
-from itbench.paths import benchmark_dir, cache_dir, data_home, project_root
-from itbench.harness.submission import Submission, load_submission
 from itbench.harness.record import (
     SCHEMA,
     locked,
@@ -39,6 +35,9 @@ from itbench.harness.record import (
     record_path,
     write_record,
 )
+from itbench.harness.submission import Submission, load_submission
+from itbench.paths import benchmark_dir, cache_dir, data_home, project_root
+from itbench.scoring.benchmark import Benchmark, load_benchmark
 
 DEFAULT_TIMEOUT_S = 4 * 3600.0
 DEFAULT_MEMORY_FRACTION = 0.85

@@ -24,6 +24,7 @@ same limits but *unsandboxed*: a loud warning says so and the result carries
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import functools
 import logging
@@ -161,7 +162,7 @@ def _probe_bwrap(exe: str) -> tuple[bool, str]:
     return True, ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bwrap_has_option(exe: str, option: str) -> bool:
     """Whether this bwrap knows ``option`` (``--size`` came with bubblewrap 0.7)."""
     try:
@@ -463,10 +464,8 @@ class _Tree:
         self.root = pid
         self.pgid = pid  # start_new_session=True makes the child a group leader
         self.seen: dict[int, float] = {}
-        try:
+        with contextlib.suppress(psutil.Error):
             self.seen[pid] = psutil.Process(pid).create_time()
-        except psutil.Error:
-            pass
 
     def members(self) -> list[psutil.Process]:
         """Live processes of the tree, refreshing the remembered set."""
@@ -490,31 +489,23 @@ class _Tree:
                 self.seen.pop(pid, None)
         for pid, p in procs.items():
             if pid not in self.seen:
-                try:
+                with contextlib.suppress(psutil.Error):
                     self.seen[pid] = p.create_time()
-                except psutil.Error:
-                    pass
         return [p for p in procs.values() if _alive(p)]
 
     def rss_bytes(self) -> int:
         total = 0
         for p in self.members():
-            try:
+            with contextlib.suppress(psutil.Error):
                 total += p.memory_info().rss
-            except psutil.Error:
-                pass
         return total
 
     def signal(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
         for p in self.members():
-            try:
+            with contextlib.suppress(psutil.Error):
                 p.send_signal(sig)
-            except psutil.Error:
-                pass
 
 
 def _alive(p: psutil.Process) -> bool:
@@ -655,10 +646,8 @@ def run_isolated(
         for pump in pumps:
             pump.join(timeout=2.0)
         for pipe in (proc.stdout, proc.stderr):
-            try:
+            with contextlib.suppress(OSError):
                 pipe.close()
-            except OSError:
-                pass
 
     rc = _normalise_rc(rc, sandboxed)
     if killed is None and rc is not None and rc < 0:

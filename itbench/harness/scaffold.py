@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from itbench.errors import SubmissionError
-from itbench.paths import project_root
 from itbench.harness.submission import ID_PATTERN
+from itbench.paths import project_root
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-
 from itbench.contract import Context, contract_problems
 from itbench.errors import SubmissionError
 from itbench.paths import project_root

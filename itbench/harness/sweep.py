@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from itbench.scoring.benchmark import load_benchmark
-from itbench.models.features import default_layers, extract
 from itbench import paths
+from itbench.harness.device import resolve_device
+from itbench.harness.record import SCHEMA, locked, now, package_versions, platform_info, write_record
+from itbench.models.features import default_layers, extract
 from itbench.models.pretrained import build_model
 from itbench.models.readouts import PCA, RidgeGCV
 from itbench.models.recipes import DEFAULT_ALPHAS
-from itbench.harness.record import SCHEMA, locked, now, package_versions, platform_info, write_record
-from itbench.harness.device import resolve_device
+from itbench.scoring.benchmark import load_benchmark
 
 FLATTEN_MAX_DIM = 60_000
 PROJECTION_DIM = 8_000

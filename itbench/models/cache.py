@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,15 +47,15 @@ from itbench.errors import ItbenchError
 from itbench.models.features import FeatureExtractor, Images, Reducer, resolve_layers
 
 __all__ = [
-    "CacheError",
-    "ActivationKey",
     "ActivationCache",
+    "ActivationKey",
+    "CacheError",
     "cache_limit_bytes",
+    "cached_extract",
+    "clear",
+    "info",
     "stimulus_hash",
     "weights_hash",
-    "cached_extract",
-    "info",
-    "clear",
 ]
 
 DEFAULT_LIMIT_GB = 10.0
@@ -130,7 +130,7 @@ def _warn(message: str) -> None:
 class ActivationCache:
     """LRU-limited store of float32 activation matrices keyed by :class:`ActivationKey`."""
 
-    def __init__(self, root: Union[str, Path, None] = None, limit_bytes: int | None = None):
+    def __init__(self, root: str | Path | None = None, limit_bytes: int | None = None):
         self.limit_bytes = cache_limit_bytes() if limit_bytes is None else int(limit_bytes)
         self.root: Path | None
         try:
@@ -257,7 +257,7 @@ class ActivationCache:
     def get_many(self, keys: Iterable[ActivationKey]) -> dict[ActivationKey, np.ndarray | None]:
         """Cached arrays for ``keys`` (None for a miss); refreshes last-use times of hits."""
         keys = list(keys)
-        result: dict[ActivationKey, np.ndarray | None] = {key: None for key in keys}
+        result: dict[ActivationKey, np.ndarray | None] = dict.fromkeys(keys)
         if self.root is None or not keys:
             return result
         entries = self._read_index()
@@ -401,8 +401,8 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
 def cached_extract(
     model: nn.Module,
     images: Images,
-    layers: Union[str, Sequence[str]],
-    reducer: Union[str, Reducer, None] = "flatten",
+    layers: str | Sequence[str],
+    reducer: str | Reducer | None = "flatten",
     *,
     model_name: str,
     benchmark_id: str,
@@ -413,7 +413,7 @@ def cached_extract(
     preprocessing_id: str = "imagenet-224",
     cache: ActivationCache | None = None,
     batch_size: int = 64,
-    device: Union[str, torch.device, None] = None,
+    device: str | torch.device | None = None,
     progress: bool = True,
     **options: Any,
 ) -> dict[str, np.ndarray]:

@@ -71,7 +71,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -82,17 +82,17 @@ from tqdm.auto import tqdm
 from itbench.errors import ItbenchError
 
 __all__ = [
-    "FeatureError",
-    "Reducer",
-    "Flatten",
     "AvgPool",
-    "RandomProjection",
-    "parse_reducer",
-    "layer_names",
-    "resolve_layers",
-    "default_layers",
+    "FeatureError",
     "FeatureExtractor",
+    "Flatten",
+    "RandomProjection",
+    "Reducer",
+    "default_layers",
     "extract",
+    "layer_names",
+    "parse_reducer",
+    "resolve_layers",
 ]
 
 
@@ -212,7 +212,7 @@ class RandomProjection:
 _REDUCER_RE = re.compile(r"^\s*([a-z_]+)\s*(?:\((.*)\))?\s*$")
 
 
-def parse_reducer(spec: Union[str, Reducer, None]) -> Reducer:
+def parse_reducer(spec: str | Reducer | None) -> Reducer:
     """A reducer from its spec string ('flatten', 'avgpool(2)', 'random_projection(1000, seed=1)').
 
     Strings let submissions and configs name reducers; objects pass through.
@@ -263,7 +263,7 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
-def resolve_layers(model: nn.Module, names: Union[str, Sequence[str]]) -> list[str]:
+def resolve_layers(model: nn.Module, names: str | Sequence[str]) -> list[str]:
     """Validated, de-duplicated layer names (order kept); unknown names fail with close matches."""
     if isinstance(names, str):
         names = [names]
@@ -319,25 +319,28 @@ def default_layers(model_name: str, granularity: str = "stages", model: nn.Modul
         if granularity == "stages":
             return ["maxpool", *stages, "avgpool"]
         counts = _block_counts(model, stages, _RESNET_BLOCKS[name])
-        return ["maxpool", *[f"{s}.{j}" for s, n in zip(stages, counts) for j in range(n)]]
+        return ["maxpool", *[f"{s}.{j}" for s, n in zip(stages, counts, strict=False) for j in range(n)]]
     if name == "efficientnet_lite0":
         stages = [f"blocks.{i}" for i in range(7)]
         if granularity == "stages":
             return ["conv_stem", *stages, "global_pool"]
         counts = _block_counts(model, stages, _EFFNET_LITE0_BLOCKS)
-        return ["conv_stem", *[f"{s}.{j}" for s, n in zip(stages, counts) for j in range(n)]]
+        return ["conv_stem", *[f"{s}.{j}" for s, n in zip(stages, counts, strict=False) for j in range(n)]]
     if name == "convnext_base":
         if model is not None and not hasattr(model, "stages"):  # torchvision naming
             stages = ["features.1", "features.3", "features.5", "features.7"]
             if granularity == "stages":
                 return ["features.0", *stages, "avgpool"]
             counts = _block_counts(model, stages, _CONVNEXT_BASE_BLOCKS)
-            return ["features.0", *[f"{s}.{j}" for s, n in zip(stages, counts) for j in range(n)]]
+            return [
+                "features.0",
+                *[f"{s}.{j}" for s, n in zip(stages, counts, strict=False) for j in range(n)],
+            ]
         stages = [f"stages.{i}" for i in range(4)]
         if granularity == "stages":
             return ["stem", *stages, "head.global_pool"]
         counts = _block_counts(model, [f"{s}.blocks" for s in stages], _CONVNEXT_BASE_BLOCKS)
-        return ["stem", *[f"{s}.blocks.{j}" for s, n in zip(stages, counts) for j in range(n)]]
+        return ["stem", *[f"{s}.blocks.{j}" for s, n in zip(stages, counts, strict=False) for j in range(n)]]
     known = sorted([*_RESNET_BLOCKS, "efficientnet_lite0", "convnext_base"])
     raise FeatureError(
         f"no default layers for model {model_name!r}",
@@ -352,10 +355,10 @@ class _StopForward(Exception):
     """Raised from the last hook of a batch so the layers after it are not computed."""
 
 
-Images = Union[Tensor, np.ndarray, Iterable[Tensor], Callable[[], Iterable[Tensor]]]
+Images = Tensor | np.ndarray | Iterable[Tensor] | Callable[[], Iterable[Tensor]]
 
 
-def _as_device(device: Union[str, torch.device, None], model: nn.Module) -> torch.device:
+def _as_device(device: str | torch.device | None, model: nn.Module) -> torch.device:
     """The device to run on: as given, or where the model's parameters already are."""
     if device is None:
         param = next(model.parameters(), None)
@@ -439,11 +442,11 @@ class FeatureExtractor:
     def __init__(
         self,
         model: nn.Module,
-        layers: Union[str, Sequence[str]],
-        reducer: Union[str, Reducer, Mapping[str, Union[str, Reducer]], None] = "flatten",
+        layers: str | Sequence[str],
+        reducer: str | Reducer | Mapping[str, str | Reducer] | None = "flatten",
         *,
         batch_size: int = 64,
-        device: Union[str, torch.device, None] = None,
+        device: str | torch.device | None = None,
         amp: bool | None = None,
         channels_last: bool | None = None,
         stop_early: bool = True,
@@ -460,7 +463,7 @@ class FeatureExtractor:
             self.reducers = {layer: parse_reducer(reducer[layer]) for layer in self.layers}
         else:
             shared = parse_reducer(reducer)
-            self.reducers = {layer: shared for layer in self.layers}
+            self.reducers = dict.fromkeys(self.layers, shared)
         if int(batch_size) < 1:
             raise FeatureError(f"batch_size must be >= 1, got {batch_size}", hint="e.g. batch_size=64")
         self.batch_size = int(batch_size)
@@ -587,10 +590,10 @@ class FeatureExtractor:
 def extract(
     model: nn.Module,
     images: Images,
-    layers: Union[str, Sequence[str]],
-    reducer: Union[str, Reducer, Mapping[str, Union[str, Reducer]], None] = "flatten",
+    layers: str | Sequence[str],
+    reducer: str | Reducer | Mapping[str, str | Reducer] | None = "flatten",
     batch_size: int = 64,
-    device: Union[str, torch.device, None] = None,
+    device: str | torch.device | None = None,
     progress: bool = True,
     **options: Any,
 ) -> dict[str, np.ndarray]:

@@ -99,7 +99,7 @@ def _pair_state_dicts(
             f"expected {LITE0_N_TENSORS} tensors in both",
         )
     paired = {}
-    for (tkey, tval), (skey, sval) in zip(target.items(), source.items()):
+    for (tkey, tval), (skey, sval) in zip(target.items(), source.items(), strict=False):
         if tuple(tval.shape) != tuple(sval.shape):
             raise WeightsUnavailable(
                 f"EfficientNet-Lite0 weights do not pair with timm's model: {skey} {tuple(sval.shape)} "

@@ -59,14 +59,15 @@ import functools
 import math
 import os
 import warnings
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from itbench.errors import ItbenchError
 
-__all__ = ["ReadoutError", "OLS", "RidgeGCV", "Ridge", "PCA", "DEFAULT_ALPHAS"]
+__all__ = ["DEFAULT_ALPHAS", "OLS", "PCA", "ReadoutError", "Ridge", "RidgeGCV"]
 
 #: The default ridge grid: 10 values, 1e-3 ... 1e6.
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-3, 6, 10))
@@ -404,7 +405,7 @@ class OLS(_Linear):
         self.rcond = rcond
 
     @_one_torch_thread
-    def fit(self, X: Any, Y: Any) -> "OLS":
+    def fit(self, X: Any, Y: Any) -> OLS:
         """Fit the minimum-norm least-squares weights."""
         x, x_mean, yc, y_mean = self._prepare(X, Y)
         n, p = x.shape
@@ -478,7 +479,7 @@ class RidgeGCV(_Linear):
         self.alpha_per_target = alpha_per_target
 
     @_one_torch_thread
-    def fit(self, X: Any, Y: Any) -> "RidgeGCV":
+    def fit(self, X: Any, Y: Any) -> RidgeGCV:
         """Decompose once, score every alpha by LOO error, keep the best per target."""
         x, x_mean, yc, y_mean = self._prepare(X, Y)
         n, p = x.shape
@@ -668,7 +669,7 @@ class PCA:
     # ---- fitting
 
     @_one_torch_thread
-    def fit(self, X: Any) -> "PCA":
+    def fit(self, X: Any) -> PCA:
         """Fit the components (X is not copied; blocks are centred on the fly)."""
         self._fit(X, want_scores=False)
         return self

@@ -8,9 +8,9 @@ pixels and for network layers live here too.
 from __future__ import annotations
 
 import abc
-
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ class LinearReadoutModel:
         feats = torch.as_tensor(np.asarray(feats) if not torch.is_tensor(feats) else feats)
         return feats.to(self.device, torch.float32)
 
-    def fit(self, train: Any) -> "LinearReadoutModel":
+    def fit(self, train: Any) -> LinearReadoutModel:
         x = self._features(train.images)
         if self.n_components:
             n = min(self.n_components, x.shape[0] - 1, x.shape[1])
@@ -133,7 +133,7 @@ class LayerFeatures:
         from itbench.models.pretrained import random_weights_forced
 
         random = not self.pretrained or random_weights_forced()
-        return f"{self.model_name}-{'random-seed%d' % self.seed if random else 'pretrained'}"
+        return f"{self.model_name}-{f'random-seed{self.seed}' if random else 'pretrained'}"
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         from itbench.models.cache import cached_extract
@@ -218,7 +218,7 @@ class _TrainedModel(abc.ABC):
         result = fit_regressor(self.network, inputs, targets, **options)
         self.network, self.history = result.model, result.history
 
-    def fit(self, train: Any) -> "_TrainedModel":
+    def fit(self, train: Any) -> _TrainedModel:
         torch.manual_seed(self.seed)
         inputs = self._inputs(train.images)
         self.targets = _Standardizer(np.asarray(train.responses, dtype=np.float64))
@@ -254,8 +254,8 @@ class _TrainedModel(abc.ABC):
     def _extra_state(self) -> dict[str, Any]:
         return {}
 
-    def _load_extra_state(self, extra: dict[str, Any]) -> None:
-        pass
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
+        """Restore what ``_extra_state`` saved; most heads have nothing extra."""
 
 
 class FrozenHeadModel(_TrainedModel):

@@ -22,7 +22,7 @@ import math
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,17 +34,17 @@ from tqdm.auto import tqdm
 from itbench.errors import ItbenchError
 
 __all__ = [
-    "TrainingError",
-    "MLPHead",
     "ConvHead",
-    "ShallowCNN",
-    "ImageAugment",
-    "TrainConfig",
     "FitResult",
+    "ImageAugment",
+    "MLPHead",
+    "ShallowCNN",
+    "TrainConfig",
     "Trainer",
+    "TrainingError",
     "fit_regressor",
-    "predict",
     "loss_function",
+    "predict",
 ]
 
 
@@ -256,8 +256,7 @@ def _batches(
             yield dataset.inputs[idx], dataset.targets[idx]
         return
     loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size, shuffle=False)
-    for x, y in loader:
-        yield x, y
+    yield from loader
 
 
 # --------------------------------------------------------------------------- trainer
@@ -277,7 +276,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     loss: str = "mse"
     augment: Callable[[Tensor], Tensor] | None = None
-    device: Union[str, torch.device] = "cpu"
+    device: str | torch.device = "cpu"
     amp: bool | None = None
     channels_last: bool | None = None
     seed: int = 0
@@ -301,7 +300,7 @@ def _split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
     if not 0.0 <= fraction < 1.0:
         raise TrainingError(f"holdout_fraction must be in [0, 1), got {fraction}", hint="e.g. 0.1")
     order = np.random.default_rng(seed).permutation(n)
-    n_hold = int(round(n * fraction))
+    n_hold = round(n * fraction)
     if fraction > 0 and n_hold == 0:
         n_hold = 1
     if n - n_hold < 1:
@@ -432,7 +431,7 @@ class Trainer:
         steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _lr_lambda(total, int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.scheduler)
+            optimizer, _lr_lambda(total, round(cfg.warmup_epochs * steps_per_epoch), cfg.scheduler)
         )
 
         def to_device(x: Tensor) -> Tensor:
@@ -549,7 +548,7 @@ def predict(
     model: nn.Module,
     inputs: Any,
     batch_size: int = 256,
-    device: Union[str, torch.device, None] = None,
+    device: str | torch.device | None = None,
     amp: bool | None = None,
 ) -> np.ndarray:
     """Predictions of ``model`` for ``inputs`` as float32 (N, out) numpy, in eval + inference mode."""

@@ -252,7 +252,7 @@ def _examples(ax, examples: Mapping[str, Sequence] | None) -> None:
     lo, hi = math.inf, -math.inf
     labels: list[tuple[str, str]] = []
     for i, (nid, meas, pred) in enumerate(
-        zip(examples["neuroid_id"], examples["measured"], examples["predicted"])
+        zip(examples["neuroid_id"], examples["measured"], examples["predicted"], strict=False)
     ):
         m, p = np.asarray(meas, dtype=float), np.asarray(pred, dtype=float)
         ok = np.isfinite(m) & np.isfinite(p)
@@ -329,7 +329,7 @@ def sweep_figure(model: str, lines: Sequence[SweepLine]) -> str:
                 band = np.asarray(ci, dtype=float).reshape(-1, 2)[order]
                 ax.fill_between(depth, band[:, 0], band[:, 1], color=color, alpha=0.2, linewidth=0)
                 ax.plot(depth, y, marker="o", markersize=3, color=color, label=_text(line.weights))
-            for d, name in zip(depth, np.asarray(line.layers, dtype=object)[order]):
+            for d, name in zip(depth, np.asarray(line.layers, dtype=object)[order], strict=False):
                 ticks.setdefault(float(d), str(name))
             finite_ev = _finite(line.mean_ev)
             if finite_ev.size:

@@ -258,7 +258,7 @@ def _examples(raw: Any) -> dict[str, Any] | None:
             raise InvalidRecord(f"examples.{key} should be a list of lists")
         matrix = [_numbers(v, f"examples.{key}") for v in value]
         if ids and len(matrix) != len(ids) and matrix and len(matrix[0]) == len(ids):
-            matrix = [list(col) for col in zip(*matrix)]  # image-major -> neuroid-major
+            matrix = [list(col) for col in zip(*matrix, strict=False)]  # image-major -> neuroid-major
         if len(matrix) != len(ids) or any(len(row) != len(stim) for row in matrix):
             raise InvalidRecord(f"examples.{key} should be one row of {len(stim)} values per example neuroid")
         rows[key] = matrix
@@ -306,9 +306,9 @@ def parse_submission(record: Any, rel: str) -> SubmissionResult:
     if status == "ok" or record.get("scores") is not None:
         scores, ci, counts = _scores(record.get("scores"), "scores")
     else:
-        scores = {k: math.nan for k in SCORE_KEYS}
-        ci = {k: (math.nan, math.nan) for k in CI_KEYS}
-        counts = {k: None for k in COUNT_KEYS}
+        scores = dict.fromkeys(SCORE_KEYS, math.nan)
+        ci = dict.fromkeys(CI_KEYS, (math.nan, math.nan))
+        counts = dict.fromkeys(COUNT_KEYS)
     return SubmissionResult(
         rel=rel,
         benchmark=bid,
@@ -378,7 +378,7 @@ class BenchmarkResults:
 
 def _record_files(bench_dir: Path) -> list[Path]:
     """Record files: ``*.json`` beside and in ``sweeps/`` (``failures/`` and dotfiles skipped)."""
-    files = [p for p in bench_dir.glob("*.json")] + [p for p in bench_dir.glob("sweeps/*.json")]
+    files = list(bench_dir.glob("*.json")) + list(bench_dir.glob("sweeps/*.json"))
     return sorted(p for p in files if not p.name.startswith(".") and p.is_file())
 
 
@@ -816,7 +816,7 @@ def render(
                 )
             )
             all_rows.extend(rows)
-            for (rank, sub), row in zip(ranked, rows):
+            for (_, sub), row in zip(ranked, rows, strict=False):
                 inline = None
                 if row["figure"]:
                     pn = sub.per_neuroid or {}

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from itbench.scoring import metrics
-from itbench.errors import BenchmarkError
 from itbench.contract import TrainData
 from itbench.data.sources import KNOWN, SourceData, installed, load_source
 from itbench.data.split import file_hash, load_split, split_path
+from itbench.errors import BenchmarkError
+from itbench.scoring import metrics
 
 SPLITS = ("train", "val", "test")
 N_EXAMPLE_NEUROIDS = 4

@@ -39,8 +39,9 @@ Conventions (the choices a reader of a score needs to know):
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -50,19 +51,19 @@ if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
 
 __all__ = [
-    "MetricInputError",
-    "explained_variance",
-    "pearson_r",
-    "trials_array",
-    "split_half_ceiling",
-    "spearman_brown",
-    "normalized_r",
-    "NormalizedR",
-    "bootstrap_indices",
-    "bootstrap_ci",
-    "bootstrap_normalized_ci",
-    "summarize",
     "STATS",
+    "MetricInputError",
+    "NormalizedR",
+    "bootstrap_ci",
+    "bootstrap_indices",
+    "bootstrap_normalized_ci",
+    "explained_variance",
+    "normalized_r",
+    "pearson_r",
+    "spearman_brown",
+    "split_half_ceiling",
+    "summarize",
+    "trials_array",
 ]
 
 
@@ -205,7 +206,7 @@ def _masked_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- ceilings
 
 
-def trials_array(da: "xr.DataArray", stimulus_ids: Sequence[Any] | None = None) -> np.ndarray:
+def trials_array(da: xr.DataArray, stimulus_ids: Sequence[Any] | None = None) -> np.ndarray:
     """Turn a trial-level assembly into an array ``(n_images, n_reps, n_neuroids)``.
 
     ``da`` has dims ``presentation`` x ``neuroid`` with a ``stimulus_id`` coord
@@ -624,7 +625,7 @@ def summarize(
             "n_images": int(n),
             "n_nan_r": int(np.isnan(r).sum()),
         }
-    ci: dict[str, Any] = {k: None for k in (*STATS, "normalized_r")}
+    ci: dict[str, Any] = dict.fromkeys((*STATS, "normalized_r"))
     if n_boot:
         w = _counts(bootstrap_indices(n, n_boot, seed))
         for name in STATS:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import errno
 import zipfile
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pooch
 import pytest
 import xarray as xr
-
 from helpers_data import (
     LocalServer,
     build_majajhong_source,
@@ -28,11 +28,12 @@ from helpers_data import (
     write_it_data_h5,
     write_stimulus_csv,
 )
+
 from itbench.data.assembly import load_assembly
 from itbench.data.download import fetch_file
-from itbench.errors import DataError, DownloadError
 from itbench.data.sources import installed, majajhong2015, nx414
 from itbench.data.stimuli import load_stimulus_set
+from itbench.errors import DataError, DownloadError
 
 SMALL = nx414.Shapes(n_train=6, n_val=3, n_test=4, n_neuroids=5, image_size=16)
 
@@ -152,7 +153,7 @@ def test_mismatched_stimulus_ids_are_listed(project, tmp_path):
 def _rehash(src) -> dict:
     """The manifest of a source whose files a test has just altered."""
     manifest = {**src.manifest, "files": {r: dict(f) for r, f in src.manifest["files"].items()}}
-    for role, entry in manifest["files"].items():
+    for entry in manifest["files"].values():
         entry["sha1"] = sha1_of(src.folder / entry["filename"])
     return manifest
 
@@ -232,7 +233,7 @@ def test_disk_full_while_installing_course_file(project, tmp_path, monkeypatch):
         raise OSError(errno.EXDEV, "cross-device link")
 
     def full_copy(src, dst, **kwargs):
-        open(dst, "wb").write(b"partial")
+        Path(dst).write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(nx414.os, "link", no_link)
@@ -248,7 +249,7 @@ def test_disk_full_while_writing_processed_assembly(project, tmp_path, monkeypat
     src = build_majajhong_source(tmp_path / "bucket", n_objects=2, per_object=3)
 
     def full(self, path, **kwargs):
-        open(path, "wb").write(b"\x89HDF partial")
+        Path(path).write_bytes(b"\x89HDF partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(xr.DataArray, "to_netcdf", full)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from itbench.harness import sandbox
 from itbench.errors import ItbenchError
+from itbench.harness import sandbox
 from itbench.harness.record import SCHEMA, dumps, failure_path, read_record, record_path
 
 FIXTURES = Path(__file__).resolve().parent / "submissions"
@@ -54,8 +54,8 @@ def run_case(demo, tmp_path, monkeypatch, capfd, find_procs):
     folder that must be empty again afterwards, and the prediction cache is
     bypassed so every case really runs.
     """
-    from itbench.paths import cache_root
     from itbench.harness.runner import score_submission
+    from itbench.paths import cache_root
 
     scratch = tmp_path / "runner-tmp"
     scratch.mkdir()
@@ -218,7 +218,7 @@ def _sha1(path: Path) -> str:
 
 
 def test_reading_held_out_responses_is_blocked(run_case, need_sandbox):
-    record, out = run_case("peek_raise")
+    record, _out = run_case("peek_raise")
     assert "FileNotFoundError in fit" in record["error"]
     assert "benchmark/demo/assembly.nc" in record["error"]
     assert "the sandbox failed" not in record["error"]

@@ -22,7 +22,6 @@ import pytest
 from itbench.harness import sandbox
 from itbench.harness.sandbox import IsolatedResult, Limits, child_env, run_isolated, sandbox_argv
 
-
 PY = sys.executable
 SECRET = "HELD-OUT-RESPONSES-3.14159"
 

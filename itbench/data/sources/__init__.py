@@ -87,7 +87,7 @@ def split_summary(data: SourceData, split) -> dict[str, dict[str, Any]]:
     for label in ("train", "val", "test"):
         ids = split.index[split.to_numpy() == label].to_numpy().astype(str)
         out[label] = {
-            "images": int(len(ids)),
+            "images": len(ids),
             "with_responses": int(sum(i in have for i in ids)),
             "neuroids": int(data.responses.sizes["neuroid"]),
             "repetitions": _repetition_stats(data.trials, ids),
@@ -123,7 +123,7 @@ def describe(benchmark_id: str, splits: bool = True) -> dict[str, Any]:
             synthetic=data.synthetic,
             checksum=data.checksum,
             description=data.description,
-            n_stimuli=int(len(data.stimuli)),
+            n_stimuli=len(data.stimuli),
             n_neuroids=int(data.responses.sizes["neuroid"]),
             trial_level=data.trials is not None,
         )

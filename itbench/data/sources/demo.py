@@ -27,9 +27,9 @@ import pandas as pd
 from itbench import paths
 from itbench.data.assembly import average_trials, load_assembly, validate_responses
 from itbench.data.download import file_sha1
-from itbench.errors import DataError
 from itbench.data.sources import SourceData
 from itbench.data.stimuli import load_stimulus_set
+from itbench.errors import DataError
 
 BENCHMARK_ID = "demo"
 FILES = ("stimuli.csv", "stimuli.zip", "assembly.nc")

@@ -30,11 +30,11 @@ from itbench.data.assembly import (
     validate_responses,
 )
 from itbench.data.download import fetch_file, file_sha1
-from itbench.errors import BenchmarkError, DataError
-from itbench.data.sources import SourceData
 from itbench.data.hvm import hvm_category
+from itbench.data.sources import SourceData
 from itbench.data.split import check_split_covers, make_split, read_split, split_path, write_split
 from itbench.data.stimuli import StimulusSet, load_stimulus_set
+from itbench.errors import BenchmarkError, DataError
 
 BENCHMARK_ID = "majajhong2015"
 PROCESSED = "processed_IT_trials.nc"
@@ -237,7 +237,7 @@ def fetch(
         "time_bin_ms": list(time_bin),
         "n_neuroids": int(trials.sizes["neuroid"]),
         "n_presentations": int(trials.sizes["presentation"]),
-        "fetched": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "fetched": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     tmp = _record_path().with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

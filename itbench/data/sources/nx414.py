@@ -27,10 +27,10 @@ import xarray as xr
 from itbench import paths
 from itbench.data.assembly import validate_responses
 from itbench.data.download import file_sha1
-from itbench.errors import BenchmarkError, DataError
-from itbench.data.sources import SourceData
 from itbench.data.hvm import hvm_category
+from itbench.data.sources import SourceData
 from itbench.data.stimuli import HDF5Images, make_stimulus_set
+from itbench.errors import BenchmarkError, DataError
 
 BENCHMARK_ID = "nx414"
 FILENAME = "IT_data.h5"
@@ -163,7 +163,7 @@ def import_file(path: str | os.PathLike, shapes: Shapes = Shapes()) -> Path:
         "size": dest.stat().st_size,
         "source": str(src.resolve()),
         "shapes": asdict(shapes),
-        "imported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "imported": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     tmp = location() / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -222,7 +222,7 @@ def load() -> SourceData:
             for split in SPLITS:
                 n = shapes.count(split)
                 objects = _decode_names(handle[f"object_{split}"][:])
-                for i, (sid, obj) in enumerate(zip(stimulus_ids(split, n), objects)):
+                for i, (sid, obj) in enumerate(zip(stimulus_ids(split, n), objects, strict=False)):
                     rows.append(
                         (
                             sid,
