@@ -46,36 +46,38 @@ def scored(results):
     out = {}
     for sub in ("pixels_ridge", "effnet_lite0_ridge"):
         started = time.perf_counter()
-        out[sub] = score_submission(
+        record = score_submission(
             REPO / "submissions" / sub, "demo", options=RunOptions(results_root=results, n_boot=200)
         )
-        out[sub]["_seconds"] = time.perf_counter() - started
+        out[sub] = (record, time.perf_counter() - started)
     return out
 
 
 def test_records_are_complete_and_on_disk(scored, results):
-    for sub, record in scored.items():
-        assert record["status"] == "ok", record["error"]
-        on_disk = read_record(results / "demo" / f"{sub}.json")
-        assert on_disk["scores"] == json.loads(json.dumps(record["scores"]))
-        assert on_disk["benchmark"]["synthetic"] is True
-        assert len(on_disk["per_neuroid"]["r"]) == 168
-        prov = on_disk["provenance"]
-        for key in ("code_hash", "data_checksum", "split_hash", "packages", "device", "seed", "wall_time_s"):
+    for sub, (record, _) in scored.items():
+        assert record.status == "ok", record.error
+        assert record.path == results / "demo" / f"{sub}.json"
+        on_disk = read_record(record.path)
+        assert on_disk.scores == record.scores
+        assert on_disk.benchmark.synthetic is True
+        assert len(on_disk.per_neuroid.r) == 168
+        assert on_disk.submission.code_hash and on_disk.benchmark.data_checksum and on_disk.benchmark.split_hash
+        prov = on_disk.provenance.model_dump()
+        for key in ("packages", "device", "seed", "wall_time_s", "sandboxed"):
             assert prov.get(key) is not None, key
 
 
 def test_pretrained_network_beats_pixels_and_both_below_ceiling(scored):
-    pixels, effnet = scored["pixels_ridge"]["scores"], scored["effnet_lite0_ridge"]["scores"]
+    (pixels_rec, pixels_s), (effnet_rec, effnet_s) = scored["pixels_ridge"], scored["effnet_lite0_ridge"]
+    pixels, effnet = pixels_rec.scores, effnet_rec.scores
     print(
-        f"\npixels mean r {pixels['mean_r']:.3f} ({scored['pixels_ridge']['_seconds']:.1f} s), "
-        f"effnet mean r {effnet['mean_r']:.3f} ({scored['effnet_lite0_ridge']['_seconds']:.1f} s), "
-        f"ceiling {effnet['ceiling']:.3f}"
+        f"\npixels mean r {pixels.mean_r:.3f} ({pixels_s:.1f} s), "
+        f"effnet mean r {effnet.mean_r:.3f} ({effnet_s:.1f} s), ceiling {effnet.ceiling:.3f}"
     )
-    assert effnet["mean_r"] > pixels["mean_r"] + 0.15
-    assert effnet["ci"]["mean_r"][0] > pixels["ci"]["mean_r"][1]  # CIs do not overlap
-    assert effnet["median_r"] < effnet["ceiling"]
-    assert pixels["median_r"] < pixels["ceiling"]
+    assert effnet.mean_r > pixels.mean_r + 0.15
+    assert effnet.ci["mean_r"][0] > pixels.ci["mean_r"][1]  # CIs do not overlap
+    assert effnet.median_r < effnet.ceiling
+    assert pixels.median_r < pixels.ceiling
 
 
 def test_warm_rescore_uses_cache_and_is_fast(scored, results):
@@ -88,8 +90,8 @@ def test_warm_rescore_uses_cache_and_is_fast(scored, results):
         options=RunOptions(results_root=results, n_boot=200),
     )
     elapsed = time.perf_counter() - started
-    assert again["provenance"]["predictions_cached"] is True
-    assert again["scores"] == scored["effnet_lite0_ridge"]["scores"]
+    assert again.provenance.predictions_cached is True
+    assert again.scores == scored["effnet_lite0_ridge"][0].scores
     assert elapsed < 10  # generous: the bench measures the real target
 
 

@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from itbench.models.readouts import OLS, PCA, RidgeGCV
+from itbench.models.readouts import DEFAULT_ALPHAS, OLS, PCA, RidgeGCV
 
 READOUTS = ("ols", "ridge", "ridge_cv")
-DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 7, 19))
 
 Featurizer = Callable[[torch.Tensor], Any]
 
