@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from itbench.harness.executors import Executor
     from itbench.harness.record import Record, SubmissionRecord, SweepRecord
     from itbench.page.leaderboard import RenderReport
     from itbench.scoring.benchmark import Benchmark
@@ -56,11 +57,20 @@ def score_all(
     benchmark: str | None = None,
     *,
     stale_only: bool = True,
+    executor: str | Executor = "local",
+    address: str | None = None,
     log: Callable[[str], None] = _stderr,
+    on_record: Callable[[SubmissionRecord], None] | None = None,
     **options: Any,
 ) -> list[SubmissionRecord]:
-    """Score every submission (by default only those without a current record)."""
-    from itbench.harness.runner import RunOptions, score_submission, stale_submissions
+    """Score every submission (by default only those without a current record).
+
+    ``executor="ray"`` runs one Ray task per submission on the cluster at
+    ``address`` (``"auto"``: the one ``ray start`` made; None: ``$RAY_ADDRESS``
+    or a private local Ray); records are the same as the serial path's.
+    """
+    from itbench.harness.executors import make_executor
+    from itbench.harness.runner import RunOptions, stale_submissions
     from itbench.harness.submission import discover
     from itbench.scoring.benchmark import default_benchmark
 
@@ -69,7 +79,8 @@ def score_all(
     folders = (
         stale_submissions(bid, opts.split, opts.results_root) if stale_only else [s.path for s in discover()]
     )
-    return [score_submission(folder, bid, opts, log=log) for folder in folders]
+    runner = make_executor(executor, address) if isinstance(executor, str) else executor
+    return runner.score(folders, bid, opts, log=log, on_record=on_record)
 
 
 def sweep(model: str, benchmark: str | None = None, **options: Any) -> SweepRecord:

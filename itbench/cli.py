@@ -29,6 +29,24 @@ DEVICES = ("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8)))
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def executor_options(fn: Any) -> Any:
+    """``--executor local|ray`` and ``--address``: where the runs of a command happen."""
+    fn = click.option(
+        "--address",
+        default=None,
+        help="With --executor ray: the cluster (auto = the one `ray start` made; HOST:PORT; "
+        "default $RAY_ADDRESS, else a private local Ray).",
+    )(fn)
+    return click.option(
+        "--executor",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="local: one run after the other in this process; ray: one Ray task per run "
+        "(pip install -e '.[ray]'; held-out responses stay here).",
+    )(fn)
+
+
 def _fmt(value: float | None, ci: Sequence[float | None] | None = None) -> str:
     if value is None:
         return "—"
@@ -94,7 +112,8 @@ def cli() -> None:
 Examples:
   itbench score submissions/pixels_ridge --benchmark demo
   itbench score pixels_ridge effnet_lite0_ridge --json > records.json
-  itbench score --all --benchmark nx414 --device cuda"""
+  itbench score --all --benchmark nx414 --device cuda
+  itbench score --all --executor ray --address auto   on a Ray cluster"""
 )
 @click.argument("submissions", nargs=-1)
 @click.option("--all", "run_all", is_flag=True, help="Score every submission without a current record.")
@@ -122,6 +141,14 @@ Examples:
 )
 @click.option("--no-cache", is_flag=True, help="Refit and re-predict even when cached.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record(s) as JSON.")
+@executor_options
+@click.option(
+    "--max-retries",
+    type=click.IntRange(0),
+    default=2,
+    show_default=True,
+    help="With --executor ray: retries of a run whose node or Ray worker died.",
+)
 def score(
     submissions: tuple[str, ...],
     run_all: bool,
@@ -136,9 +163,13 @@ def score(
     n_boot: int,
     no_cache: bool,
     as_json: bool,
+    executor: str,
+    address: str | None,
+    max_retries: int,
 ) -> None:
     """Fit, predict and score SUBMISSIONS (folders or ids under submissions/), writing records."""
-    from itbench.harness.runner import RunOptions, score_submission, stale_submissions
+    from itbench.harness.executors import make_executor
+    from itbench.harness.runner import RunOptions, stale_submissions
     from itbench.scoring.benchmark import default_benchmark
 
     bid = benchmark or default_benchmark()
@@ -165,13 +196,13 @@ def score(
         use_cache=not no_cache,
         n_boot=n_boot,
     )
-    records = []
-    for folder in folders:
-        record = score_submission(folder, bid, options=opts)
-        records.append(record)
+
+    def show(record: SubmissionRecord) -> None:
         click.echo(record.to_json() if as_json else format_scores(record))
         if not as_json:
             click.echo(f"  record: {record.path}", err=True)
+
+    records = make_executor(executor, address, max_retries).score(folders, bid, opts, on_record=show)
     if all(r.status == "failed" for r in records):
         sys.exit(1)
 
@@ -280,7 +311,8 @@ def new(submission_id: str, root: Path | None) -> None:
     epilog="""\b
 Examples:
   itbench leaderboard                         re-render from leaderboard/results
-  itbench leaderboard --run --benchmark nx414 score what is stale first"""
+  itbench leaderboard --run --benchmark nx414 score what is stale first
+  itbench leaderboard --run --executor ray --address auto"""
 )
 @click.option("--benchmark", "-b", "benchmarks", multiple=True, help="Only these benchmarks.")
 @click.option(
@@ -292,16 +324,20 @@ Examples:
     default=None,
     help="Output folder (default: leaderboard/).",
 )
-def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None) -> None:
+@executor_options
+def leaderboard(
+    benchmarks: tuple[str, ...], run_missing: bool, out: Path | None, executor: str, address: str | None
+) -> None:
     """Regenerate the leaderboard page from the stored result records."""
     from itbench import api
 
     if run_missing:
+        from itbench.harness.executors import make_executor
         from itbench.scoring.benchmark import default_benchmark
 
+        runner = make_executor(executor, address)
         for bid in benchmarks or (default_benchmark(),):
-            for record in api.score_all(bid):
-                click.echo(format_scores(record))
+            api.score_all(bid, executor=runner, on_record=lambda record: click.echo(format_scores(record)))
     click.echo(str(api.render(out_dir=out, benchmarks=benchmarks or None)))
 
 

@@ -8,6 +8,7 @@ garbage), this function returns a record and never loses an earlier one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,8 +16,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from itbench import paths
 from itbench.errors import SubmissionError, WeightsUnavailable
 from itbench.harness import worker
 from itbench.harness.device import resolve_device
+from itbench.harness.inputs import ChildInputs
 from itbench.harness.record import (
     BenchmarkRef,
     Examples,
@@ -135,7 +137,7 @@ def _ensure_weights(sub: Submission) -> None:
 
 def _write_inputs(
     workdir: Path,
-    bench: Benchmark,
+    bench: ChildInputs,
     split: str,
     job: dict[str, Any],
     need_train: bool,
@@ -179,7 +181,7 @@ def _child_failure(result: Any, status: dict[str, Any] | None, limits: Any) -> s
 
 def _run_child(
     sub: Submission,
-    bench: Benchmark,
+    bench: ChildInputs,
     opts: RunOptions,
     job: dict[str, Any],
     own_cache: Path,
@@ -285,51 +287,98 @@ def _store_predictions(pred_file: Path, pred: np.ndarray, provenance: dict[str, 
     pred_file.with_suffix(".json").write_text(json.dumps(keep))
 
 
+# The run is split in three so that every executor shares the driver's part:
+#   plan_run      (driver)  resolve device/size/params, look up cached predictions;
+#   run_child     (any node) the sandboxed worker: train data + images in, raw predictions out;
+#   complete_run  (driver)  validate, cache, score against the held-out responses.
+# ``RunState`` + ``recording`` turn a submission's faults into the record, the same way everywhere.
+
+
+@dataclass
+class RunState:
+    """One run's record as it is being built, and when it started."""
+
+    record: SubmissionRecord
+    started: float = field(default_factory=time.perf_counter)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, sub_path: Path, bench: Benchmark, split: str) -> RunState:
+        """A run whose submission folder has not been parsed yet."""
+        return cls(record=_new_record(None, sub_path.name, bench, split))
+
+    @property
+    def ended(self) -> bool:
+        """True once a fault has decided the outcome (nothing more to run)."""
+        return self.record.status != "ok"
+
+    def finish(self) -> SubmissionRecord:
+        """The record with its provenance and wall time, ready to write."""
+        return _finish(self.record, self.provenance, self.started)
+
+
+@contextlib.contextmanager
+def recording(state: RunState, path: Path) -> Iterator[None]:
+    """Turn a submission's faults into its record; on Ctrl-C write the interrupted record, re-raise."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        state.record.mark("failed", "interrupted by the user (Ctrl-C)")
+        write_record(state.finish(), path)
+        raise
+    except WeightsUnavailable as err:
+        state.record.mark("skipped", str(err))
+    except SubmissionError as err:
+        state.record.mark("failed", str(err))
+
+
+@dataclass
+class PlannedRun:
+    """A run after the driver's checks: ``job`` is what the child needs, None when ``cached``."""
+
+    sub: Submission
+    fit_key: str
+    pred_file: Path
+    job: dict[str, Any] | None = None
+    cached: np.ndarray | None = None
+
+
 def _score_locked(
     sub_path: Path, bench: Benchmark, opts: RunOptions, log: Callable[[str], None], path: Path
 ) -> SubmissionRecord:
-    """The run itself; on Ctrl-C the interrupted record is written before re-raising."""
-    started = time.perf_counter()
-    record = _new_record(None, sub_path.name, bench, opts.split)
-    provenance: dict[str, Any] = {}
-    try:
+    """The local (in-process, serial) path: plan, run the child here, complete."""
+    state = RunState.start(sub_path, bench, opts.split)
+    with recording(state, path):
         sub = load_submission(sub_path)
-        record = _new_record(sub, sub.id, bench, opts.split)
-        pred = _predictions(sub, bench, opts, provenance, log)
-        log("scoring ...")
-        scored = bench.score(pred, opts.split, n_boot=opts.n_boot, seed=opts.seed)
-        record.scores = Scores.model_validate(scored["scores"])
-        record.per_neuroid = PerNeuroid.model_validate(scored["per_neuroid"])
-        record.examples = Examples.model_validate(scored["examples"])
-    except KeyboardInterrupt:
-        record.mark("failed", "interrupted by the user (Ctrl-C)")
-        write_record(_finish(record, provenance, started), path)
-        raise
-    except WeightsUnavailable as err:
-        record.mark("skipped", str(err))
-    except SubmissionError as err:
-        record.mark("failed", str(err))
-    return _finish(record, provenance, started)
+        plan = plan_run(sub, bench, opts, state, log)
+        pred, status = plan.cached, None
+        if plan.job is not None:
+            pred, status = run_child(plan.sub, bench, opts, plan.job, plan.fit_key, state.provenance, log)
+        complete_run(plan, pred, status, bench, opts, state, log)
+    return state.finish()
 
 
-def _predictions(
+def plan_run(
     sub: Submission,
     bench: Benchmark,
     opts: RunOptions,
-    provenance: dict[str, Any],
+    state: RunState,
     log: Callable[[str], None],
-) -> np.ndarray:
-    """Validated predictions for the split: from the cache, or from a sandboxed run."""
-    device = resolve_device(opts.device)
+    device: str | None = None,
+) -> PlannedRun:
+    """Driver side, before the child: resolve the run and serve it from the prediction cache if we can.
+
+    The prediction cache is the driver's: workers never read or write it.
+    ``device`` is given when the run will happen elsewhere (a cluster node's
+    GPU need not be visible here); else ``opts.device`` is resolved here.
+    """
+    state.record = _new_record(sub, sub.id, bench, opts.split)
+    device = device or resolve_device(opts.device)
     size = resolve_size(sub, opts.size, device)
     params = sub.params_for(size)
     fit_key = run_key(sub.code_hash(), bench.checksum, bench.split_hash, params, opts.seed, size, bench.id)
     pred_file = prediction_file(fit_key, opts.split)
-    # A submission writes only its own cache namespace (fitted state, activations):
-    # it can never plant predictions or states for another submission.
-    own_cache = submission_namespace(sub.id)
-    fitted = own_cache / "fitted" / fit_key
-    provenance.update(
+    state.provenance.update(
         device=device,
         size=size,
         params=params,
@@ -339,16 +388,14 @@ def _predictions(
         predictions_cached=False,
         sandboxed=None,
     )
+    plan = PlannedRun(sub=sub, fit_key=fit_key, pred_file=pred_file)
     if opts.use_cache and pred_file.exists() and pred_file.with_suffix(".json").exists():
-        pred = np.load(pred_file, allow_pickle=False)
-        provenance.update(json.loads(pred_file.with_suffix(".json").read_text()))
-        provenance.update(fit_cached=True, predictions_cached=True)
+        plan.cached = np.load(pred_file, allow_pickle=False)
+        state.provenance.update(json.loads(pred_file.with_suffix(".json").read_text()))
+        state.provenance.update(fit_cached=True, predictions_cached=True)
         log(f"using cached predictions of {sub.id} (fitted state unchanged)")
     else:
-        if not opts.use_cache:
-            shutil.rmtree(fitted, ignore_errors=True)
-        _ensure_weights(sub)
-        job = {
+        plan.job = {
             "submission_path": str(sub.path),
             "device": device,
             "batch_size": opts.batch_size,
@@ -356,16 +403,58 @@ def _predictions(
             "params": params,
             "size": size,
             "benchmark_id": bench.id,
-            "fitted_dir": str(fitted),
-            "cache_dir": str(own_cache),
         }
-        pred, status = _run_child(sub, bench, opts, job, own_cache, fitted, provenance, log)
-        provenance["fit_cached"] = status.get("fit_cached", False)
+    return plan
+
+
+def run_child(
+    sub: Submission,
+    inputs: ChildInputs,
+    opts: RunOptions,
+    job: dict[str, Any],
+    fit_key: str,
+    provenance: dict[str, Any],
+    log: Callable[[str], None],
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The child part, runnable on any node: raw predictions and status from the sandboxed worker.
+
+    ``inputs`` is the benchmark (local path) or a ``WorkerInputs`` (Ray task):
+    anything with ``train_data()`` and ``images(split)``, so the held-out
+    responses need not exist where this runs. The submission's own cache
+    (fitted state, activations) is the one of the node it runs on.
+    """
+    own_cache = submission_namespace(sub.id)
+    # A submission writes only its own cache namespace (fitted state, activations):
+    # it can never plant predictions or states for another submission.
+    fitted = own_cache / "fitted" / fit_key
+    if not opts.use_cache:
+        shutil.rmtree(fitted, ignore_errors=True)
+    _ensure_weights(sub)
+    job = {**job, "fitted_dir": str(fitted), "cache_dir": str(own_cache)}
+    return _run_child(sub, inputs, opts, job, own_cache, fitted, provenance, log)
+
+
+def complete_run(
+    plan: PlannedRun,
+    pred: Any,
+    status: dict[str, Any] | None,
+    bench: Benchmark,
+    opts: RunOptions,
+    state: RunState,
+    log: Callable[[str], None],
+) -> None:
+    """Driver side, after the child: validate the untrusted predictions, cache them, score them."""
+    if status is not None:
+        state.provenance["fit_cached"] = status.get("fit_cached", False)
     n = len(bench.stimulus_ids(opts.split))
-    pred = validate_predictions(pred, n, len(bench.neuroid_ids), sub.id)
-    if opts.use_cache and not provenance["predictions_cached"]:
-        _store_predictions(pred_file, pred, provenance)
-    return pred
+    pred = validate_predictions(pred, n, len(bench.neuroid_ids), plan.sub.id)
+    if opts.use_cache and not state.provenance["predictions_cached"]:
+        _store_predictions(plan.pred_file, pred, state.provenance)
+    log("scoring ...")
+    scored = bench.score(pred, opts.split, n_boot=opts.n_boot, seed=opts.seed)
+    state.record.scores = Scores.model_validate(scored["scores"])
+    state.record.per_neuroid = PerNeuroid.model_validate(scored["per_neuroid"])
+    state.record.examples = Examples.model_validate(scored["examples"])
 
 
 def _finish(record: SubmissionRecord, provenance: dict[str, Any], started: float) -> SubmissionRecord:
