@@ -83,12 +83,25 @@ def score_all(
     return runner.score(folders, bid, opts, log=log, on_record=on_record)
 
 
-def sweep(model: str, benchmark: str | None = None, **options: Any) -> SweepRecord:
-    """Score every layer of a torchvision/timm model with one PCA + ridge readout (Fig. 1)."""
+def sweep(
+    model: str,
+    benchmark: str | None = None,
+    *,
+    executor: str | Executor = "local",
+    address: str | None = None,
+    **options: Any,
+) -> SweepRecord:
+    """Score every layer of a torchvision/timm model with one PCA + ridge readout (Fig. 1).
+
+    ``executor="ray"`` computes the features and readouts in one Ray task
+    (on a GPU node when the cluster has one); scoring and the record stay here.
+    """
+    from itbench.harness.executors import make_executor
     from itbench.harness.sweep import run_sweep
     from itbench.scoring.benchmark import default_benchmark
 
-    return run_sweep(model, benchmark_id=benchmark or default_benchmark(), **options)
+    runner = make_executor(executor, address) if isinstance(executor, str) else executor
+    return run_sweep(model, benchmark_id=benchmark or default_benchmark(), executor=runner, **options)
 
 
 def read_record(path: str | Path) -> Record:

@@ -348,7 +348,8 @@ def leaderboard(
     epilog="""\b
 Examples:
   itbench sweep efficientnet_lite0 --benchmark demo
-  itbench sweep resnet50 --random --layers layer2,layer3,layer4 --reducer "avgpool(2)\""""
+  itbench sweep resnet50 --random --layers layer2,layer3,layer4 --reducer "avgpool(2)"
+  itbench sweep resnet50 --executor ray --address auto   on a GPU node of a Ray cluster"""
 )
 @click.argument("model")
 @click.option(
@@ -369,6 +370,7 @@ Examples:
 @click.option(
     "--pca", "n_components", type=click.IntRange(1), default=1000, show_default=True, help="PCA size."
 )
+@executor_options
 def sweep(
     model: str,
     layers: str | None,
@@ -379,6 +381,8 @@ def sweep(
     batch_size: int,
     reducer: str,
     n_components: int,
+    executor: str,
+    address: str | None,
 ) -> None:
     """Score every chosen layer of MODEL with PCA + ridge from one pass (Fig. 1)."""
     from itbench import api
@@ -397,6 +401,8 @@ def sweep(
         batch_size=batch_size,
         reducer=reducer,
         n_components=n_components,
+        executor=executor,
+        address=address,
     )
     for layer in record.layers:
         s = layer.scores

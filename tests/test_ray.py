@@ -251,3 +251,21 @@ def test_ctrl_c_cancels_and_keeps_earlier_records(cluster: Cluster, tmp_path: Pa
     while _our_workers() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _our_workers(), "a cancelled run left its sandboxed worker running"
+
+
+def test_sweep_through_ray_equals_local(cluster: Cluster, tmp_path: Path) -> None:
+    from itbench.harness.sweep import run_sweep
+
+    kwargs = {
+        "layers": ["blocks.0"],
+        "pretrained": False,
+        "benchmark_id": "demo",
+        "device": "cpu",
+        "n_components": 20,
+        "n_boot": 10,
+        "log": lambda m: None,
+    }
+    remote = run_sweep("efficientnet_lite0", results_root=tmp_path / "ray", executor=RayExecutor(), **kwargs)
+    local = run_sweep("efficientnet_lite0", results_root=tmp_path / "local", **kwargs)
+    assert [entry.scores for entry in remote.layers] == [entry.scores for entry in local.layers]
+    assert remote.provenance.device == "cpu"

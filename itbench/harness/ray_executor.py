@@ -66,6 +66,7 @@ from itbench.harness.runner import (
     run_child,
 )
 from itbench.harness.submission import Submission, find_submission, load_submission
+from itbench.harness.sweep import LayerPredictions, sweep_predictions
 from itbench.scoring.benchmark import Benchmark, load_benchmark
 
 DEFAULT_MAX_RETRIES = 2
@@ -130,8 +131,9 @@ def _task(
 ) -> TaskResult:
     """One run on a worker node: the runner's child part, in the node's sandbox, under its limits."""
     node = ray.get_runtime_context().get_node_id()
-    if board is not None:
-        board.started.remote(key, node)
+    if board is not None:  # waited for, so the driver's count of attempts is never behind
+        with contextlib.suppress(ray.exceptions.RayError):
+            ray.get(board.started.remote(key, node), timeout=60)
     provenance: dict[str, Any] = {"executor": "ray", "node": socket.gethostname(), "ray_node": node[:12]}
     with _environment(env), tempfile.TemporaryDirectory(prefix="itbench-sub-") as scratch:
         try:
@@ -143,6 +145,16 @@ def _task(
 
 
 _remote_task = ray.remote(_task)
+
+
+def _sweep_task(
+    model_name: str, inputs: WorkerInputs, split: str, device: str, compute: dict[str, Any]
+) -> LayerPredictions:
+    """A layer sweep's compute part on a worker node (trusted torchvision/timm code, as locally)."""
+    return sweep_predictions(model_name, inputs, split, device=device, log=_stderr, **compute)
+
+
+_remote_sweep = ray.remote(_sweep_task)
 
 
 @contextlib.contextmanager
@@ -224,6 +236,36 @@ class RayExecutor:
             yield
         finally:
             ray.shutdown()
+
+    # -- layer sweeps
+
+    def sweep(
+        self,
+        model_name: str,
+        bench: Benchmark,
+        split: str,
+        device: str,
+        compute: dict[str, Any],
+        log: Log = _stderr,
+    ) -> tuple[str, LayerPredictions]:
+        """A layer sweep's compute part as one Ray task (GPU when asked for or available);
+        returns the device used and the per-layer predictions, which the caller scores."""
+        with self.connected():
+            gpus = float(ray.cluster_resources().get("GPU", 0))
+            device = device if device != "auto" else ("cuda" if gpus >= 1 else "cpu")
+            log(f"ray: sweep of {model_name} on {_describe_cluster()}, device {device}")
+            inputs_ref = ray.put(WorkerInputs.of(bench, split))
+            ref = _remote_sweep.options(
+                num_cpus=1,
+                num_gpus=1 if device.startswith("cuda") else 0,
+                max_retries=self.max_retries,
+                name=f"itbench:sweep:{model_name}:{bench.id}:{split}",
+            ).remote(model_name, inputs_ref, split, device, compute)
+            try:
+                return device, ray.get(ref)
+            except KeyboardInterrupt:
+                ray.cancel(ref, force=True)
+                raise
 
     # -- scoring
 
@@ -325,7 +367,7 @@ class RayExecutor:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 for ref in ready:
                     run = pending.pop(ref)
-                    self._complete(run, ref, watch.latest(wait_s=5.0), bench, opts)
+                    self._complete(run, ref, watch.latest(wait_s=60.0), bench, opts)
                     done(run)
                     display.finished(run.state.record)
                 starts = watch.latest()
