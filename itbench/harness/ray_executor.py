@@ -148,10 +148,20 @@ _remote_task = ray.remote(_task)
 
 
 def _sweep_task(
-    model_name: str, inputs: WorkerInputs, split: str, device: str, compute: dict[str, Any]
+    model_name: str, inputs: WorkerInputs, split: str, device: str, compute: dict[str, Any], threads: int
 ) -> LayerPredictions:
-    """A layer sweep's compute part on a worker node (trusted torchvision/timm code, as locally)."""
-    return sweep_predictions(model_name, inputs, split, device=device, log=_stderr, **compute)
+    """A layer sweep's compute part on a worker node (trusted torchvision/timm code, as locally).
+
+    It runs in the Ray worker itself, where Ray limits OpenMP/BLAS to the one
+    CPU the task asked for; the driver's thread count is restored so the
+    float sums happen in the same order as on the local path (same scores).
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    with threadpool_limits(threads):
+        return sweep_predictions(model_name, inputs, split, device=device, log=_stderr, **compute)
 
 
 _remote_sweep = ray.remote(_sweep_task)
@@ -211,9 +221,11 @@ class RayExecutor:
         address: str | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         progress: bool | None = None,
+        resources: dict[str, float] | None = None,
     ) -> None:
         self.address = address
         self.max_retries = max_retries
+        self.resources = dict(resources or {})  # custom Ray resources every task asks for (node pools)
         self.progress = progress  # None: a bar on a terminal, one line per stage otherwise
         self.board: Any = None
 
@@ -260,7 +272,7 @@ class RayExecutor:
                 num_gpus=1 if device.startswith("cuda") else 0,
                 max_retries=self.max_retries,
                 name=f"itbench:sweep:{model_name}:{bench.id}:{split}",
-            ).remote(model_name, inputs_ref, split, device, compute)
+            ).remote(model_name, inputs_ref, split, device, compute, _torch_threads())
             try:
                 return device, ray.get(ref)
             except KeyboardInterrupt:
@@ -342,6 +354,8 @@ class RayExecutor:
                 "retry_exceptions": False,  # a submission's fault would fail again: not retried
                 "name": f"itbench:{plan.sub.id}:{bench.id}:{opts.split}",
             }
+            if self.resources:
+                options["resources"] = self.resources
             if str(plan.job["device"]).startswith("cuda"):
                 options["num_gpus"] = 1
             memory_gb = opts.memory_gb or plan.sub.memory_gb
@@ -373,7 +387,7 @@ class RayExecutor:
                 starts = watch.latest()
                 display.update(sum(1 for r in pending.values() if r.plan and r.plan.sub.id in starts))
         except KeyboardInterrupt:
-            self._cancel(pending, watch.latest(), done)
+            self._cancel(pending, watch.latest(wait_s=10.0), done)
             raise
         finally:
             display.close(time.perf_counter() - started)
@@ -438,6 +452,13 @@ class _BoardWatch:
                 self.starts = ray.get(self.ref)
             self.ref = self.board.snapshot.remote()
         return self.starts
+
+
+def _torch_threads() -> int:
+    """This process's intra-op thread count (what a local sweep would use)."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _device(opts: RunOptions, sub: Submission, cluster_gpus: float) -> str:
