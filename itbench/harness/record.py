@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter, ValidationError
 
@@ -31,7 +31,7 @@ from itbench.errors import ItbenchError
 if TYPE_CHECKING:
     from itbench.scoring.benchmark import Benchmark
 
-SCHEMA = "itbench.record/1"
+SCHEMA: Final = "itbench.record/1"
 Status = Literal["ok", "failed", "skipped"]
 PACKAGES = ("itbench", "torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn", "xarray")
 MAX_RECORD_BYTES = 64 * 2**20  # a 3200-image record is ~1 MB; anything far larger is not ours

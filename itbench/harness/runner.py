@@ -243,7 +243,7 @@ def _run_child(
         if result.returncode != 0 or not status or not status.get("ok"):
             error_type = (status or {}).get("error_type")
             message = _child_failure(result, status, limits)
-            if error_type == "WeightsUnavailable":
+            if status and error_type == "WeightsUnavailable":
                 raise WeightsUnavailable(status["error"], status.get("hint"))
             raise SubmissionError(f"submission '{sub.id}': {message}")
         return np.load(workdir / worker.PREDICTIONS, allow_pickle=False), status
