@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from itbench import __version__
 from itbench.errors import DataError
@@ -48,6 +48,9 @@ from itbench.harness.record import (
     parse_record,
     read_record,
 )
+
+if TYPE_CHECKING:
+    import jinja2
 
 SCORE_KEYS = ("mean_ev", "median_ev", "mean_r", "median_r", "ceiling", "normalized_r")
 CI_KEYS = ("mean_ev", "median_ev", "mean_r", "median_r", "normalized_r")
@@ -272,7 +275,11 @@ class BenchmarkResults:
 
     @property
     def synthetic(self) -> bool:
-        return self.id == "demo" or any(r.synthetic for r in (*self.submissions, *self.sweeps))
+        return (
+            self.id == "demo"
+            or any(r.synthetic for r in self.submissions)
+            or any(r.synthetic for r in self.sweeps)
+        )
 
 
 def _record_files(bench_dir: Path) -> list[Path]:
@@ -543,7 +550,7 @@ def _atomic_write(path: Path, data: str) -> None:
         raise
 
 
-def _environment():
+def _environment() -> jinja2.Environment:
     import jinja2
 
     env = jinja2.Environment(
@@ -723,7 +730,7 @@ def render(
                     synthetic=bench.synthetic,
                     figure=inline,
                     provenance=_provenance_rows(sub),
-                    table1=table1.get(sub.table1_row) if sub.table1_row else None,  # type: ignore[arg-type]
+                    table1=table1.get(sub.table1_row) if sub.table1_row else None,
                     css=_asset("lb_style.css"),
                     root="../../",
                 )
