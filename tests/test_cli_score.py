@@ -67,6 +67,14 @@ def test_records_are_complete_and_on_disk(scored, results):
             assert prov.get(key) is not None, key
 
 
+def test_scores_reproduce_the_committed_demo_records(scored):
+    """Same code, data and seeds as the committed demo page: the same numbers (``make demo``)."""
+    for sub, (record, _) in scored.items():
+        committed = read_record(REPO / "leaderboard" / "results" / "demo" / f"{sub}.json")
+        for key in ("mean_ev", "median_ev", "mean_r", "median_r", "ceiling"):
+            assert getattr(record.scores, key) == pytest.approx(getattr(committed.scores, key), abs=2e-4), key
+
+
 def test_pretrained_network_beats_pixels_and_both_below_ceiling(scored):
     (pixels_rec, pixels_s), (effnet_rec, effnet_s) = scored["pixels_ridge"], scored["effnet_lite0_ridge"]
     pixels, effnet = pixels_rec.scores, effnet_rec.scores
