@@ -53,6 +53,10 @@ def format_scores(record: dict[str, Any]) -> str:
         + (f"; {scores['n_nan_r']} neuroids with undefined r (constant)" if scores.get("n_nan_r") else "")
     )
     prov = record.get("provenance", {})
+    if prov.get("sandboxed") is False:
+        lines.append("  UNSANDBOXED run (--unsandboxed): ranked below every sandboxed record")
+    if record.get("test_evaluations"):
+        lines.append(f"  test-split evaluations of this submission so far: {record['test_evaluations']}")
     lines.append(
         f"  device {prov.get('device')}, size {prov.get('size')}, "
         f"{prov.get('wall_time_s')} s" + (", cached fit" if prov.get("fit_cached") else "")
@@ -100,6 +104,18 @@ def cli() -> None:
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for CIs.")
 @click.option("--no-cache", is_flag=True, help="Refit and re-predict even when cached.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record(s) as JSON.")
+@click.option(
+    "--unsandboxed",
+    is_flag=True,
+    help="Run without the bubblewrap sandbox: for your own trusted code only. The record is marked "
+    "`sandboxed: false`, never ranks above sandboxed ones, and its caches are kept apart.",
+)
+@click.option(
+    "--confirm-test",
+    is_flag=True,
+    help="Required with --split test: you are done tuning. Every test evaluation is counted in the "
+    "record and shown on the leaderboard.",
+)
 def score(
     submissions: tuple[Path, ...],
     run_all: bool,
@@ -114,6 +130,8 @@ def score(
     n_boot: int,
     no_cache: bool,
     as_json: bool,
+    unsandboxed: bool,
+    confirm_test: bool,
 ) -> None:
     """Fit, predict and score SUBMISSIONS (folders under submissions/), writing records."""
     from itbench.harness.runner import RunOptions, score_submission
@@ -126,8 +144,16 @@ def score(
             + (" (synthetic demo; fetch or import real data to score on it)" if bid == "demo" else ""),
             err=True,
         )
-    paths = list(submissions) or (_pending(bid, split) if run_all else [])
-    if not paths:
+    if split == "test" and not confirm_test:
+        raise click.UsageError(
+            "--split test needs --confirm-test: tune on val, score test once you are done "
+            "(every test evaluation is counted and shown on the leaderboard)"
+        )
+    invalid: list[str] = []
+    paths = list(submissions) or (_pending(bid, split, invalid) if run_all else [])
+    for problem in invalid:
+        click.echo(f"skipping an invalid submission: {problem}", err=True)
+    if not paths and not invalid:
         raise click.UsageError("name at least one submission folder, or use --all")
     opts = RunOptions(
         split=split,
@@ -139,6 +165,8 @@ def score(
         memory_gb=memory_gb,
         use_cache=not no_cache,
         n_boot=n_boot,
+        unsandboxed=unsandboxed,
+        confirm_test=confirm_test,
     )
     records = []
     for path in paths:
@@ -147,18 +175,22 @@ def score(
         click.echo(json.dumps(record, indent=1) if as_json else format_scores(record))
         if not as_json:
             click.echo(f"  record: {record['path']}", err=True)
-    if all(r["status"] == "failed" for r in records):
+    if invalid or all(r["status"] == "failed" for r in records):
         sys.exit(1)
 
 
-def _pending(benchmark_id: str, split: str) -> list[Path]:
-    """Submissions whose record is missing or stale (code changed)."""
+def _pending(benchmark_id: str, split: str, invalid: list[str] | None = None) -> list[Path]:
+    """Submissions whose record is missing or stale (code changed); invalid folders go to ``invalid``."""
     from itbench.harness.record import read_record, record_path
-    from itbench.harness.submission import discover
+    from itbench.harness.submission import Submission, discover_all
     from itbench.paths import results_root
 
     todo = []
-    for sub in discover():
+    for _path, sub in discover_all():
+        if not isinstance(sub, Submission):
+            if invalid is not None:
+                invalid.append(str(sub))
+            continue
         path = record_path(results_root(), benchmark_id, sub.id, split)
         try:
             current = read_record(path)["submission"]["code_hash"] == sub.code_hash()

@@ -23,19 +23,32 @@ from typing import Any
 import numpy as np
 
 from itbench import __version__, paths
-from itbench.errors import SubmissionError, WeightsUnavailable
+from itbench.errors import ItbenchError, SubmissionError, WeightsUnavailable
+from itbench.harness import sandbox as sandbox_mod
 from itbench.harness import worker
 from itbench.harness.device import resolve_device
 from itbench.harness.record import (
     SCHEMA,
+    failure_path,
     locked,
     now,
     package_versions,
     platform_info,
+    read_record,
     record_path,
     write_record,
 )
-from itbench.harness.submission import Submission, load_submission
+from itbench.harness.submission import Submission, check_module, load_submission, submission_identity
+from itbench.harness.untrusted import (
+    ChildStatus,
+    UntrustedOutput,
+    clean_text,
+    is_marker,
+    plain_dir_chain,
+    read_predictions,
+    read_status,
+    summarize,
+)
 from itbench.paths import benchmark_dir, cache_dir, data_home, project_root
 from itbench.scoring.benchmark import Benchmark, load_benchmark
 
@@ -57,6 +70,14 @@ class RunOptions:
     use_cache: bool = True
     n_boot: int = 1000
     results_root: Path | None = None
+    unsandboxed: bool = False
+    """Run without bubblewrap (your own trusted code only): the record says so, it never
+    ranks above sandboxed ones, and its caches are never reused by a sandboxed run."""
+    confirm_test: bool = False
+    """Required for ``split='test'``: each test evaluation is counted in the record."""
+    submissions_root: Path | None = None
+    """Where record identities come from (default: the project's ``submissions/``)."""
+    disk_gb: float | None = None
 
 
 def resolve_size(sub: Submission, size: str, device: str) -> str:
@@ -169,21 +190,28 @@ def _write_inputs(
     (workdir / worker.JOB).write_text(json.dumps(job))
 
 
-def _child_failure(result: Any, status: dict[str, Any] | None, limits: Any) -> str:
-    """One line saying why the child did not deliver predictions."""
+DEFAULT_DISK_GB = 20.0
+TEST_SPLIT = "test"
+
+
+def _child_failure(result: Any, status: ChildStatus | None, limits: Any) -> str:
+    """One line saying why the child did not deliver predictions (all of it sanitised)."""
     if result.killed_reason == "timeout":
         return f"timed out after {limits.timeout_s:.0f} s (limit; raise with --timeout)"
     if result.killed_reason == "memory":
         return (
             f"ran out of memory: exceeded the {limits.memory_gb} GiB limit "
-            f"(peak {result.peak_rss_gb:.1f} GiB; raise with --memory-gb)"
+            f"(peak {result.peak_rss_gb:.1f} GiB, {result.limiter}; raise with --memory-gb)"
         )
+    if result.killed_reason == "disk":
+        return f"exceeded the {limits.disk_gb} GiB disk quota of its writable folders (workdir, own cache)"
     if result.killed_reason == "interrupted":
         return "interrupted by the user (Ctrl-C)"
-    if status and not status.get("ok"):
-        return f"{status['error_type']} in {status['phase']}: {status['error']}"
-    tail = (result.stderr_tail or "").strip().splitlines()[-1:] or ["no output"]
-    return f"the submission process {result.describe()}: {tail[0][:300]}"
+    if status is not None and not status.ok:
+        where = f" at {status.where}" if status.where else ""
+        return f"{summarize(status.error_type, 100)} in {status.phase}{where}: {summarize(status.error, 500)}"
+    lines = (result.stderr_tail or "").strip().splitlines()[-1:] or ["no output"]
+    return f"the submission process {result.describe()}: {summarize(lines[0], 300)}"
 
 
 def _run_child(
@@ -195,21 +223,27 @@ def _run_child(
     fitted: Path,
     provenance: dict[str, Any],
     log: Callable[[str], None],
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Run the worker in the sandbox; return raw predictions and its status.
+) -> tuple[np.ndarray, ChildStatus]:
+    """Run the worker in the sandbox; return its predictions and status, read as untrusted input.
 
-    ``provenance`` learns whether the run was sandboxed and its peak memory
-    even when the run fails.
+    ``provenance`` learns whether the run was sandboxed, what limited it and
+    its peak memory even when the run fails. Nothing the child wrote is
+    believed: the status is schema-checked, the predictions are read with
+    their header checked against the expected shape, and a child's claim of
+    missing weights is a failure, not a skip (only the parent's own check
+    before launch may skip).
     """
     from itbench.harness import sandbox
 
     workdir = Path(tempfile.mkdtemp(prefix="itbench-run-"))
     try:
-        _write_inputs(workdir, bench, opts.split, job, need_train=not (fitted / "COMPLETE").exists(), log=log)
+        need_train = not is_marker(fitted / "COMPLETE")
+        _write_inputs(workdir, bench, opts.split, job, need_train=need_train, log=log)
         limits = sandbox.Limits(
             timeout_s=opts.timeout_s or sub.timeout_s or DEFAULT_TIMEOUT_S,
             memory_gb=opts.memory_gb or sub.memory_gb or default_memory_gb(),
             cpu_threads=None,
+            disk_gb=opts.disk_gb or sub.disk_gb or DEFAULT_DISK_GB,
         )
         package_dir = Path(__file__).resolve().parents[1]
         torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
@@ -229,7 +263,6 @@ def _run_child(
             [sys.executable, "-m", "itbench.harness.worker", str(workdir)],
             limits=limits,
             ro_paths=[
-                Path(sys.prefix),
                 sub.path,
                 package_dir,
                 *[p for p in (torch_home, hf_home) if p.exists()],
@@ -240,24 +273,53 @@ def _run_child(
                 benchmark_dir(),
                 project_root() / "leaderboard",
                 paths.results_root(),
-                Path.home(),
+                project_root() / ".git",
+                project_root() / "submissions",
             ],
             env=env,
+            unsandboxed=opts.unsandboxed,
         )
-        status_file = workdir / worker.STATUS
-        status = json.loads(status_file.read_text()) if status_file.exists() else None
-        provenance.update(sandboxed=result.sandboxed, peak_rss_gb=round(result.peak_rss_gb, 3))
+        provenance.update(
+            sandboxed=result.sandboxed,
+            peak_rss_gb=round(result.peak_rss_gb, 3),
+            limiter=result.limiter,
+        )
         if result.killed_reason == "interrupted":
             raise KeyboardInterrupt
-        if result.returncode != 0 or not status or not status.get("ok"):
-            error_type = (status or {}).get("error_type")
-            message = _child_failure(result, status, limits)
-            if error_type == "WeightsUnavailable":
-                raise WeightsUnavailable(status["error"], status.get("hint"))
-            raise SubmissionError(f"submission '{sub.id}': {message}")
-        return np.load(workdir / worker.PREDICTIONS, allow_pickle=False), status
+        try:
+            status = read_status(workdir / worker.STATUS)
+        except UntrustedOutput as err:
+            if result.ok:
+                raise SubmissionError(f"submission '{sub.id}': {err}") from None
+            status = None  # a crash explains it better than its half-written status
+        if not result.ok or status is None or not status.ok:
+            error = SubmissionError(f"submission '{sub.id}': {_child_failure(result, status, limits)}")
+            error.traceback = (status.traceback if status else None) or result.stderr_tail  # type: ignore[attr-defined]
+            raise error
+        n = len(bench.stimulus_ids(opts.split))
+        try:
+            pred = read_predictions(workdir / worker.PREDICTIONS, (n, len(bench.neuroid_ids)))
+        except UntrustedOutput as err:
+            raise SubmissionError(
+                f"submission '{sub.id}': {err}",
+                f"predict(images) must return an array of shape ({n}, {len(bench.neuroid_ids)})",
+            ) from None
+        return pred, status
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def previous_test_evaluations(path: Path) -> int:
+    """How many test-split evaluations the records at ``path`` (and its failure) have counted."""
+    counts = [0]
+    for candidate in (path, failure_path(path)):
+        try:
+            value = read_record(candidate).get("test_evaluations")
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            counts.append(value)
+    return max(counts)
 
 
 def score_submission(
@@ -271,6 +333,17 @@ def score_submission(
     opts = options or RunOptions()
     for name, value in overrides.items():
         setattr(opts, name, value)
+    if opts.split == TEST_SPLIT and not opts.confirm_test:
+        raise ItbenchError(
+            "scoring on the held-out test split needs --confirm-test",
+            "tune on val; score test once you are done (every test evaluation is counted "
+            "in the record and shown on the leaderboard)",
+        )
+    if not (opts.unsandboxed or sandbox_mod.unsandboxed_requested()) and not sandbox_mod.available():
+        raise sandbox_mod.SandboxUnavailable(  # fail closed, before anything is loaded or recorded
+            f"refusing to run a submission without a sandbox: {sandbox_mod.unavailable_reason()}",
+            sandbox_mod.INSTALL_HINT,
+        )
     bench = load_benchmark(benchmark_id)
     bench.stimulus_ids(opts.split)  # validates the split name early
     sub_path = Path(submission_path).resolve()
@@ -278,9 +351,13 @@ def score_submission(
         raise SubmissionError(
             f"no submission folder at {sub_path}", "pass a folder such as submissions/pixels_ridge"
         )
-    path = record_path(opts.results_root or paths.results_root(), bench.id, sub_path.name, opts.split)
+    sub_id = submission_identity(sub_path, opts.submissions_root)
+    path = record_path(opts.results_root or paths.results_root(), bench.id, sub_id, opts.split)
     with locked(path):
         record = _score_locked(sub_path, bench, opts, log, path)
+        if opts.split == TEST_SPLIT:
+            before = previous_test_evaluations(path)
+            record["test_evaluations"] = before + (1 if record["status"] == "ok" else 0)
         record["path"] = str(write_record(record, path))
     return record
 
@@ -302,11 +379,13 @@ def _score_locked(
     sub: Submission | None = None
     record: dict[str, Any] = {}
     try:
-        sub = load_submission(sub_path)
+        sub = load_submission(sub_path, opts.submissions_root)
         record = _base_record(sub, sub.id, bench, opts.split)
+        check_module(sub)  # a syntax error or no build(): fail now, before any data is loaded
         device = resolve_device(opts.device)
         size = resolve_size(sub, opts.size, device)
         params = sub.params_for(size)
+        unsandboxed = opts.unsandboxed or sandbox_mod.unsandboxed_requested()
         fit_key = _key(
             record["submission"]["code_hash"],
             bench.checksum,
@@ -315,12 +394,13 @@ def _score_locked(
             opts.seed,
             size,
             bench.id,
+            "unsandboxed" if unsandboxed else "sandboxed",  # never share caches across trust levels
         )
         pred_file = cache_dir("predictions") / f"{_key(fit_key, opts.split)}.npy"
         # A submission writes only its own cache namespace (fitted state, activations):
         # it can never plant predictions or states for another submission.
         own_cache = cache_dir("submissions") / sub.id
-        fitted = own_cache / "fitted" / fit_key
+        fitted = plain_dir_chain(own_cache, "fitted", fit_key)
         provenance = {
             "device": device,
             "size": size,
@@ -329,12 +409,14 @@ def _score_locked(
             "batch_size": opts.batch_size,
             "fit_cached": False,
             "predictions_cached": False,
-            "sandboxed": None,
+            "sandboxed": not unsandboxed,
         }
         record["provenance"] = provenance
         if opts.use_cache and pred_file.exists() and pred_file.with_suffix(".json").exists():
             pred = np.load(pred_file, allow_pickle=False)
-            provenance.update(json.loads(pred_file.with_suffix(".json").read_text()))
+            cached_how = json.loads(pred_file.with_suffix(".json").read_text())
+            cached_how["sandboxed"] = not unsandboxed  # the key says so; never trust the side file
+            provenance.update(cached_how)
             provenance.update(fit_cached=True, predictions_cached=True)
             log(f"using cached predictions of {sub.id} (fitted state unchanged)")
         else:
@@ -353,7 +435,7 @@ def _score_locked(
                 "cache_dir": str(own_cache),
             }
             pred, status = _run_child(sub, bench, opts, job, own_cache, fitted, provenance, log)
-            provenance["fit_cached"] = status.get("fit_cached", False)
+            provenance["fit_cached"] = status.fit_cached
         n = len(bench.stimulus_ids(opts.split))
         pred = validate_predictions(pred, n, len(bench.neuroid_ids), sub.id)
         if opts.use_cache and not provenance["predictions_cached"]:
@@ -371,7 +453,10 @@ def _score_locked(
         record.update(status="skipped", error=str(err))
     except SubmissionError as err:
         record = record or _base_record(sub, sub_path.name, bench, opts.split)
-        record.update(status="failed", error=str(err))
+        record.update(status="failed", error=clean_text(str(err), 2000))
+        detail = getattr(err, "traceback", None)
+        if detail:  # the full story goes to the record; the terminal gets one line
+            record["error_traceback"] = clean_text(str(detail), 8000)
     return _finish(record, started)
 
 
