@@ -327,15 +327,23 @@ def sandbox_argv(
     mounts += [(len(p.parts), 0, p) for p in hidden]
     mounts.sort(key=lambda m: (m[0], m[1] if m[1] else 9, str(m[2])))
     made: set[Path] = {Path("/")}
-    for _, kind, path in mounts:  # mount points traversable by the sandbox uid, whatever the umask
-        if kind in (1, 2):
-            for parent in reversed(path.parents):
-                if parent not in made and str(parent) not in _SYSTEM_DIRS:
-                    made.add(parent)
-                    cmd += ["--perms", "0755", "--dir", str(parent)]
+
+    def parents_traversable(path: Path) -> list[str]:
+        """``--dir`` for the folders above a mount point: traversable by nobody, whatever the umask."""
+        out: list[str] = []
+        for parent in reversed(path.parents):
+            if parent not in made and str(parent) not in _SYSTEM_DIRS:
+                made.add(parent)
+                out += ["--perms", "0755", "--dir", str(parent)]
+        return out
+
     emitted: list[tuple[Path, int]] = []
     read_only_tmpfs: list[Path] = []
     for _, kind, path in mounts:
+        if kind in (0, 3):  # a tmpfs covers whatever folders were made below it
+            made -= {m for m in made if m != path and m.is_relative_to(path)}
+        elif path.exists():
+            cmd += parents_traversable(path)
         parent_kind = next((k for p, k in reversed(emitted) if path.is_relative_to(p)), None)
         if kind == 0:  # hide what a bound folder would show: empty tmpfs, or /dev/null
             if parent_kind in (None, 0, 3):
@@ -347,8 +355,8 @@ def sandbox_argv(
                 cmd += ["--ro-bind", "/dev/null", str(path)]
             else:
                 continue
-        elif kind == 3:
-            cmd += [*size(tmp_bytes), "--tmpfs", str(path)]
+        elif kind == 3:  # world-writable with the sticky bit, like the real /tmp
+            cmd += ["--perms", "1777", *size(tmp_bytes), "--tmpfs", str(path)]
         elif kind == 1:
             if not path.exists():
                 continue

@@ -81,16 +81,21 @@ KNOWN_KEYS = set(Metadata.model_fields)
 
 
 def _schema_problem(err: ValidationError) -> str:
-    """The first schema violation, naming the field (``limits.memory_gb: ...``)."""
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-")) or "(top level)"
-    got = first.get("input")
-    shown = "" if isinstance(got, dict) else f" (got {clean_text(repr(got), 60)})"
-    if first["type"] == "extra_forbidden":
-        return f"unknown key `{loc}` in {METADATA_FILE}; known keys: {', '.join(sorted(KNOWN_KEYS))}"
-    if first["type"] == "missing":
-        return f"{METADATA_FILE} needs `{loc}`"
-    return f"{METADATA_FILE}: `{loc}`: {first['msg']}{shown}"
+    """The schema violations (unknown keys first, at most three), each naming its field."""
+    problems = []
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    for item in errors[:3]:
+        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-")) or "(top level)"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {clean_text(repr(got), 60)})"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown key `{loc}`")
+        elif item["type"] == "missing":
+            problems.append(f"missing `{loc}`")
+        else:
+            problems.append(f"`{loc}`: {item['msg']}{shown}")
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return f"{METADATA_FILE}: " + "; ".join(problems) + more
 
 
 def submission_identity(path: Path, submissions_root: Path | None = None) -> str:
@@ -179,7 +184,7 @@ def _from_metadata(path: Path, meta: dict[str, Any], sub_id: str) -> Submission:
     try:
         parsed = Metadata.model_validate(meta)
     except ValidationError as err:
-        raise _fail(path, _schema_problem(err), "see docs/submissions.md for the schema") from None
+        raise _fail(path, _schema_problem(err), f"known keys: {', '.join(sorted(KNOWN_KEYS))}; the schema is Metadata in itbench/harness/submission.py") from None
     return Submission(
         id=sub_id,
         path=path,
