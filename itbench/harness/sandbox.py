@@ -897,8 +897,12 @@ def run_isolated(
     rc = _normalise_rc(rc, sandboxed)
     if killed is None and cgroup_oom and rc != 0:
         killed = "memory"
-    if killed is None and rc is not None and rc == -signal.SIGXFSZ:
-        killed = "disk"
+    if killed is None and rc and disk_cap is not None:
+        # Python ignores SIGXFSZ: a write past RLIMIT_FSIZE fails with EFBIG instead, so look
+        scans = {p: scan_tree(p) for p in disk_base}
+        grown = sum(max(used - disk_base[p], 0) for p, (used, _) in scans.items())
+        if rc == -signal.SIGXFSZ or grown > disk_cap or max(s[1] for s in scans.values()) >= disk_cap:
+            killed = "disk"
     if killed is None and rc is not None and rc < 0:
         killed = "signal"
     stderr_tail = pumps[1].text()

@@ -261,11 +261,12 @@ def read_status(path: Path) -> ChildStatus | None:
 
 
 def scan_tree(root: Path, *, max_entries: int = 100_000) -> tuple[int, int]:
-    """``(bytes, entries)`` under ``root`` without following links; stops at ``max_entries``.
+    """``(bytes used, largest file size)`` under ``root`` without following links.
 
-    Used to enforce the quota on a submission's writable folders.
+    Stops after ``max_entries`` entries. Used to enforce the quota on a
+    submission's writable folders (the largest size catches a sparse file).
     """
-    total, count = 0, 0
+    total, largest, count = 0, 0, 0
     stack = [root]
     while stack and count < max_entries:
         folder = stack.pop()
@@ -280,11 +281,13 @@ def scan_tree(root: Path, *, max_entries: int = 100_000) -> tuple[int, int]:
                     total += info.st_blocks * 512
                     if stat.S_ISDIR(info.st_mode):
                         stack.append(Path(entry.path))
+                    elif stat.S_ISREG(info.st_mode):
+                        largest = max(largest, info.st_size)
                     if count >= max_entries:
                         break
         except OSError:
             continue
-    return total, count
+    return total, largest
 
 
 def plain_dir_chain(root: Path, *parts: str) -> Path:

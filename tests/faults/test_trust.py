@@ -270,7 +270,7 @@ def test_memory_outside_rss_is_counted(tmp_path, sandboxed, where, cgroup, monke
         monkeypatch.setenv("ITBENCH_NO_CGROUP", "1")
     elif os.geteuid() != 0:
         pytest.skip("cgroups are made only when running as root")
-    res = run_py(HOG[where] + f"# {marker}\n", tmp_path, memory_gb=0.3)
+    res = run_py(textwrap.dedent(HOG[where]) + f"# {marker}\n", tmp_path, memory_gb=0.3)
     assert "SURVIVED" not in res.stdout_tail
     assert res.killed_reason == "memory" or "No space left" in res.stderr_tail, res
     assert res.limiter.startswith("cgroup") == (cgroup == "cgroup")
@@ -630,7 +630,7 @@ def test_skipped_comes_only_from_the_parent(tiny_runner, sandboxed, monkeypatch)
     sub = _submission(
         tiny_runner.subs,
         "needs-weights",
-        f"open({str(ran)!r}, 'w')\n" + HONEST,
+        f"open({str(ran)!r}, 'w')\n" + textwrap.dedent(HONEST),
         '[needs]\nweights = ["resnet50"]\n',
     )
 
