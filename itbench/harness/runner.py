@@ -309,6 +309,23 @@ def _run_child(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def check_location(folder: Path) -> None:
+    """Refuse a submission folder that is, holds or sits inside what the child must not see.
+
+    The folder is bound into the sandbox, so ``submissions/x -> ../../benchmark``
+    (or a folder inside the data home) would hand the child held-out data.
+    """
+    guarded = [data_home(), benchmark_dir(), project_root() / "leaderboard", paths.results_root()]
+    guarded += [project_root() / ".git", Path(__file__).resolve().parents[1]]
+    for place in guarded:
+        place = place.resolve()
+        if folder == place or folder.is_relative_to(place) or place.is_relative_to(folder):
+            raise SubmissionError(
+                f"submission folder {folder} overlaps {place}, which a submission may not see",
+                "a submission folder lives in submissions/ and is not a link elsewhere",
+            )
+
+
 def previous_test_evaluations(path: Path) -> int:
     """How many test-split evaluations the records at ``path`` (and its failure) have counted."""
     counts = [0]
@@ -381,6 +398,7 @@ def _score_locked(
     try:
         sub = load_submission(sub_path, opts.submissions_root)
         record = _base_record(sub, sub.id, bench, opts.split)
+        check_location(sub.path)
         check_module(sub)  # a syntax error or no build(): fail now, before any data is loaded
         device = resolve_device(opts.device)
         size = resolve_size(sub, opts.size, device)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import os
 import re
+import stat
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 METADATA_FILE = "submission.toml"
 MODULE_FILE = "model.py"
 METADATA_MAX_BYTES = 64 * 1024
+CODE_MAX_BYTES = 4 * 2**30
 EXTERNAL_PREFIX = "external-"
 
 # Printable text on one line (names, authors) or several (description): no
@@ -138,12 +141,38 @@ class Submission:
         return merged
 
     def code_hash(self) -> str:
-        """sha1 over every file in the folder (names and bytes), so any edit refits."""
+        """sha1 over every file in the folder (names and bytes), so any edit refits.
+
+        The folder is the submitter's: links are hashed as their target text,
+        never followed; FIFOs and devices are never opened; reading stops at
+        ``CODE_MAX_BYTES`` in all (a SubmissionError), so a planted link to
+        ``/proc/kcore`` or a FIFO cannot exhaust or hang the parent.
+        """
         digest = hashlib.sha1()
-        for file in sorted(self.path.rglob("*")):
-            if file.is_file() and "__pycache__" not in file.parts and file.suffix != ".pyc":
-                digest.update(file.relative_to(self.path).as_posix().encode())
-                digest.update(file.read_bytes())
+        budget = CODE_MAX_BYTES
+        entries: list[tuple[str, Path]] = []
+        for root, dirs, files in os.walk(self.path, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            entries += [(Path(root, f).relative_to(self.path).as_posix(), Path(root, f)) for f in files]
+            entries += [
+                (Path(root, d).relative_to(self.path).as_posix(), Path(root, d))
+                for d in dirs
+                if Path(root, d).is_symlink()
+            ]
+        for rel, file in sorted(entries):
+            if file.suffix == ".pyc":
+                continue
+            info = os.lstat(file)
+            digest.update(rel.encode())
+            if stat.S_ISLNK(info.st_mode):
+                digest.update(b"link:" + os.readlink(file).encode(errors="surrogateescape"))
+            elif stat.S_ISREG(info.st_mode):
+                budget -= info.st_size
+                if budget < 0:
+                    raise _fail(self.path, f"the folder holds more than {CODE_MAX_BYTES // 2**20} MiB")
+                digest.update(read_bytes(file, info.st_size))
+            else:
+                digest.update(b"special")
         return digest.hexdigest()
 
 
@@ -184,7 +213,11 @@ def _from_metadata(path: Path, meta: dict[str, Any], sub_id: str) -> Submission:
     try:
         parsed = Metadata.model_validate(meta)
     except ValidationError as err:
-        raise _fail(path, _schema_problem(err), f"known keys: {', '.join(sorted(KNOWN_KEYS))}; the schema is Metadata in itbench/harness/submission.py") from None
+        raise _fail(
+            path,
+            _schema_problem(err),
+            f"known keys: {', '.join(sorted(KNOWN_KEYS))}; the schema is Metadata in itbench/harness/submission.py",
+        ) from None
     return Submission(
         id=sub_id,
         path=path,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import stat
 import sys
 import textwrap
@@ -575,7 +576,7 @@ def tiny_runner(monkeypatch, tmp_path):
     subs = tmp_path / "submissions"
 
     def run(folder: Path, **kw):
-        opts = dict(split="val", device="cpu", results_root=results, n_boot=10, use_cache=False)
+        opts = {"split": "val", "device": "cpu", "results_root": results, "n_boot": 10, "use_cache": False}
         opts["submissions_root"] = subs
         opts.update(kw)
         record = runner.score_submission(folder, "demo", log=lambda msg: None, **opts)
@@ -882,3 +883,83 @@ def test_record_error_from_a_child_is_capped_and_clean(tiny_runner, sandboxed):
 
 def test_submission_error_is_an_itbench_error():
     assert issubclass(UntrustedOutput, SubmissionError)
+
+
+# --- what the parent reads from the submission's own folder ---------------------------
+
+
+def test_submission_folder_contents_cannot_hang_or_bloat_the_parent(tmp_path):
+    from itbench.harness.submission import load_submission
+
+    sub = _submission(tmp_path / "submissions", "tricky", HONEST)
+    os.mkfifo(sub / "pipe")
+    (sub / "kcore").symlink_to("/proc/kcore")
+    (sub / "zero").symlink_to("/dev/zero")
+    (sub / "loop").symlink_to(sub / "loop")
+    (sub / "up").symlink_to(tmp_path, target_is_directory=True)
+    t0 = time.monotonic()
+    first = load_submission(sub).code_hash()
+    assert time.monotonic() - t0 < 5
+    assert first == load_submission(sub).code_hash()
+    (sub / "kcore").unlink()
+    (sub / "kcore").symlink_to("/etc/hostname")
+    assert load_submission(sub).code_hash() != first  # links count by their target text
+    (sub / "submission.toml").rename(sub / "real.toml")
+    (sub / "submission.toml").symlink_to(sub / "real.toml")
+    with pytest.raises(SubmissionError, match="symbolic link"):
+        load_submission(sub)
+
+
+def test_a_submission_folder_that_links_to_held_out_data_is_refused(tiny_runner, sandboxed):
+    """submissions/linked -> a folder inside the data home: binding it would show held-out data."""
+    from itbench.paths import data_home
+
+    planted = data_home() / "planted-sub"
+    planted.mkdir()
+    (planted / "submission.toml").write_text('name = "sneaky"\n')
+    (planted / "model.py").write_text(textwrap.dedent(HONEST))
+    tiny_runner.subs.mkdir(parents=True, exist_ok=True)
+    (tiny_runner.subs / "linked").symlink_to(planted, target_is_directory=True)
+    try:
+        record = tiny_runner(tiny_runner.subs / "linked")
+    finally:
+        shutil.rmtree(planted)
+    assert record["status"] == "failed" and "may not see" in record["error"], record["error"]
+
+
+def test_abstract_unix_sockets_of_the_host_are_unreachable(tmp_path, sandboxed):
+    import socket
+    import uuid
+
+    name = f"\0itbench-test-{uuid.uuid4().hex}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(name)
+    server.listen(1)
+    try:
+        code = f"""
+            import socket
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect({name!r}); print("CONNECTED")
+            except OSError as err:
+                print("BLOCKED", type(err).__name__)
+        """
+        res = run_py(code, tmp_path)
+    finally:
+        server.close()
+    assert "BLOCKED" in res.stdout_tail, res.stdout_tail + res.stderr_tail
+
+
+def test_links_left_in_the_workdir_do_not_steer_the_cleanup(tiny_runner, sandboxed, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+    body = (
+        f"os.symlink({str(victim)!r}, 'dirlink')\n"
+        f"os.symlink({str(victim / 'keep.txt')!r}, 'filelink')\n"
+        "os.makedirs('deep/er'); os.symlink('/', 'deep/er/root')\n"
+    )
+    sub = _submission(tiny_runner.subs, "linker2", _craft_model(body))
+    record = tiny_runner(sub)
+    assert record["status"] == "failed"
+    assert (victim / "keep.txt").read_text() == "precious"
