@@ -186,8 +186,9 @@ def read_predictions(path: Path, shape: tuple[int, int]) -> np.ndarray:
             data = head[offset:] + _read_exact(fd, nbytes - (len(head) - offset))
     except FileNotFoundError:
         raise UntrustedOutput("the submission process wrote no predictions") from None
-    order = "F" if fortran else "C"
-    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order).astype(np.float64)
+    flat = np.frombuffer(data, dtype=dtype)
+    array = flat.reshape(shape, order="F") if fortran else flat.reshape(shape)
+    return array.astype(np.float64)
 
 
 def _parse_npy_header(head: bytes) -> tuple[np.dtype, tuple[int, ...], bool, int]:
