@@ -8,17 +8,28 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from itbench.errors import ItbenchError
+from itbench.models.cache import KINDS as CACHE_KINDS
+
+if TYPE_CHECKING:
+    from itbench.harness.record import SubmissionRecord
+
 
 SPLIT = click.Choice(["train", "val", "test"])
 
 
-def _fmt(value: Any, ci: list | None = None) -> str:
+SIZES = ("auto", "full", "small", "ci")
+DEVICES = ("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8)))
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _fmt(value: float | None, ci: Sequence[float | None] | None = None) -> str:
     if value is None:
         return "—"
     text = f"{value:.3f}"
@@ -27,17 +38,17 @@ def _fmt(value: Any, ci: list | None = None) -> str:
     return text
 
 
-def format_scores(record: dict[str, Any]) -> str:
+def format_scores(record: SubmissionRecord) -> str:
     """The score table printed after ``itbench score``."""
-    bench = record["benchmark"]
+    bench = record.benchmark
     head = (
-        f"{record['submission']['name']} ({record['submission']['id']}) on "
-        f"{bench['id']}{' [SYNTHETIC demo data]' if bench.get('synthetic') else ''}, "
-        f"split {record['split']}: {record['status'].upper()}"
+        f"{record.submission.name} ({record.submission.id}) on "
+        f"{bench.id}{' [SYNTHETIC demo data]' if bench.synthetic else ''}, "
+        f"split {record.split}: {record.status.upper()}"
     )
-    if record["status"] != "ok":
-        return f"{head}\n  {record['error']}"
-    scores, ci = record["scores"], record["scores"].get("ci", {})
+    if record.status != "ok" or record.scores is None:
+        return f"{head}\n  {record.error}"
+    scores = record.scores
     rows = [
         ("mean EV", "mean_ev"),
         ("median EV", "median_ev"),
@@ -47,16 +58,16 @@ def format_scores(record: dict[str, Any]) -> str:
         ("normalised r", "normalized_r"),
     ]
     lines = [head, f"  {'metric':<18} {'value [95% CI]'}"]
-    lines += [f"  {label:<18} {_fmt(scores.get(key), ci.get(key))}" for label, key in rows]
+    lines += [f"  {label:<18} {_fmt(getattr(scores, key), scores.ci.get(key))}" for label, key in rows]
     lines.append(
-        f"  {scores['n_images']} images x {scores['n_neuroids']} neuroids"
-        + (f"; {scores['n_nan_r']} neuroids with undefined r (constant)" if scores.get("n_nan_r") else "")
+        f"  {scores.n_images} images x {scores.n_neuroids} neuroids"
+        + (f"; {scores.n_nan_r} neuroids with undefined r (constant)" if scores.n_nan_r else "")
     )
-    prov = record.get("provenance", {})
+    prov = record.provenance.model_dump()
     if prov.get("sandboxed") is False:
         lines.append("  UNSANDBOXED run (--unsandboxed): ranked below every sandboxed record")
-    if record.get("test_evaluations"):
-        lines.append(f"  test-split evaluations of this submission so far: {record['test_evaluations']}")
+    if record.test_evaluations:
+        lines.append(f"  test-split evaluations of this submission so far: {record.test_evaluations}")
     lines.append(
         f"  device {prov.get('device')}, size {prov.get('size')}, "
         f"{prov.get('wall_time_s')} s" + (", cached fit" if prov.get("fit_cached") else "")
@@ -64,7 +75,7 @@ def format_scores(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=CONTEXT)
 @click.version_option(package_name="itbench")
 def cli() -> None:
     """Score models of macaque IT cortex responses and build the leaderboard.
@@ -74,14 +85,22 @@ def cli() -> None:
       itbench data list                       what benchmarks are installed
       itbench score submissions/pixels_ridge  fit, predict, score, record one model
       itbench leaderboard                     regenerate leaderboard/ from records
+
+    From Python: `import itbench; itbench.score("submissions/pixels_ridge")`.
     """
 
 
 # --- score -------------------------------------------------------------------------
 
 
-@cli.command()
-@click.argument("submissions", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@cli.command(
+    epilog="""\b
+Examples:
+  itbench score submissions/pixels_ridge --benchmark demo
+  itbench score pixels_ridge effnet_lite0_ridge --json > records.json
+  itbench score --all --benchmark nx414 --device cuda"""
+)
+@click.argument("submissions", nargs=-1)
 @click.option("--all", "run_all", is_flag=True, help="Score every submission without a current record.")
 @click.option(
     "--benchmark",
@@ -90,18 +109,21 @@ def cli() -> None:
     help="Benchmark id (default: majajhong2015 or nx414 when installed, else demo).",
 )
 @click.option("--split", type=SPLIT, default="val", show_default=True, help="Split to score on.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to run.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Images per batch.")
 @click.option(
     "--size",
+    type=click.Choice(SIZES),
     default="auto",
     show_default=True,
-    help="Size preset: full, small (CPU-sized) or auto (small on CPU when defined).",
+    help="Size preset: full, small (CPU-sized), ci (tests) or auto (small on CPU when defined).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for fitting and bootstrap.")
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Wall-clock limit per run, seconds.")
 @click.option("--memory-gb", type=float, default=None, help="Memory limit per run, GiB.")
-@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for CIs.")
+@click.option(
+    "--n-boot", type=click.IntRange(0), default=1000, show_default=True, help="Bootstrap resamples."
+)
 @click.option("--no-cache", is_flag=True, help="Refit and re-predict even when cached.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record(s) as JSON.")
 @click.option(
@@ -117,7 +139,7 @@ def cli() -> None:
     "record and shown on the leaderboard.",
 )
 def score(
-    submissions: tuple[Path, ...],
+    submissions: tuple[str, ...],
     run_all: bool,
     benchmark: str | None,
     split: str,
@@ -133,8 +155,8 @@ def score(
     unsandboxed: bool,
     confirm_test: bool,
 ) -> None:
-    """Fit, predict and score SUBMISSIONS (folders under submissions/), writing records."""
-    from itbench.harness.runner import RunOptions, score_submission
+    """Fit, predict and score SUBMISSIONS (folders or ids under submissions/), writing records."""
+    from itbench.harness.runner import RunOptions, score_submission, stale_submissions
     from itbench.scoring.benchmark import default_benchmark
 
     bid = benchmark or default_benchmark()
@@ -150,10 +172,15 @@ def score(
             "(every test evaluation is counted and shown on the leaderboard)"
         )
     invalid: list[str] = []
-    paths = list(submissions) or (_pending(bid, split, invalid) if run_all else [])
+    folders: list[str | Path] = list(submissions) or (
+        list(stale_submissions(bid, split, invalid=invalid)) if run_all else []
+    )
     for problem in invalid:
         click.echo(f"skipping an invalid submission: {problem}", err=True)
-    if not paths and not invalid:
+    if not folders:
+        if run_all:
+            click.echo("every valid submission has a current record; nothing to score", err=True)
+            sys.exit(1 if invalid else 0)
         raise click.UsageError("name at least one submission folder, or use --all")
     opts = RunOptions(
         split=split,
@@ -169,36 +196,14 @@ def score(
         confirm_test=confirm_test,
     )
     records = []
-    for path in paths:
-        record = score_submission(path, bid, options=opts)
+    for folder in folders:
+        record = score_submission(folder, bid, options=opts)
         records.append(record)
-        click.echo(json.dumps(record, indent=1) if as_json else format_scores(record))
+        click.echo(record.to_json() if as_json else format_scores(record))
         if not as_json:
-            click.echo(f"  record: {record['path']}", err=True)
-    if invalid or all(r["status"] == "failed" for r in records):
+            click.echo(f"  record: {record.path}", err=True)
+    if invalid or all(r.status == "failed" for r in records):
         sys.exit(1)
-
-
-def _pending(benchmark_id: str, split: str, invalid: list[str] | None = None) -> list[Path]:
-    """Submissions whose record is missing or stale (code changed); invalid folders go to ``invalid``."""
-    from itbench.harness.record import read_record, record_path
-    from itbench.harness.submission import Submission, discover_all
-    from itbench.paths import results_root
-
-    todo = []
-    for _path, sub in discover_all():
-        if not isinstance(sub, Submission):
-            if invalid is not None:
-                invalid.append(str(sub))
-            continue
-        path = record_path(results_root(), benchmark_id, sub.id, split)
-        try:
-            current = read_record(path)["submission"]["code_hash"] == sub.code_hash()
-        except (OSError, ValueError, KeyError):
-            current = False
-        if not current:
-            todo.append(sub.path)
-    return todo
 
 
 # --- data --------------------------------------------------------------------------
@@ -209,7 +214,7 @@ def data() -> None:
     """Fetch, import and inspect benchmark data."""
 
 
-@data.command("list")
+@data.command("list", epilog="Example:\n\n  itbench data list")
 def data_list() -> None:
     """Which benchmarks are installed, and where."""
     from itbench.data.sources import KNOWN, describe
@@ -220,16 +225,40 @@ def data_list() -> None:
         click.echo(f"{bid:<15} {state:<14} {info.get('location', '')}")
 
 
-@data.command("info")
+def _summary(info: dict[str, Any]) -> str:
+    """``data info`` for a person: what it is, its files, and the split sizes."""
+    lines = [f"{info['benchmark_id']}: {'installed' if info.get('installed') else 'not installed'}"]
+    if info.get("description"):
+        lines.append(f"  {info['description']}")
+    if info.get("n_stimuli") is not None:
+        trials = "trial-level (ceilings available)" if info.get("trial_level") else "trial-averaged only"
+        lines.append(f"  {info['n_stimuli']} stimuli x {info['n_neuroids']} neuroids, {trials}")
+    lines.append(f"  location: {info.get('location')}")
+    for f in info.get("files", []):
+        lines.append(f"    {f['name']:<28} {f['size'] / 2**20:8.1f} MiB  sha1 {str(f.get('sha1'))[:12]}")
+    if info.get("split_hash"):
+        lines.append(f"  split file: {info['split_file']} (sha1 {info['split_hash'][:12]})")
+    for name, s in (info.get("splits") or {}).items():
+        reps = s.get("repetitions")
+        rep = f", {reps['min']}-{reps['max']} repetitions" if reps else ""
+        lines.append(f"    {name:<6} {s['images']:5d} images, {s['with_responses']:5d} with responses{rep}")
+    if info.get("error"):
+        lines.append(f"  problem: {info['error']}")
+    return "\n".join(lines)
+
+
+@data.command("info", epilog="Examples:\n\n  itbench data info demo\n\n  itbench data info nx414 --json")
 @click.argument("benchmark_id")
-def data_info(benchmark_id: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the raw description as JSON.")
+def data_info(benchmark_id: str, as_json: bool) -> None:
     """Files, sizes, checksums and split sizes of one benchmark."""
     from itbench.data.sources import describe
 
-    click.echo(json.dumps(describe(benchmark_id), indent=2, default=str))
+    info = describe(benchmark_id)
+    click.echo(json.dumps(info, indent=2, default=str) if as_json else _summary(info))
 
 
-@data.command("fetch")
+@data.command("fetch", epilog="Example:\n\n  itbench data fetch majajhong2015")
 @click.argument("benchmark_id", type=click.Choice(["majajhong2015"]))
 @click.option(
     "--mirror",
@@ -245,7 +274,7 @@ def data_fetch(benchmark_id: str, mirror: str | None) -> None:
     click.echo(f"{benchmark_id} installed; score with --benchmark {benchmark_id}")
 
 
-@data.command("import")
+@data.command("import", epilog="Example:\n\n  itbench data import ~/Downloads/IT_data.h5")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def data_import(path: Path) -> None:
     """Import the NX-414 course file IT_data.h5 as benchmark nx414."""
@@ -258,7 +287,7 @@ def data_import(path: Path) -> None:
 # --- new ---------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(epilog="Example:\n\n  itbench new my_model && itbench score submissions/my_model")
 @click.argument("submission_id")
 @click.option(
     "--root",
@@ -277,7 +306,12 @@ def new(submission_id: str, root: Path | None) -> None:
 # --- leaderboard ---------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(
+    epilog="""\b
+Examples:
+  itbench leaderboard                         re-render from leaderboard/results
+  itbench leaderboard --run --benchmark nx414 score what is stale first"""
+)
 @click.option("--benchmark", "-b", "benchmarks", multiple=True, help="Only these benchmarks.")
 @click.option(
     "--run", "run_missing", is_flag=True, help="First score every submission without a current record."
@@ -290,48 +324,45 @@ def new(submission_id: str, root: Path | None) -> None:
 )
 def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None) -> None:
     """Regenerate the leaderboard page from the stored result records."""
-    from itbench.paths import project_root, results_root
+    from itbench import api
 
-    root = project_root()
     if run_missing:
-        from itbench.harness.runner import score_submission
         from itbench.scoring.benchmark import default_benchmark
 
         for bid in benchmarks or (default_benchmark(),):
-            for path in _pending(bid, "val"):
-                record = score_submission(path, bid)
+            for record in api.score_all(bid):
                 click.echo(format_scores(record))
-    from itbench.page.leaderboard import render
-
-    report = render(
-        results_root(),
-        out or root / "leaderboard",
-        list(benchmarks) or None,
-        root / "benchmark" / "table1.csv",
-    )
-    click.echo(str(report))
+    click.echo(str(api.render(out_dir=out, benchmarks=benchmarks or None)))
 
 
 # --- sweep -------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(
+    epilog="""\b
+Examples:
+  itbench sweep efficientnet_lite0 --benchmark demo
+  itbench sweep resnet50 --random --layers layer2,layer3,layer4 --reducer "avgpool(2)\""""
+)
 @click.argument("model")
 @click.option(
     "--layers", default=None, help="Comma-separated node names (default: the model's standard set)."
 )
 @click.option("--pretrained/--random", default=True, show_default=True, help="ImageNet or random weights.")
-@click.option("--benchmark", "-b", default=None)
-@click.option("--split", type=SPLIT, default="val", show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--benchmark", "-b", default=None, help="Benchmark id (default as for score).")
+@click.option("--split", type=SPLIT, default="val", show_default=True, help="Split to score on.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to run.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Images per batch.")
 @click.option(
     "--reducer",
     default="auto",
     show_default=True,
-    help="How activations are reduced while streaming: flatten, avgpool:K, project:D, auto.",
+    help="How activations are reduced while streaming: flatten, avgpool(K), "
+    "random_projection(D, seed=S), or auto (flatten small layers, project large ones).",
 )
-@click.option("--pca", "n_components", type=int, default=1000, show_default=True)
+@click.option(
+    "--pca", "n_components", type=click.IntRange(1), default=1000, show_default=True, help="PCA size."
+)
 def sweep(
     model: str,
     layers: str | None,
@@ -344,29 +375,30 @@ def sweep(
     n_components: int,
 ) -> None:
     """Score every chosen layer of MODEL with PCA + ridge from one pass (Fig. 1)."""
-    from itbench.harness.sweep import run_sweep
-    from itbench.scoring.benchmark import default_benchmark
+    from itbench import api
 
-    record = run_sweep(
+    if reducer != "auto":
+        from itbench.models.features import parse_reducer
+
+        parse_reducer(reducer)  # a typo fails here, before any image is loaded
+    record = api.sweep(
         model,
-        layers.split(",") if layers else None,
+        benchmark,
+        layers=layers.split(",") if layers else None,
         pretrained=pretrained,
-        benchmark_id=benchmark or default_benchmark(),
         split=split,
         device=device,
         batch_size=batch_size,
         reducer=reducer,
         n_components=n_components,
     )
-    for layer in record["layers"]:
-        s = layer["scores"]
-        click.echo(
-            f"{layer['layer']:<14} EV {_fmt(s['mean_ev'])}  r {_fmt(s['mean_r'], s['ci'].get('mean_r'))}"
-        )
-    click.echo(f"record: {record['path']}", err=True)
+    for layer in record.layers:
+        s = layer.scores
+        click.echo(f"{layer.layer:<14} EV {_fmt(s.mean_ev)}  r {_fmt(s.mean_r, s.ci.get('mean_r'))}")
+    click.echo(f"record: {record.path}", err=True)
 
 
-# --- cache and bench -----------------------------------------------------------------
+# --- cache and perf ------------------------------------------------------------------
 
 
 @cli.group()
@@ -374,28 +406,43 @@ def cache() -> None:
     """Inspect or clear the activation / fitted-state / prediction caches."""
 
 
-@cache.command("info")
-def cache_info() -> None:
+@cache.command("info", epilog="Example:\n\n  itbench cache info --json")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw numbers as JSON.")
+def cache_info(as_json: bool) -> None:
     """Entries and sizes per cache kind."""
     from itbench.models import cache as cache_mod
 
-    click.echo(json.dumps(cache_mod.info(), indent=2, default=str))
+    info = cache_mod.info()
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    click.echo(f"cache root: {info['root']}")
+    for kind, numbers in info["kinds"].items():
+        click.echo(f"  {kind:<12} {numbers['entries']:6d} files {numbers['bytes'] / 2**20:10.1f} MiB")
 
 
-@cache.command("clear")
-@click.option("--kind", default=None, help="Only this kind (activations, fitted, predictions).")
+@cache.command("clear", epilog="Example:\n\n  itbench cache clear --kind predictions")
+@click.option(
+    "--kind",
+    type=click.Choice(list(CACHE_KINDS)),
+    default=None,
+    help="Only this kind: " + "; ".join(f"{k}: {v}" for k, v in CACHE_KINDS.items()) + ".",
+)
 def cache_clear(kind: str | None) -> None:
     """Delete cached activations, fitted states and predictions."""
     from itbench.models import cache as cache_mod
 
     freed = cache_mod.clear(kind)
-    click.echo(f"cleared {freed}")
+    click.echo(f"cleared {freed['entries']} files, {freed['bytes'] / 2**20:.1f} MiB")
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command(
+    context_settings={"ignore_unknown_options": True},
+    epilog="Examples:\n\n  itbench perf --quick\n\n  itbench perf --only readouts --device cuda",
+)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args: tuple[str, ...]) -> None:
-    """Run the speed/memory benchmarks (perf/run.py); prints ratios side by side."""
+def perf(args: tuple[str, ...]) -> None:
+    """Speed and memory benchmarks (perf/run.py): ratios against references, side by side."""
     import runpy
 
     from itbench.paths import project_root

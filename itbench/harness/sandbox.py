@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Literal
 
 import psutil
 
@@ -463,7 +463,7 @@ def child_env(
 # running
 
 
-def _load_prctl() -> Any:
+def _load_prctl() -> Callable[..., int] | None:
     """libc's prctl, resolved now: dlopen after fork is not async-signal-safe."""
     try:
         return ctypes.CDLL(None, use_errno=True).prctl

@@ -616,10 +616,10 @@ def test_crafted_child_outputs_fail_the_run_with_the_reason(tiny_runner, sandbox
     record = tiny_runner(sub)
     assert time.monotonic() - t0 < 120
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024 < 200
-    assert record["status"] == "failed", record  # never skipped, never ok
-    assert reason in record["error"], record["error"]
-    assert "\x1b" not in record["error"] and len(record["error"]) <= 2100
-    assert good.read_bytes() == good_bytes and Path(record["path"]) == failure_path(good)
+    assert record.status == "failed", record  # never skipped, never ok
+    assert reason in record.error, record.error
+    assert "\x1b" not in record.error and len(record.error) <= 2100
+    assert good.read_bytes() == good_bytes and Path(record.path) == failure_path(good)
     assert "\x1b" not in capfd.readouterr().err
 
 
@@ -640,7 +640,7 @@ def test_skipped_comes_only_from_the_parent(tiny_runner, sandboxed, monkeypatch)
 
     monkeypatch.setattr(runner, "_ensure_weights", no_weights)
     record = tiny_runner(sub)
-    assert record["status"] == "skipped" and "not cached" in record["error"]
+    assert record.status == "skipped" and "not cached" in record.error
     assert not ran.exists()
 
 
@@ -659,7 +659,7 @@ def test_planted_symlink_in_own_cache_cannot_redirect_the_parent(tiny_runner, sa
         record = tiny_runner(sub)
     finally:
         (own / "fitted").unlink()
-    assert record["status"] == "failed" and "is not a folder" in record["error"]
+    assert record.status == "failed" and "is not a folder" in record.error
     assert (victim / "keep.txt").read_text() == "precious"
 
 
@@ -678,7 +678,7 @@ def test_chown_of_the_cache_never_follows_a_planted_link(tiny_runner, sandboxed,
         record = tiny_runner(sub)
     finally:
         (own / "link").unlink()
-    assert record["status"] == "ok", record["error"]
+    assert record.status == "ok", record.error
     assert os.stat(target).st_uid == 0 and os.lstat(own).st_uid == sandbox.SANDBOX_UID
 
 
@@ -690,11 +690,11 @@ def test_outside_folder_cannot_overwrite_an_inside_record(tiny_runner, sandboxed
     good, good_bytes = _plant(tiny_runner.results, "pixels_ridge")
     outside = _submission(tmp_path / "elsewhere", "pixels_ridge", HONEST)
     record = tiny_runner(outside)
-    assert record["status"] == "ok"
-    assert record["submission"]["id"].startswith("external-pixels_ridge-")
-    assert Path(record["path"]).name.startswith("external-pixels_ridge-")
+    assert record.status == "ok"
+    assert record.submission.id.startswith("external-pixels_ridge-")
+    assert Path(record.path).name.startswith("external-pixels_ridge-")
     assert good.read_bytes() == good_bytes
-    assert tiny_runner(inside)["submission"]["id"] == "pixels_ridge"
+    assert tiny_runner(inside).submission.id == "pixels_ridge"
 
 
 def test_score_all_reports_a_bad_folder_and_scores_the_rest(tiny_runner, sandboxed, tmp_path, monkeypatch):
@@ -738,12 +738,12 @@ def test_unsandboxed_run_is_marked_and_never_feeds_a_sandboxed_one(tiny_runner, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         first = tiny_runner(sub, unsandboxed=True, use_cache=True)
-        assert first["provenance"]["sandboxed"] is False
+        assert first.provenance.sandboxed is False
         again = tiny_runner(sub, unsandboxed=True, use_cache=True)
-    assert again["provenance"]["predictions_cached"] is True  # the cache works ...
+    assert again.provenance.predictions_cached is True  # the cache works ...
     second = tiny_runner(sub, use_cache=True)
-    assert second["provenance"]["predictions_cached"] is False  # ... but not across trust levels
-    assert second["provenance"]["sandboxed"] is True
+    assert second.provenance.predictions_cached is False  # ... but not across trust levels
+    assert second.provenance.sandboxed is True
 
 
 def test_unsandboxed_records_rank_below_sandboxed_ones():
@@ -790,12 +790,12 @@ def test_broken_submission_fails_in_seconds_naming_file_and_line(
     sub = _submission(tiny_runner.subs, "broken", model)
     t0 = time.monotonic()
     record = tiny_runner(sub)
-    assert record["status"] == "failed" and fragment in record["error"], record["error"]
+    assert record.status == "failed" and fragment in record.error, record.error
     if "raise" not in model:  # found in the parent: no data written, no child started
         assert loaded == [] and time.monotonic() - t0 < 10
     else:  # found by the worker: the full traceback is in the record
-        assert "Traceback" in record.get("error_traceback", "")
-        assert "Traceback" not in record["error"]
+        assert "Traceback" in (record.error_traceback or "")
+        assert "Traceback" not in record.error
 
 
 # --- 7. the test split is guarded and counted --------------------------------------------
@@ -808,7 +808,7 @@ def test_test_split_needs_confirmation_and_is_counted(tiny_runner, sandboxed, tm
     with pytest.raises(ItbenchError, match="--confirm-test"):
         tiny_runner(sub, split="test")
     assert not record_path(tiny_runner.results, "demo", "finalist", "test").exists()
-    counts = [tiny_runner(sub, split="test", confirm_test=True)["test_evaluations"] for _ in range(2)]
+    counts = [tiny_runner(sub, split="test", confirm_test=True).test_evaluations for _ in range(2)]
     assert counts == [1, 2]
     out = tmp_path / "page"
     render(tiny_runner.results, out, ["demo"], REPO / "benchmark" / "table1.csv")
@@ -876,9 +876,9 @@ def test_record_error_from_a_child_is_capped_and_clean(tiny_runner, sandboxed):
     """
     sub = _submission(tiny_runner.subs, "loud", model)
     record = tiny_runner(sub)
-    assert record["status"] == "failed"
-    assert "\x1b" not in record["error"] and "\x07" not in record["error"]
-    assert len(record["error"]) <= 2100 and len(record.get("error_traceback", "")) <= 8200
+    assert record.status == "failed"
+    assert "\x1b" not in record.error and "\x07" not in record.error
+    assert len(record.error) <= 2100 and len((record.error_traceback or "")) <= 8200
 
 
 def test_submission_error_is_an_itbench_error():
@@ -924,7 +924,7 @@ def test_a_submission_folder_that_links_to_held_out_data_is_refused(tiny_runner,
         record = tiny_runner(tiny_runner.subs / "linked")
     finally:
         shutil.rmtree(planted)
-    assert record["status"] == "failed" and "may not see" in record["error"], record["error"]
+    assert record.status == "failed" and "may not see" in record.error, record.error
 
 
 def test_abstract_unix_sockets_of_the_host_are_unreachable(tmp_path, sandboxed):
@@ -961,5 +961,5 @@ def test_links_left_in_the_workdir_do_not_steer_the_cleanup(tiny_runner, sandbox
     )
     sub = _submission(tiny_runner.subs, "linker2", _craft_model(body))
     record = tiny_runner(sub)
-    assert record["status"] == "failed"
+    assert record.status == "failed"
     assert (victim / "keep.txt").read_text() == "precious"
