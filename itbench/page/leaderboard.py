@@ -441,10 +441,8 @@ def sandboxed(sub: SubmissionResult) -> bool:
 
 def test_evaluations(sub: SubmissionResult) -> int | None:
     """How many times this submission has been scored on the test split (test records only)."""
-    value = sub.record.get("test_evaluations")
-    if sub.split != "test" or isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
+    value = sub.record.test_evaluations  # validated by the record schema (an int >= 0 or None)
+    return value if sub.split == "test" else None
 
 
 def compares_table1(sub: SubmissionResult) -> bool:

@@ -878,7 +878,7 @@ def test_record_error_from_a_child_is_capped_and_clean(tiny_runner, sandboxed):
     record = tiny_runner(sub)
     assert record.status == "failed"
     assert "\x1b" not in record.error and "\x07" not in record.error
-    assert len(record.error) <= 2100 and len((record.error_traceback or "")) <= 8200
+    assert len(record.error) <= 2100 and len(record.error_traceback or "") <= 8200
 
 
 def test_submission_error_is_an_itbench_error():
