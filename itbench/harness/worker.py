@@ -143,7 +143,8 @@ def run(workdir: Path) -> int:
                 "traceback": traceback.format_exc()[-4000:],
             },
         )
-        traceback.print_exc()
+        # one line for the terminal; the full traceback travels in status.json to the record
+        print(f"submission failed: {type(err).__name__} in {phase}", file=sys.stderr)
         return 1
 
 

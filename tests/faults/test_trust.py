@@ -28,7 +28,7 @@ import pytest
 
 from itbench.errors import ItbenchError, SubmissionError
 from itbench.harness import runner, sandbox, worker
-from itbench.harness.record import SCHEMA, dumps, failure_path, record_path
+from itbench.harness.record import SCHEMA, failure_path, record_path
 from itbench.harness.sandbox import Limits, run_isolated
 from itbench.harness.untrusted import (
     UntrustedOutput,
@@ -41,6 +41,13 @@ from itbench.harness.untrusted import (
 from .conftest import REPO
 
 PY = sys.executable
+
+
+def dumps(record: dict) -> str:
+    """A record file as an earlier run (or an attacker with write access to results/) left it."""
+    return json.dumps(record, indent=1, sort_keys=True) + "\n"
+
+
 SECRET = "HELD-OUT-RESPONSES-2.71828"
 
 
