@@ -178,3 +178,19 @@ def test_discover_all_reports_bad_folders_and_keeps_the_rest(tmp_path):
     assert [k for k, v in found.items() if isinstance(v, SubmissionError)] == ["b"]
     assert "limits.memory_gb" in str(found["b"])
     assert found["a"].id == "a" and found["c"].id == "c"
+
+
+def test_pathological_files_are_errors_not_crashes(tmp_path):
+    from itbench.harness.submission import check_module
+
+    deep_toml = make(
+        tmp_path, name="deep_toml", toml='name = "X"\n[params]\na = ' + "[" * 60000 + "]" * 60000
+    )
+    with pytest.raises(SubmissionError, match="nested too deeply"):
+        load_submission(deep_toml)
+    deep_py = make(tmp_path, name="deep_py", model="x = " + "-" * 200000 + "1\ndef build(ctx):\n    pass\n")
+    with pytest.raises(SubmissionError, match="model.py"):
+        check_module(load_submission(deep_py))
+    nul = make(tmp_path, name="nul", model="def build(ctx):\n    return 1\x00\n")
+    with pytest.raises(SubmissionError, match="model.py"):
+        check_module(load_submission(nul))

@@ -207,6 +207,8 @@ def load_submission(path: str | Path, submissions_root: Path | None = None) -> S
         raise _fail(path, f"{METADATA_FILE}: {err}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise _fail(path, f"{METADATA_FILE} is not valid TOML: {summarize(err)}") from None
+    except (RecursionError, MemoryError):  # "a = [[[[...": the parser gives up, we must not crash
+        raise _fail(path, f"{METADATA_FILE} is nested too deeply to parse") from None
     return _from_metadata(path, meta, submission_identity(path, submissions_root))
 
 
@@ -257,6 +259,8 @@ def check_module(sub: Submission) -> None:
         ) from None
     except ValueError as err:  # null bytes
         raise _fail(sub.path, f"{MODULE_FILE}: {summarize(err)}") from None
+    except (RecursionError, MemoryError):  # pathological nesting: the parser gives up
+        raise _fail(sub.path, f"{MODULE_FILE} is nested too deeply to compile") from None
     if not _binds_build(tree):
         raise _fail(sub.path, f"{MODULE_FILE} does not define build(ctx)", "add: def build(ctx): ...")
 
