@@ -184,7 +184,7 @@ def test_pathological_files_are_errors_not_crashes(tmp_path):
     from itbench.harness.submission import check_module
 
     deep_toml = make(
-        tmp_path, name="deep_toml", toml='name = "X"\n[params]\na = ' + "[" * 60000 + "]" * 60000
+        tmp_path, name="deep_toml", toml='name = "X"\n[params]\na = ' + "[" * 20000 + "]" * 20000
     )
     with pytest.raises(SubmissionError, match="nested too deeply"):
         load_submission(deep_toml)
