@@ -162,6 +162,10 @@ class SubmissionRecord(_Record):
     scores: Scores | None = None
     per_neuroid: PerNeuroid | None = None
     examples: Examples | None = None
+    test_evaluations: Annotated[StrictInt, Field(ge=0)] | None = None
+    """Test-split records: how many scored test evaluations this submission has had (issue 10)."""
+    error_traceback: str | None = None
+    """Failed runs: the child's full traceback, sanitised and capped (the terminal gets one line)."""
     path: Path | None = Field(default=None, exclude=True)  # where write_record put it; not stored
 
     @property
