@@ -156,7 +156,10 @@ def _score_in_thread(
     def target() -> None:
         try:
             out["records"] = executor.score(
-                folders, "demo", RunOptions(results_root=results, n_boot=5, device="cpu"), log=lambda m: None
+                folders,
+                "demo",
+                RunOptions(results_root=results, n_boot=5, device="cpu", submissions_root=folders[0].parent),
+                log=lambda m: None,
             )
         except BaseException as err:  # the test reports it
             out["error"] = err
@@ -234,7 +237,10 @@ def test_ctrl_c_cancels_and_keeps_earlier_records(cluster: Cluster, tmp_path: Pa
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         executor.score(
-            folders, "demo", RunOptions(results_root=results, n_boot=5, device="cpu"), log=lambda m: None
+            folders,
+            "demo",
+            RunOptions(results_root=results, n_boot=5, device="cpu", submissions_root=folders[0].parent),
+            log=lambda m: None,
         )
     assert time.monotonic() - started < 400  # cancelled, not waited for the 120 s sleeps
     assert good.read_bytes() == before  # an interrupted run never replaces a good record

@@ -51,22 +51,27 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from itbench import paths
 from itbench.errors import SubmissionError, WeightsUnavailable
 from itbench.harness.executors import Log, OnRecord, _stderr
 from itbench.harness.inputs import WorkerInputs
-from itbench.harness.record import SubmissionRecord, locked, record_path, write_record
+from itbench.harness.record import SubmissionRecord, locked
 from itbench.harness.runner import (
     PlannedRun,
     RunOptions,
     RunState,
+    check_allowed,
+    check_sandbox,
     complete_run,
     plan_run,
+    record_path_of,
     recording,
     run_child,
+    store_record,
 )
+from itbench.harness.sandbox import SandboxUnavailable
 from itbench.harness.submission import Submission, find_submission, load_submission
 from itbench.harness.sweep import LayerPredictions, sweep_predictions
+from itbench.harness.untrusted import ChildStatus
 from itbench.scoring.benchmark import Benchmark, load_benchmark
 
 DEFAULT_MAX_RETRIES = 2
@@ -80,7 +85,7 @@ class TaskResult:
     """What a task sends back: raw predictions and status, or the submission's fault. Never responses."""
 
     pred: Any
-    status: dict[str, Any] | None
+    status: ChildStatus | None
     provenance: dict[str, Any]
     error: Exception | None
     node: str
@@ -137,9 +142,14 @@ def _task(
     provenance: dict[str, Any] = {"executor": "ray", "node": socket.gethostname(), "ray_node": node[:12]}
     with _environment(env), tempfile.TemporaryDirectory(prefix="itbench-sub-") as scratch:
         try:
+            check_sandbox(opts)  # a node without bubblewrap refuses, as a single machine does
             here = _submission_here(sub, code_hash, sub_tar, Path(scratch))
+            job = {**job, "submission_path": str(here.path)}
             pred, status = run_child(here, inputs, opts, job, fit_key, provenance, log=_stderr)
             return TaskResult(pred, status, provenance, None, node)
+        except SandboxUnavailable as err:
+            refused = SubmissionError(f"node {socket.gethostname()} cannot run submissions: {err}")
+            return TaskResult(None, None, provenance, refused, node)
         except (SubmissionError, WeightsUnavailable) as err:
             return TaskResult(None, None, provenance, err, node)
 
@@ -190,8 +200,13 @@ def _submission_here(sub: Submission, code_hash: str, sub_tar: bytes, scratch: P
     if sub.path.is_dir() and sub.code_hash() == code_hash:
         return sub
     target = scratch / sub.id
-    with tarfile.open(fileobj=io.BytesIO(sub_tar)) as tar:
-        tar.extractall(target, filter="data")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(sub_tar)) as tar:
+            tar.extractall(target, filter="data")
+    except (tarfile.TarError, OSError) as err:
+        raise SubmissionError(
+            f"submission '{sub.id}': its folder cannot be unpacked on this node: {err}"
+        ) from None
     here = dataclasses.replace(sub, path=target)
     if here.code_hash() != code_hash:
         raise SubmissionError(f"submission '{sub.id}': the copy shipped to this node does not match its hash")
@@ -199,12 +214,19 @@ def _submission_here(sub: Submission, code_hash: str, sub_tar: bytes, scratch: P
 
 
 def pack_submission(folder: Path) -> bytes:
-    """The submission folder as an uncompressed tarball (what a node without it unpacks)."""
+    """The submission folder as an uncompressed tarball (what a node without it unpacks).
+
+    Regular files and links as they are (never followed), like ``code_hash``,
+    so an unpacked copy hashes the same; anything else is left out.
+    """
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for file in sorted(folder.rglob("*")):
-            if file.is_file() and "__pycache__" not in file.parts and file.suffix != ".pyc":
-                tar.add(file, arcname=file.relative_to(folder).as_posix())
+        for root, dirs, files in os.walk(folder, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files) + [d for d in dirs if Path(root, d).is_symlink()]:
+                path = Path(root, name)
+                if path.suffix != ".pyc" and (path.is_symlink() or path.is_file()):
+                    tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
     return buffer.getvalue()
 
 
@@ -289,20 +311,19 @@ class RayExecutor:
         log: Log = _stderr,
         on_record: OnRecord | None = None,
     ) -> list[SubmissionRecord]:
+        check_allowed(opts)  # the sandbox is checked on each node, where the children run
         bench = load_benchmark(benchmark_id)
         bench.stimulus_ids(opts.split)  # validates the split name early, as locally
         sub_paths = [find_submission(f) for f in folders]  # a typo is not a submission fault: no record
-        root = opts.results_root or paths.results_root()
         runs = [
-            _Run(i, record_path(root, bench.id, p.name, opts.split), RunState.start(p, bench, opts.split))
+            _Run(i, record_path_of(p, bench, opts), RunState.start(p, bench, opts))
             for i, p in enumerate(sub_paths)
         ]
         records: dict[int, SubmissionRecord] = {}
 
         def done(run: _Run) -> None:
             with locked(run.path):
-                record = run.state.finish()
-                record.path = write_record(record, run.path)
+                record = store_record(run.state.finish(), run.path, opts)
             records[run.index] = record
             if on_record is not None:
                 on_record(record)
@@ -312,7 +333,7 @@ class RayExecutor:
             todo = []
             for run, sub_path in zip(runs, sub_paths, strict=True):
                 with recording(run.state, run.path):
-                    sub = load_submission(sub_path)
+                    sub = load_submission(sub_path, opts.submissions_root)
                     run.plan = plan_run(sub, bench, opts, run.state, _quiet, device=_device(opts, sub, gpus))
                     if run.plan.job is None:  # cached predictions: nothing to run
                         complete_run(run.plan, run.plan.cached, None, bench, opts, run.state, _quiet)

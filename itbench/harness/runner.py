@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from itbench import paths
-from itbench.errors import SubmissionError, WeightsUnavailable
+from itbench.console import show_progress
+from itbench.errors import ItbenchError, SubmissionError, WeightsUnavailable
+from itbench.harness import sandbox as sandbox_mod
 from itbench.harness import worker
 from itbench.harness.device import resolve_device
 from itbench.harness.inputs import ChildInputs
@@ -37,12 +39,30 @@ from itbench.harness.record import (
     Scores,
     SubmissionRecord,
     SubmissionRef,
+    failure_path,
     locked,
     read_record,
     record_path,
     write_record,
 )
-from itbench.harness.submission import Submission, discover, find_submission, load_submission
+from itbench.harness.submission import (
+    Submission,
+    check_module,
+    discover_all,
+    find_submission,
+    load_submission,
+    submission_identity,
+)
+from itbench.harness.untrusted import (
+    ChildStatus,
+    UntrustedOutput,
+    clean_text,
+    is_marker,
+    plain_dir_chain,
+    read_predictions,
+    read_status,
+    summarize,
+)
 from itbench.models.cache import prediction_file, run_key, submission_namespace
 from itbench.paths import benchmark_dir, data_home, project_root
 from itbench.scoring.benchmark import Benchmark, load_benchmark
@@ -65,6 +85,14 @@ class RunOptions:
     use_cache: bool = True
     n_boot: int = 1000
     results_root: Path | None = None
+    unsandboxed: bool = False
+    """Run without bubblewrap (your own trusted code only): the record says so, it never
+    ranks above sandboxed ones, and its caches are never reused by a sandboxed run."""
+    confirm_test: bool = False
+    """Required for ``split='test'``: each test evaluation is counted in the record."""
+    submissions_root: Path | None = None
+    """Where record identities come from (default: the project's ``submissions/``)."""
+    disk_gb: float | None = None
 
 
 def resolve_size(sub: Submission, size: str, device: str) -> str:
@@ -162,21 +190,28 @@ def _write_inputs(
     (workdir / worker.JOB).write_text(json.dumps(job))
 
 
-def _child_failure(result: Any, status: dict[str, Any] | None, limits: Any) -> str:
-    """One line saying why the child did not deliver predictions."""
+DEFAULT_DISK_GB = 20.0
+TEST_SPLIT = "test"
+
+
+def _child_failure(result: Any, status: ChildStatus | None, limits: Any) -> str:
+    """One line saying why the child did not deliver predictions (all of it sanitised)."""
     if result.killed_reason == "timeout":
         return f"timed out after {limits.timeout_s:.0f} s (limit; raise with --timeout)"
     if result.killed_reason == "memory":
         return (
             f"ran out of memory: exceeded the {limits.memory_gb} GiB limit "
-            f"(peak {result.peak_rss_gb:.1f} GiB; raise with --memory-gb)"
+            f"(peak {result.peak_rss_gb:.1f} GiB, {result.limiter}; raise with --memory-gb)"
         )
+    if result.killed_reason == "disk":
+        return f"exceeded the {limits.disk_gb} GiB disk quota of its writable folders (workdir, own cache)"
     if result.killed_reason == "interrupted":
         return "interrupted by the user (Ctrl-C)"
-    if status and not status.get("ok"):
-        return f"{status['error_type']} in {status['phase']}: {status['error']}"
-    tail = (result.stderr_tail or "").strip().splitlines()[-1:] or ["no output"]
-    return f"the submission process {result.describe()}: {tail[0][:300]}"
+    if status is not None and not status.ok:
+        where = f" at {status.where}" if status.where else ""
+        return f"{summarize(status.error_type, 100)} in {status.phase}{where}: {summarize(status.error, 500)}"
+    lines = (result.stderr_tail or "").strip().splitlines()[-1:] or ["no output"]
+    return f"the submission process {result.describe()}: {summarize(lines[0], 300)}"
 
 
 def _run_child(
@@ -188,21 +223,27 @@ def _run_child(
     fitted: Path,
     provenance: dict[str, Any],
     log: Callable[[str], None],
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Run the worker in the sandbox; return raw predictions and its status.
+) -> tuple[np.ndarray, ChildStatus]:
+    """Run the worker in the sandbox; return its predictions and status, read as untrusted input.
 
-    ``provenance`` learns whether the run was sandboxed and its peak memory
-    even when the run fails.
+    ``provenance`` learns whether the run was sandboxed, what limited it and
+    its peak memory even when the run fails. Nothing the child wrote is
+    believed: the status is schema-checked, the predictions are read with
+    their header checked against the expected shape, and a child's claim of
+    missing weights is a failure, not a skip (only the parent's own check
+    before launch may skip).
     """
     from itbench.harness import sandbox
 
     workdir = Path(tempfile.mkdtemp(prefix="itbench-run-"))
     try:
-        _write_inputs(workdir, bench, opts.split, job, need_train=not (fitted / "COMPLETE").exists(), log=log)
+        need_train = not is_marker(fitted / "COMPLETE")
+        _write_inputs(workdir, bench, opts.split, job, need_train=need_train, log=log)
         limits = sandbox.Limits(
             timeout_s=opts.timeout_s or sub.timeout_s or DEFAULT_TIMEOUT_S,
             memory_gb=opts.memory_gb or sub.memory_gb or default_memory_gb(),
             cpu_threads=None,
+            disk_gb=opts.disk_gb or sub.disk_gb or DEFAULT_DISK_GB,
         )
         package_dir = Path(__file__).resolve().parents[1]
         torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
@@ -213,6 +254,7 @@ def _run_child(
             "TORCH_HOME": str(torch_home),
             "HF_HOME": str(hf_home),
             "HF_HUB_OFFLINE": "1",
+            "ITBENCH_PROGRESS": "1" if show_progress() else "0",
         }
         for name in ("ITBENCH_RANDOM_WEIGHTS", "CUDA_VISIBLE_DEVICES"):
             if name in os.environ:
@@ -222,7 +264,6 @@ def _run_child(
             [sys.executable, "-m", "itbench.harness.worker", str(workdir)],
             limits=limits,
             ro_paths=[
-                Path(sys.prefix),
                 sub.path,
                 package_dir,
                 *[p for p in (torch_home, hf_home) if p.exists()],
@@ -233,24 +274,89 @@ def _run_child(
                 benchmark_dir(),
                 project_root() / "leaderboard",
                 paths.results_root(),
-                Path.home(),
+                project_root() / ".git",
+                project_root() / "submissions",
             ],
             env=env,
+            unsandboxed=opts.unsandboxed,
         )
-        status_file = workdir / worker.STATUS
-        status = json.loads(status_file.read_text()) if status_file.exists() else None
-        provenance.update(sandboxed=result.sandboxed, peak_rss_gb=round(result.peak_rss_gb, 3))
+        provenance.update(
+            sandboxed=result.sandboxed,
+            peak_rss_gb=round(result.peak_rss_gb, 3),
+            limiter=result.limiter,
+        )
         if result.killed_reason == "interrupted":
             raise KeyboardInterrupt
-        if result.returncode != 0 or not status or not status.get("ok"):
-            error_type = (status or {}).get("error_type")
-            message = _child_failure(result, status, limits)
-            if error_type == "WeightsUnavailable":
-                raise WeightsUnavailable(status["error"], status.get("hint"))
-            raise SubmissionError(f"submission '{sub.id}': {message}")
-        return np.load(workdir / worker.PREDICTIONS, allow_pickle=False), status
+        try:
+            status = read_status(workdir / worker.STATUS)
+        except UntrustedOutput as err:
+            if result.ok:
+                raise SubmissionError(f"submission '{sub.id}': {err}") from None
+            status = None  # a crash explains it better than its half-written status
+        if not result.ok or status is None or not status.ok:
+            error = SubmissionError(f"submission '{sub.id}': {_child_failure(result, status, limits)}")
+            error.traceback = (status.traceback if status else None) or result.stderr_tail  # type: ignore[attr-defined]
+            raise error
+        n = len(bench.stimulus_ids(opts.split))
+        try:
+            pred = read_predictions(workdir / worker.PREDICTIONS, (n, len(bench.neuroid_ids)))
+        except UntrustedOutput as err:
+            raise SubmissionError(
+                f"submission '{sub.id}': {err}",
+                f"predict(images) must return an array of shape ({n}, {len(bench.neuroid_ids)})",
+            ) from None
+        return pred, status
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check_location(folder: Path) -> None:
+    """Refuse a submission folder that is, holds or sits inside what the child must not see.
+
+    The folder is bound into the sandbox, so ``submissions/x -> ../../benchmark``
+    (or a folder inside the data home) would hand the child held-out data.
+    """
+    guarded = [data_home(), benchmark_dir(), project_root() / "leaderboard", paths.results_root()]
+    guarded += [project_root() / ".git", Path(__file__).resolve().parents[1]]
+    for place in guarded:
+        place = place.resolve()
+        if folder == place or folder.is_relative_to(place) or place.is_relative_to(folder):
+            raise SubmissionError(
+                f"submission folder {folder} overlaps {place}, which a submission may not see",
+                "a submission folder lives in submissions/ and is not a link elsewhere",
+            )
+
+
+def previous_test_evaluations(path: Path) -> int:
+    """How many test-split evaluations the records at ``path`` (and its failure) have counted."""
+    counts = [0]
+    for candidate in (path, failure_path(path)):
+        try:
+            value = getattr(read_record(candidate), "test_evaluations", None)
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            counts.append(value)
+    return max(counts)
+
+
+def check_allowed(opts: RunOptions) -> None:
+    """Refusals before anything is loaded or recorded, whichever executor runs the runs."""
+    if opts.split == TEST_SPLIT and not opts.confirm_test:
+        raise ItbenchError(
+            "scoring on the held-out test split needs --confirm-test",
+            "tune on val; score test once you are done (every test evaluation is counted "
+            "in the record and shown on the leaderboard)",
+        )
+
+
+def check_sandbox(opts: RunOptions) -> None:
+    """Fail closed where the children run: no bubblewrap, no run (unless --unsandboxed)."""
+    if not (opts.unsandboxed or sandbox_mod.unsandboxed_requested()) and not sandbox_mod.available():
+        raise sandbox_mod.SandboxUnavailable(
+            f"refusing to run a submission without a sandbox: {sandbox_mod.unavailable_reason()}",
+            sandbox_mod.INSTALL_HINT,
+        )
 
 
 def score_submission(
@@ -268,13 +374,28 @@ def score_submission(
     opts = options or RunOptions()
     for name, value in overrides.items():
         setattr(opts, name, value)
+    check_allowed(opts)
+    check_sandbox(opts)  # fail closed, before anything is loaded or recorded
     bench = load_benchmark(benchmark_id)
     bench.stimulus_ids(opts.split)  # validates the split name early
     sub_path = find_submission(submission_path)  # a typo is not a submission fault: no record
-    path = record_path(opts.results_root or paths.results_root(), bench.id, sub_path.name, opts.split)
+    path = record_path_of(sub_path, bench, opts)
     with locked(path):
-        record = _score_locked(sub_path, bench, opts, log, path)
-        record.path = write_record(record, path)
+        return store_record(_score_locked(sub_path, bench, opts, log, path), path, opts)
+
+
+def record_path_of(sub_path: Path, bench: Benchmark, opts: RunOptions) -> Path:
+    """Where the record of this submission on this benchmark split goes."""
+    sub_id = submission_identity(sub_path, opts.submissions_root)
+    return record_path(opts.results_root or paths.results_root(), bench.id, sub_id, opts.split)
+
+
+def store_record(record: SubmissionRecord, path: Path, opts: RunOptions) -> SubmissionRecord:
+    """Count a test evaluation, then write the record (caller holds the lock); sets ``record.path``."""
+    if opts.split == TEST_SPLIT:
+        before = previous_test_evaluations(path)
+        record.test_evaluations = before + (1 if record.status == "ok" else 0)
+    record.path = write_record(record, path)
     return record
 
 
@@ -288,9 +409,9 @@ def _store_predictions(pred_file: Path, pred: np.ndarray, provenance: dict[str, 
 
 
 # The run is split in three so that every executor shares the driver's part:
-#   plan_run      (driver)  resolve device/size/params, look up cached predictions;
+#   plan_run      (driver)   check, resolve device/size/params, look up cached predictions;
 #   run_child     (any node) the sandboxed worker: train data + images in, raw predictions out;
-#   complete_run  (driver)  validate, cache, score against the held-out responses.
+#   complete_run  (driver)   validate, cache, score against the held-out responses.
 # ``RunState`` + ``recording`` turn a submission's faults into the record, the same way everywhere.
 
 
@@ -303,9 +424,10 @@ class RunState:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, sub_path: Path, bench: Benchmark, split: str) -> RunState:
+    def start(cls, sub_path: Path, bench: Benchmark, opts: RunOptions) -> RunState:
         """A run whose submission folder has not been parsed yet."""
-        return cls(record=_new_record(None, sub_path.name, bench, split))
+        sub_id = submission_identity(sub_path, opts.submissions_root)
+        return cls(record=_new_record(None, sub_id, bench, opts.split))
 
     @property
     def ended(self) -> bool:
@@ -329,7 +451,10 @@ def recording(state: RunState, path: Path) -> Iterator[None]:
     except WeightsUnavailable as err:
         state.record.mark("skipped", str(err))
     except SubmissionError as err:
-        state.record.mark("failed", str(err))
+        state.record.mark("failed", clean_text(str(err), 2000))
+        detail = getattr(err, "traceback", None)
+        if detail:  # the full story goes to the record; the terminal gets one line
+            state.record.error_traceback = clean_text(str(detail), 8000)
 
 
 @dataclass
@@ -347,9 +472,9 @@ def _score_locked(
     sub_path: Path, bench: Benchmark, opts: RunOptions, log: Callable[[str], None], path: Path
 ) -> SubmissionRecord:
     """The local (in-process, serial) path: plan, run the child here, complete."""
-    state = RunState.start(sub_path, bench, opts.split)
+    state = RunState.start(sub_path, bench, opts)
     with recording(state, path):
-        sub = load_submission(sub_path)
+        sub = load_submission(sub_path, opts.submissions_root)
         plan = plan_run(sub, bench, opts, state, log)
         pred, status = plan.cached, None
         if plan.job is not None:
@@ -366,17 +491,23 @@ def plan_run(
     log: Callable[[str], None],
     device: str | None = None,
 ) -> PlannedRun:
-    """Driver side, before the child: resolve the run and serve it from the prediction cache if we can.
+    """Driver side, before the child: check, resolve the run, serve it from the prediction cache if we can.
 
     The prediction cache is the driver's: workers never read or write it.
     ``device`` is given when the run will happen elsewhere (a cluster node's
     GPU need not be visible here); else ``opts.device`` is resolved here.
     """
     state.record = _new_record(sub, sub.id, bench, opts.split)
+    check_location(sub.path)
+    check_module(sub)  # a syntax error or no build(): fail now, before any data is loaded
     device = device or resolve_device(opts.device)
     size = resolve_size(sub, opts.size, device)
     params = sub.params_for(size)
-    fit_key = run_key(sub.code_hash(), bench.checksum, bench.split_hash, params, opts.seed, size, bench.id)
+    unsandboxed = opts.unsandboxed or sandbox_mod.unsandboxed_requested()
+    trust = "unsandboxed" if unsandboxed else "sandboxed"  # never share caches across trust levels
+    fit_key = run_key(
+        sub.code_hash(), bench.checksum, bench.split_hash, params, opts.seed, size, bench.id, trust
+    )
     pred_file = prediction_file(fit_key, opts.split)
     state.provenance.update(
         device=device,
@@ -386,12 +517,14 @@ def plan_run(
         batch_size=opts.batch_size,
         fit_cached=False,
         predictions_cached=False,
-        sandboxed=None,
+        sandboxed=not unsandboxed,
     )
     plan = PlannedRun(sub=sub, fit_key=fit_key, pred_file=pred_file)
     if opts.use_cache and pred_file.exists() and pred_file.with_suffix(".json").exists():
         plan.cached = np.load(pred_file, allow_pickle=False)
-        state.provenance.update(json.loads(pred_file.with_suffix(".json").read_text()))
+        cached_how = json.loads(pred_file.with_suffix(".json").read_text())
+        cached_how["sandboxed"] = not unsandboxed  # the key says so; never trust the side file
+        state.provenance.update(cached_how)
         state.provenance.update(fit_cached=True, predictions_cached=True)
         log(f"using cached predictions of {sub.id} (fitted state unchanged)")
     else:
@@ -415,18 +548,19 @@ def run_child(
     fit_key: str,
     provenance: dict[str, Any],
     log: Callable[[str], None],
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The child part, runnable on any node: raw predictions and status from the sandboxed worker.
+) -> tuple[np.ndarray, ChildStatus]:
+    """The child part, runnable on any node: predictions and status from the sandboxed worker.
 
     ``inputs`` is the benchmark (local path) or a ``WorkerInputs`` (Ray task):
-    anything with ``train_data()`` and ``images(split)``, so the held-out
-    responses need not exist where this runs. The submission's own cache
-    (fitted state, activations) is the one of the node it runs on.
+    train data and the images to predict, so the held-out responses need not
+    exist where this runs. The submission's own cache (fitted state,
+    activations) is the one of the node it runs on.
     """
-    own_cache = submission_namespace(sub.id)
+    check_location(sub.path)  # again where the folder is bound into the sandbox
     # A submission writes only its own cache namespace (fitted state, activations):
     # it can never plant predictions or states for another submission.
-    fitted = own_cache / "fitted" / fit_key
+    own_cache = submission_namespace(sub.id)
+    fitted = plain_dir_chain(own_cache, "fitted", fit_key)
     if not opts.use_cache:
         shutil.rmtree(fitted, ignore_errors=True)
     _ensure_weights(sub)
@@ -437,7 +571,7 @@ def run_child(
 def complete_run(
     plan: PlannedRun,
     pred: Any,
-    status: dict[str, Any] | None,
+    status: ChildStatus | None,
     bench: Benchmark,
     opts: RunOptions,
     state: RunState,
@@ -445,7 +579,7 @@ def complete_run(
 ) -> None:
     """Driver side, after the child: validate the untrusted predictions, cache them, score them."""
     if status is not None:
-        state.provenance["fit_cached"] = status.get("fit_cached", False)
+        state.provenance["fit_cached"] = status.fit_cached
     n = len(bench.stimulus_ids(opts.split))
     pred = validate_predictions(pred, n, len(bench.neuroid_ids), plan.sub.id)
     if opts.use_cache and not state.provenance["predictions_cached"]:
@@ -464,11 +598,21 @@ def _finish(record: SubmissionRecord, provenance: dict[str, Any], started: float
     return record
 
 
-def stale_submissions(benchmark_id: str, split: str = "val", results_root: Path | None = None) -> list[Path]:
-    """Submissions whose record is missing, unreadable or stale (their code changed since)."""
+def stale_submissions(
+    benchmark_id: str, split: str = "val", results_root: Path | None = None, invalid: list[str] | None = None
+) -> list[Path]:
+    """Submissions whose record is missing, unreadable or stale (their code changed since).
+
+    Folders whose metadata is invalid are skipped, their problem appended to
+    ``invalid`` (when given), so one bad folder never stops ``score --all``.
+    """
     root = results_root or paths.results_root()
     todo = []
-    for sub in discover():
+    for _path, sub in discover_all():
+        if isinstance(sub, SubmissionError):
+            if invalid is not None:
+                invalid.append(str(sub))
+            continue
         try:
             record = read_record(record_path(root, benchmark_id, sub.id, split))
             current = isinstance(record, SubmissionRecord) and record.submission.code_hash == sub.code_hash()
