@@ -158,7 +158,13 @@ def _score_in_thread(
             out["records"] = executor.score(
                 folders,
                 "demo",
-                RunOptions(results_root=results, n_boot=5, device="cpu", submissions_root=folders[0].parent),
+                RunOptions(
+                    results_root=results,
+                    n_boot=5,
+                    device="cpu",
+                    use_cache=False,
+                    submissions_root=folders[0].parent,
+                ),
                 log=lambda m: None,
             )
         except BaseException as err:  # the test reports it
@@ -169,10 +175,13 @@ def _score_in_thread(
     return thread, out
 
 
-def _wait_for_start(executor: RayExecutor, node_id: str | None = None, timeout: float = 400) -> str:
+def _wait_for_start(
+    executor: RayExecutor, node_id: str | None = None, timeout: float = 400, out: dict | None = None
+) -> str:
     """The id of a run that has started (on ``node_id`` when given), from the executor's progress board."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        assert not (out or {}), f"scoring ended before the run started: {out}"
         board = getattr(executor, "board", None)
         if board is not None:
             for key, nodes in ray.get(board.snapshot.remote()).items():
@@ -192,7 +201,7 @@ def test_node_killed_mid_run(cluster: Cluster, tmp_path: Path, max_retries: int)
     executor = RayExecutor(max_retries=max_retries, resources={WORKER: 1})
     thread, out = _score_in_thread(executor, [sleeper], results)
     (victim,) = list(cluster.worker_nodes)
-    _wait_for_start(executor, victim.node_id)
+    _wait_for_start(executor, victim.node_id, out=out)
     time.sleep(1.0)  # the child is inside fit now
     cluster.remove_node(victim, allow_graceful=False)
     cluster.add_node(**WORKER_NODE)  # where the retry can go (and the next test's worker node)
@@ -239,7 +248,13 @@ def test_ctrl_c_cancels_and_keeps_earlier_records(cluster: Cluster, tmp_path: Pa
         executor.score(
             folders,
             "demo",
-            RunOptions(results_root=results, n_boot=5, device="cpu", submissions_root=folders[0].parent),
+            RunOptions(
+                results_root=results,
+                n_boot=5,
+                device="cpu",
+                use_cache=False,
+                submissions_root=folders[0].parent,
+            ),
             log=lambda m: None,
         )
     assert time.monotonic() - started < 400  # cancelled, not waited for the 120 s sleeps

@@ -158,20 +158,10 @@ _remote_task = ray.remote(_task)
 
 
 def _sweep_task(
-    model_name: str, inputs: WorkerInputs, split: str, device: str, compute: dict[str, Any], threads: int
+    model_name: str, inputs: WorkerInputs, split: str, device: str, compute: dict[str, Any]
 ) -> LayerPredictions:
-    """A layer sweep's compute part on a worker node (trusted torchvision/timm code, as locally).
-
-    It runs in the Ray worker itself, where Ray limits OpenMP/BLAS to the one
-    CPU the task asked for; the driver's thread count is restored so the
-    float sums happen in the same order as on the local path (same scores).
-    """
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    with threadpool_limits(threads):
-        return sweep_predictions(model_name, inputs, split, device=device, log=_stderr, **compute)
+    """A layer sweep's compute part on a worker node (trusted torchvision/timm code, as locally)."""
+    return sweep_predictions(model_name, inputs, split, device=device, log=_stderr, **compute)
 
 
 _remote_sweep = ray.remote(_sweep_task)
@@ -294,7 +284,8 @@ class RayExecutor:
                 num_gpus=1 if device.startswith("cuda") else 0,
                 max_retries=self.max_retries,
                 name=f"itbench:sweep:{model_name}:{bench.id}:{split}",
-            ).remote(model_name, inputs_ref, split, device, compute, _torch_threads())
+                runtime_env={"env_vars": _thread_env()},
+            ).remote(model_name, inputs_ref, split, device, compute)
             try:
                 return device, ray.get(ref)
             except KeyboardInterrupt:
@@ -475,11 +466,24 @@ class _BoardWatch:
         return self.starts
 
 
-def _torch_threads() -> int:
-    """This process's intra-op thread count (what a local sweep would use)."""
-    import torch
+def _thread_env() -> dict[str, str]:
+    """This process's thread counts (torch's and BLAS's), for the Ray worker that runs a sweep.
 
-    return torch.get_num_threads()
+    Ray starts a worker for a one-CPU task with one OpenMP thread; a sweep
+    runs in that worker itself (not in a child with its own environment, as
+    a submission does), so it gets the counts a local sweep would use: the
+    float sums happen in the same order and the scores are the same.
+    """
+    import torch
+    from threadpoolctl import threadpool_info
+
+    blas = max((p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"), default=1)
+    torch_threads = torch.get_num_threads()
+    return {
+        "OMP_NUM_THREADS": str(torch_threads),
+        "OPENBLAS_NUM_THREADS": str(blas),
+        "MKL_NUM_THREADS": str(blas),
+    }
 
 
 def _device(opts: RunOptions, sub: Submission, cluster_gpus: float) -> str:
