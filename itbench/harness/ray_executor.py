@@ -418,7 +418,12 @@ class RayExecutor:
                 result: TaskResult = ray.get(ref)
             except ray.exceptions.TaskCancelledError:
                 raise KeyboardInterrupt from None
-            except ray.exceptions.RayError as err:
+            except ray.exceptions.RayTaskError as err:  # itbench's own code failed on the node
+                run.state.provenance.update(executor="ray", attempts=attempts)
+                raise SubmissionError(
+                    f"submission '{plan.sub.id}': the Ray task failed: {_cause(err)}"
+                ) from None
+            except ray.exceptions.RayError as err:  # node or worker died, out of memory, object lost
                 run.state.provenance.update(executor="ray", attempts=attempts)
                 raise SubmissionError(
                     f"submission '{plan.sub.id}': the Ray task was lost after {self.max_retries + 1} "
