@@ -28,6 +28,7 @@ from itbench.harness import worker
 from itbench.harness.device import resolve_device
 from itbench.harness.record import (
     BenchmarkRef,
+    BootstrapSummary,
     Examples,
     InvalidRecord,
     PerNeuroid,
@@ -301,6 +302,8 @@ def _score_locked(
         record.scores = Scores.model_validate(scored["scores"])
         record.per_neuroid = PerNeuroid.model_validate(scored["per_neuroid"])
         record.examples = Examples.model_validate(scored["examples"])
+        if scored.get("bootstrap"):
+            record.bootstrap = BootstrapSummary.model_validate(scored["bootstrap"])
     except KeyboardInterrupt:
         record.mark("failed", "interrupted by the user (Ctrl-C)")
         write_record(_finish(record, provenance, started), path)
