@@ -40,15 +40,13 @@ def results(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scored(results):
-    """Score the two starters once for the module (pixels ridge, EfficientNet-Lite0)."""
-    from itbench.harness.runner import RunOptions, score_submission
+    """Score the two starters once for the module through the Python front door."""
+    import itbench
 
     out = {}
     for sub in ("pixels_ridge", "effnet_lite0_ridge"):
         started = time.perf_counter()
-        record = score_submission(
-            REPO / "submissions" / sub, "demo", options=RunOptions(results_root=results, n_boot=200)
-        )
+        record = itbench.score(REPO / "submissions" / sub, benchmark="demo", results_root=results, n_boot=200)
         out[sub] = (record, time.perf_counter() - started)
     return out
 
@@ -61,10 +59,20 @@ def test_records_are_complete_and_on_disk(scored, results):
         assert on_disk.scores == record.scores
         assert on_disk.benchmark.synthetic is True
         assert len(on_disk.per_neuroid.r) == 168
-        assert on_disk.submission.code_hash and on_disk.benchmark.data_checksum and on_disk.benchmark.split_hash
+        assert (
+            on_disk.submission.code_hash and on_disk.benchmark.data_checksum and on_disk.benchmark.split_hash
+        )
         prov = on_disk.provenance.model_dump()
         for key in ("packages", "device", "seed", "wall_time_s", "sandboxed"):
             assert prov.get(key) is not None, key
+
+
+def test_scores_reproduce_the_committed_demo_records(scored):
+    """Same code, data and seeds as the committed demo page: the same numbers (``make demo``)."""
+    for sub, (record, _) in scored.items():
+        committed = read_record(REPO / "leaderboard" / "results" / "demo" / f"{sub}.json")
+        for key in ("mean_ev", "median_ev", "mean_r", "median_r", "ceiling"):
+            assert getattr(record.scores, key) == pytest.approx(getattr(committed.scores, key), abs=2e-4), key
 
 
 def test_pretrained_network_beats_pixels_and_both_below_ceiling(scored):

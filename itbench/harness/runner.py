@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from itbench import paths
+from itbench.console import show_progress
 from itbench.errors import SubmissionError, WeightsUnavailable
 from itbench.harness import worker
 from itbench.harness.device import resolve_device
@@ -212,6 +213,7 @@ def _run_child(
             "TORCH_HOME": str(torch_home),
             "HF_HOME": str(hf_home),
             "HF_HUB_OFFLINE": "1",
+            "ITBENCH_PROGRESS": "1" if show_progress() else "0",
         }
         for name in ("ITBENCH_RANDOM_WEIGHTS", "CUDA_VISIBLE_DEVICES"):
             if name in os.environ:

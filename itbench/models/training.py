@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from itbench.console import show_progress
 from itbench.errors import ItbenchError
 
 __all__ = [
@@ -451,7 +452,11 @@ class Trainer:
         with (
             _deterministic(not on_cuda),
             tqdm(
-                range(cfg.epochs), desc="training", unit="epoch", disable=not cfg.progress, leave=False
+                range(cfg.epochs),
+                desc="training",
+                unit="epoch",
+                disable=not (cfg.progress and show_progress()),
+                leave=False,
             ) as bar,
         ):
             for epoch in bar:
