@@ -485,6 +485,7 @@ def flat_row(
     row["delta_mean_ev"] = sub.scores["mean_ev"] - ref.mean_ev if ref else None
     row["delta_mean_r"] = sub.scores["mean_r"] - ref.mean_r if ref else None
     row.update(_NO_COMPARISON if comparison is None else comparison)
+    row["paired_n_boot"] = sub.record.bootstrap.n_boot if sub.record.bootstrap else None
     row["code_hash"] = sub.record.submission.code_hash
     row["data_checksum"] = sub.record.benchmark.data_checksum
     row["split_hash"] = sub.record.benchmark.split_hash
