@@ -96,6 +96,7 @@ def is_missing(x) -> bool:
 
 
 # an absolute path of at least two components, not inside a URL or a relative path
+RESOLUTION = 1e-5  # records store per-resample values to 6 decimals: closer to 0 than this is 0
 ABS_PATH = re.compile(r"(?<![\w.~<>:/-])/[\w.-]+/")
 
 
@@ -112,7 +113,7 @@ def expected_rank_texts(recs: dict[str, dict]) -> dict[str, str]:
             tied.append(False)
             continue
         lo, hi = np.percentile(np.array(ba["mean_r"]) - np.array(bb["mean_r"]), [2.5, 97.5])
-        tied.append(lo <= 0 <= hi)
+        tied.append(lo <= RESOLUTION and hi >= -RESOLUTION)
     out, start = {}, 0
     for i in range(len(scored)):
         if i == len(scored) - 1 or not tied[i]:
@@ -587,7 +588,7 @@ def test_results_json_has_paired_comparisons(rendered) -> None:
         assert a["next_submission_id"] == b["submission_id"]
         assert a["delta_next_mean_r"] == pytest.approx(ra["scores"]["mean_r"] - rb["scores"]["mean_r"])
         assert (a["delta_next_ci_low"], a["delta_next_ci_high"]) == pytest.approx((lo, hi), abs=1e-12)
-        assert a["tied_with_next"] == bool(lo <= 0 <= hi)
+        assert a["tied_with_next"] == bool(lo <= RESOLUTION and hi >= -RESOLUTION)
     best = next(r for r in demo if r["submission_id"] == "resnet50_best")
     assert set(best["better_than"]) == {"resnet50_layer3", "resnet50_layer3_rerun", "pixels_ridge"}
     twin = next(r for r in demo if r["submission_id"] == "resnet50_layer3")

@@ -132,6 +132,16 @@ def test_normalized_resamples_share_split_halves_and_include_ceiling_noise() -> 
     assert lo < point < hi
 
 
+def test_differences_below_the_stored_precision_are_not_real() -> None:
+    base = np.random.default_rng(11).normal(0.3, 0.02, 500)
+    tiny = M.paired_difference(np.round(base + 2e-6, 6), np.round(base, 6), 0.300002, 0.3)
+    assert tiny.low > 0 and tiny.tied and tiny.sign == 0  # consistent, but at the rounding level
+    small = M.paired_difference(base + 1e-3, base, 0.301, 0.3)
+    assert not small.tied and small.sign == 1
+    exact = M.paired_difference(np.round(base + 2e-6, 6), np.round(base, 6), 0.300002, 0.3, resolution=0.0)
+    assert not exact.tied
+
+
 def test_rank_groups_chain_adjacent_ties() -> None:
     assert M.rank_groups([]) == [(1, 1)]
     assert M.rank_groups([False, False]) == [(1, 1), (2, 2), (3, 3)]

@@ -604,6 +604,9 @@ PAIRED_METHOD = "itbench.paired-bootstrap/1"
 #: The fixed seed of the shared resamples (never the run's ``--seed``: pairing needs one set).
 PAIRED_SEED = 414
 PAIRED_N_BOOT = 1000
+#: Records store per-resample values to 6 decimals, so their differences are known to ~1e-6;
+#: a CI that misses 0 by less than this is treated as covering it (no "real" rounding noise).
+PAIRED_RESOLUTION = 1e-5
 
 
 StimulusIds = Sequence[Any] | np.ndarray
@@ -685,11 +688,16 @@ def bootstrap_summary(
 
 
 class PairedDifference(NamedTuple):
-    """``a - b`` with the percentile CI of its paired bootstrap; ``tied`` when the CI covers 0."""
+    """``a - b`` with the percentile CI of its paired bootstrap; ``tied`` when the CI covers 0.
+
+    ``resolution``: how close to 0 the interval must come to count as covering
+    it (the precision of the stored per-resample values).
+    """
 
     delta: float
     low: float | None
     high: float | None
+    resolution: float = 0.0
 
     @property
     def defined(self) -> bool:
@@ -698,14 +706,16 @@ class PairedDifference(NamedTuple):
     @property
     def tied(self) -> bool:
         """Not distinguishable at this level: the interval contains 0 (or is undefined)."""
-        return not self.defined or (self.low <= 0.0 <= self.high)  # type: ignore[operator]
+        if self.low is None or self.high is None:
+            return True
+        return self.low <= self.resolution and self.high >= -self.resolution
 
     @property
     def sign(self) -> int:
         """+1 if ``a`` is significantly better, -1 if significantly worse, 0 if tied."""
         if self.tied:
             return 0
-        return 1 if (self.low or 0.0) > 0 else -1
+        return 1 if (self.low or 0.0) > self.resolution else -1
 
 
 def paired_difference(
@@ -714,13 +724,15 @@ def paired_difference(
     point_a: float,
     point_b: float,
     alpha: float = 0.05,
+    resolution: float = PAIRED_RESOLUTION,
 ) -> PairedDifference:
     """Paired bootstrap of ``a - b``: per-resample differences on the same resamples.
 
     ``a`` and ``b`` are two submissions' statistics on the *same* resamples
     (:func:`bootstrap_summary`); the interval is the percentile interval of
     their difference (resamples where either is undefined are left out), the
-    point estimate is ``point_a - point_b`` from the full data.
+    point estimate is ``point_a - point_b`` from the full data. An interval
+    within ``resolution`` of 0 counts as covering it.
     """
     x = np.asarray([np.nan if v is None else v for v in a], dtype=np.float64)
     y = np.asarray([np.nan if v is None else v for v in b], dtype=np.float64)
@@ -731,7 +743,7 @@ def paired_difference(
         )
     _check_boot(max(len(x), 1), alpha)
     lo, hi = _percentile_ci(x - y, alpha)
-    return PairedDifference(float(point_a) - float(point_b), lo, hi)
+    return PairedDifference(float(point_a) - float(point_b), lo, hi, resolution)
 
 
 def rank_groups(adjacent_tied: Sequence[bool]) -> list[tuple[int, int]]:
