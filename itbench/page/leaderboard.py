@@ -18,9 +18,20 @@ reported, never fatal: one bad file must not take the whole page down.
 
 Ranking: within a benchmark and split, ``ok`` records by mean Pearson r
 (Table I's "Mean Corr."), highest first, ties share a rank; records whose mean
-r is undefined (NaN) follow unranked, then failed, then skipped ones.
-Table I of the report is compared (reproduced minus report) only on real data
+r is undefined (NaN) follow unranked, then failed, then skipped ones. Which
+differences are real: adjacent ranks are compared by a paired bootstrap over
+the split's shared image resamples stored in each record
+(:func:`compare_ranked`); neighbours that cannot be told apart share a rank
+range ("2–3"), and every pair's verdict goes into ``results.json``.
+
+Table I: a section lists the report's twelve rows beside each benchmark's
+best val-split record per row (:func:`table1_view`); the report is compared
+(reproduced minus report, inside the CI or not) only on real data
 (non-synthetic benchmarks) and the val split, where the report's numbers live.
+
+The page is public: reasons and provenance are shown through
+:func:`sanitize` (no absolute local paths or user names); records keep the
+full text.
 """
 
 from __future__ import annotations
@@ -434,21 +445,23 @@ def compares_table1(sub: SubmissionResult) -> bool:
     return not sub.synthetic and sub.split == "val" and sub.table1_row is not None
 
 
-_NO_COMPARISON: dict[str, Any] = {
-    "rank_group": None,
-    "rank_low": None,
-    "rank_high": None,
-    "next_submission_id": None,
-    "delta_next_mean_r": None,
-    "delta_next_ci_low": None,
-    "delta_next_ci_high": None,
-    "tied_with_next": None,
-    "delta_next_note": None,
-    "better_than": [],
-    "worse_than": [],
-    "not_distinguishable_from": [],
-    "not_compared_with": [],
-}
+def _no_comparison() -> dict[str, Any]:
+    """The comparison fields of a row that is not ranked (fresh lists every time)."""
+    return {
+        "rank_group": None,
+        "rank_low": None,
+        "rank_high": None,
+        "next_submission_id": None,
+        "delta_next_mean_r": None,
+        "delta_next_ci_low": None,
+        "delta_next_ci_high": None,
+        "tied_with_next": None,
+        "delta_next_note": None,
+        "better_than": [],
+        "worse_than": [],
+        "not_distinguishable_from": [],
+        "not_compared_with": [],
+    }
 
 
 def flat_row(
@@ -484,7 +497,7 @@ def flat_row(
     row["report_mean_r"] = ref.mean_r if ref else None
     row["delta_mean_ev"] = sub.scores["mean_ev"] - ref.mean_ev if ref else None
     row["delta_mean_r"] = sub.scores["mean_r"] - ref.mean_r if ref else None
-    row.update(_NO_COMPARISON if comparison is None else comparison)
+    row.update(_no_comparison() if comparison is None else comparison)
     row["paired_n_boot"] = sub.record.bootstrap.n_boot if sub.record.bootstrap else None
     row["code_hash"] = sub.record.submission.code_hash
     row["data_checksum"] = sub.record.benchmark.data_checksum
