@@ -596,9 +596,18 @@ def sanitize(text: Any) -> str:
     return _ABS_PATH.sub(_short_path, str(text)) if text is not None else ""
 
 
+_LONG_PATH = re.compile(r"(~|<path>)((?:/[^\s/'\"()<>\[\],;:]+)+)/([^\s/'\"()<>\[\],;:]+)")
+
+
 def short_reason(text: str, limit: int = 110) -> str:
-    """The first line of a reason, sanitised and cut to fit one table line."""
-    return first_line(sanitize(text), limit)
+    """The first line of a reason, sanitised, paths cut to their file name, to fit a table cell.
+
+    ``not cached at ~/.cache/torch/hub/checkpoints/resnet50.pth`` becomes
+    ``not cached at ~/…/resnet50.pth``: the useful part of a path in one line
+    is the file it names; the hover text and the record keep the rest.
+    """
+    line = first_line(sanitize(text), 10_000)
+    return first_line(_LONG_PATH.sub(lambda m: f"{m.group(1)}/…/{m.group(3)}", line), limit)
 
 
 # --- which differences are real --------------------------------------------------------
