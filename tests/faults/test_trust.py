@@ -283,6 +283,7 @@ def test_memory_outside_rss_is_counted(tmp_path, sandboxed, where, cgroup, monke
     assert res.killed_reason == "memory" or "No space left" in res.stderr_tail, res
     assert res.limiter.startswith("cgroup") == (cgroup == "cgroup")
     assert find_procs(marker) == []
+    assert _leftover_cgroups() == []
 
 
 def test_fork_bomb_is_capped(tmp_path, sandboxed, marker, find_procs):
@@ -305,6 +306,21 @@ def test_fork_bomb_is_capped(tmp_path, sandboxed, marker, find_procs):
     seen = last_json(res)
     assert seen["made"] < 64 and seen["err"] == "BlockingIOError", seen
     assert find_procs(marker) == []
+    assert _leftover_cgroups() == []
+
+
+def _leftover_cgroups() -> list[str]:
+    """This process's per-run cgroups still on disk (each run must remove its own)."""
+    from itbench.harness import limits
+
+    found = []
+    for controller in ("memory", "pids", ""):
+        own = limits._own_path(controller)
+        base = limits.CGROUP_ROOT / (controller or "unified")
+        if own is not None and base.is_dir():
+            folder = base / own.lstrip("/")
+            found += [str(p) for p in folder.glob(f"itbench-{os.getpid()}-*")]
+    return found
 
 
 @pytest.mark.parametrize("shape", ["one_big_file", "many_files"])
