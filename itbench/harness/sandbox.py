@@ -1,24 +1,28 @@
 """Isolation of submission processes: a bubblewrap sandbox plus resource limits.
 
-A submission is untrusted code that must not see the held-out responses it is
-scored on. The runner therefore executes each submission in a child process
-(``python -m itbench.harness.worker <workdir>``) through :func:`run_isolated`, which
+A submission is hostile code, run by root as often as not, that must not see
+the held-out responses it is scored on. The runner therefore executes each
+submission in a child process (``python -m itbench.harness.worker <workdir>``)
+through :func:`run_isolated`, which
 
-- wraps the command in bubblewrap (``bwrap``) when it is available: the whole
-  file system read-only, the data home / demo responses / results / the user's
-  home replaced by empty tmpfs mounts, a private ``/tmp``, only the workdir and
-  an explicit cache dir writable, no network (own network namespace), own PID,
-  IPC and UTS namespaces, so nothing survives the run;
-- enforces a wall-clock timeout and a memory limit (RSS of the process tree,
-  polled with psutil, so it also works with CUDA; ``RLIMIT_AS`` is an option
-  for CPU-only runs), killing the whole process tree (SIGTERM, then SIGKILL);
-- forwards the child's output as it comes (tqdm bars keep working) and keeps a
-  tail of it for error messages;
+- wraps the command in bubblewrap (``bwrap``) as an allow-list
+  (:func:`sandbox_argv`): only the system's ``/usr``, the Python prefix, the
+  itbench package, the submission folder, the weights and its own cache exist
+  inside; it runs as ``nobody`` (on the host too) with no capabilities, no
+  new privileges, no further user namespaces, no network, own PID, IPC and
+  UTS namespaces, so it can neither undo its mounts nor survive the run;
+- fails closed: without a working bwrap it raises :class:`SandboxUnavailable`
+  with the install command, unless the caller explicitly asked for
+  ``unsandboxed`` (``--unsandboxed`` or ``ITBENCH_NO_SANDBOX=1``), in which
+  case the result says ``sandboxed=False`` for the record;
+- enforces a wall-clock timeout, a memory and a process limit (a cgroup per
+  run from :mod:`itbench.harness.limits`, so tmpfs and memfd pages count; the
+  RSS poll plus tmpfs and memfd sizes where no cgroup can be made) and a disk
+  quota on the writable folders, killing the whole tree (SIGTERM, then SIGKILL);
+- forwards the child's output as it comes (tqdm bars keep working), with
+  escape sequences and control characters removed and the amount capped
+  (head and tail kept), for the terminal and for error messages;
 - kills the child on Ctrl-C in the parent and re-raises the interrupt.
-
-Without bubblewrap (or with ``ITBENCH_NO_SANDBOX=1``) the child runs with the
-same limits but *unsandboxed*: a loud warning says so and the result carries
-``sandboxed=False`` so the runner can record it in the provenance.
 """
 
 from __future__ import annotations

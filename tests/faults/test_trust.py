@@ -986,3 +986,34 @@ def test_links_left_in_the_workdir_do_not_steer_the_cleanup(tiny_runner, sandbox
     record = tiny_runner(sub)
     assert record.status == "failed"
     assert (victim / "keep.txt").read_text() == "precious"
+
+
+def test_the_non_root_form_works_for_a_normal_user(tmp_path, sandboxed):
+    """A user who is not root gets the one-bwrap form: same allow-list, uid 65534, no capabilities."""
+    import shutil as _shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not _shutil.which("setpriv") or not Path("/usr/bin/python3").exists():
+        pytest.skip("impersonating a normal user needs root, setpriv and a system python3")
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="itbench-user-", dir="/tmp"))  # pytest's tmp is root-only
+    work = top / "w"
+    work.mkdir()
+    os.chown(top, 65534, 65534)
+    os.chown(work, 65534, 65534)
+    code = (
+        "import os; s = open('/proc/self/status').read();"
+        "print(os.getuid(), s.split('CapEff:')[1].split()[0], sorted(os.listdir('/')))"
+    )
+    argv = sandbox.sandbox_argv(["/usr/bin/python3", "-c", code], rw_paths=[work], cwd=work, as_root=False)
+    assert "setpriv" not in " ".join(argv) and argv.count(argv[0]) == 1
+    user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    try:
+        proc = subprocess.run(user + argv, capture_output=True, text=True, timeout=60)
+    finally:
+        _shutil.rmtree(top)
+    assert proc.returncode == 0, proc.stderr
+    uid, caps, listing = proc.stdout.split(" ", 2)
+    assert uid == "65534" and int(caps, 16) == 0
+    assert "work" not in listing and "root" not in listing
