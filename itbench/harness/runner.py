@@ -59,6 +59,7 @@ from itbench.harness.untrusted import (
     plain_dir_chain,
     read_predictions,
     read_status,
+    scan_tree,
     summarize,
 )
 from itbench.models.cache import prediction_file, run_key, submission_namespace
@@ -257,6 +258,7 @@ def _run_child(
         for name in ("ITBENCH_RANDOM_WEIGHTS", "CUDA_VISIBLE_DEVICES"):
             if name in os.environ:
                 env[name] = os.environ[name]
+        _trim_own_cache(own_cache, limits.disk_gb, log)
         log(f"running {sub.id} (fit + predict) in an isolated process ...")
         result = sandbox.run_isolated(
             [sys.executable, "-m", "itbench.harness.worker", str(workdir)],
@@ -303,9 +305,26 @@ def _run_child(
                 f"submission '{sub.id}': {err}",
                 f"predict(images) must return an array of shape ({n}, {len(bench.neuroid_ids)})",
             ) from None
+        status.fit_cached = status.fit_cached and not need_train  # a claim the parent can check
         return pred, status
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _trim_own_cache(own_cache: Path, disk_gb: float | None, log: Callable[[str], None]) -> None:
+    """Empty the submission's cache namespace when an earlier run left it over the quota.
+
+    The quota counts what a run adds; without this, a run could flood the
+    namespace (files or bytes) and every later run would start over the limit
+    (or with a file walk too long to be a useful check).
+    """
+    if not disk_gb:
+        return
+    used, _largest = scan_tree(own_cache)
+    if used > disk_gb * 2**30:
+        log(f"the cache of this submission exceeds its {disk_gb} GiB quota: emptying it")
+        shutil.rmtree(own_cache, ignore_errors=True)
+        own_cache.mkdir(parents=True, exist_ok=True)
 
 
 def check_location(folder: Path) -> None:

@@ -114,6 +114,11 @@ PRIVILEGE_PROBE = """
         out["sysrq"] = "OK"
     except OSError as err:
         out["sysrq"] = errno.errorcode[err.errno]
+    try:  # the operator's terminal, to inject keystrokes (TIOCSTI) or write past the output filter
+        fd = os.open("/dev/tty", os.O_RDWR)
+        out["tty"] = "OK"
+    except OSError as err:
+        out["tty"] = errno.errorcode[err.errno]
     print(json.dumps(out))
 """
 
@@ -137,8 +142,12 @@ def test_root_gets_nobody_without_capabilities_and_cannot_undo_the_sandbox(tmp_p
         "sysctl",
         "setuid0",
         "sysrq",
+        "tty",
     ):
-        assert seen[attempt] in ("EPERM", "EACCES", "ENOSPC", "EROFS", "EINVAL", "ENOENT"), (attempt, seen)
+        assert seen[attempt] in ("EPERM", "EACCES", "ENOSPC", "EROFS", "EINVAL", "ENOENT", "ENXIO"), (
+            attempt,
+            seen,
+        )
     assert Path("/proc/sys/kernel/randomize_va_space").read_text() == before
 
 
@@ -1017,3 +1026,27 @@ def test_the_non_root_form_works_for_a_normal_user(tmp_path, sandboxed):
     uid, caps, listing = proc.stdout.split(" ", 2)
     assert uid == "65534" and int(caps, 16) == 0
     assert "work" not in listing and "root" not in listing
+
+
+def test_a_flooded_own_cache_is_emptied_before_the_next_run(tiny_runner, sandboxed):
+    """An earlier run left its cache over the quota: the next one starts from an empty namespace."""
+    from itbench.paths import cache_dir
+
+    sub = _submission(tiny_runner.subs, "flooder", HONEST, "[limits]\ndisk_gb = 0.01\n")
+    own = cache_dir("submissions") / "flooder"
+    own.mkdir(parents=True, exist_ok=True)
+    (own / "junk.bin").write_bytes(b"\x01" * (20 * 2**20))
+    record = tiny_runner(sub)
+    assert record.status == "ok", record.error
+    assert not (own / "junk.bin").exists()
+
+
+def test_a_claimed_cached_fit_is_checked_by_the_parent(tiny_runner, sandboxed):
+    body = (
+        "np.save('predictions.npy', np.random.default_rng(0).normal(size=(58, 168)))\n"
+        "json.dump({'ok': True, 'fit_cached': True}, open('status.json', 'w'))\n"
+    )
+    sub = _submission(tiny_runner.subs, "liar", _craft_model(body))
+    record = tiny_runner(sub)
+    assert record.status == "ok", record.error
+    assert record.provenance.fit_cached is False  # no fitted state existed before the run
