@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from itbench import paths
-from itbench.console import show_progress
 from itbench.errors import ItbenchError, SubmissionError, WeightsUnavailable
 from itbench.harness import sandbox as sandbox_mod
 from itbench.harness import worker
@@ -245,19 +244,7 @@ def _run_child(
             disk_gb=opts.disk_gb or sub.disk_gb or DEFAULT_DISK_GB,
         )
         package_dir = Path(__file__).resolve().parents[1]
-        torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-        hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-        env = {
-            "ITBENCH_CACHE": str(own_cache),
-            "PYTHONPATH": str(package_dir.parent),
-            "TORCH_HOME": str(torch_home),
-            "HF_HOME": str(hf_home),
-            "HF_HUB_OFFLINE": "1",
-            "ITBENCH_PROGRESS": "1" if show_progress() else "0",
-        }
-        for name in ("ITBENCH_RANDOM_WEIGHTS", "CUDA_VISIBLE_DEVICES"):
-            if name in os.environ:
-                env[name] = os.environ[name]
+        weights = [p for p in sandbox.weight_homes() if p.exists()]
         _trim_own_cache(own_cache, limits.disk_gb, log)
         log(f"running {sub.id} (fit + predict) in an isolated process ...")
         result = sandbox.run_isolated(
@@ -266,7 +253,7 @@ def _run_child(
             ro_paths=[
                 sub.path,
                 package_dir,
-                *[p for p in (torch_home, hf_home) if p.exists()],
+                *weights,
             ],
             rw_paths=[workdir, own_cache],
             hidden_paths=[
@@ -277,7 +264,7 @@ def _run_child(
                 project_root() / ".git",
                 project_root() / "submissions",
             ],
-            env=env,
+            env={"ITBENCH_CACHE": str(own_cache)},  # the rest: sandbox.child_env, the one place
             unsandboxed=opts.unsandboxed,
         )
         provenance.update(

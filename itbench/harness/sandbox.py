@@ -50,6 +50,7 @@ from typing import IO, Literal
 
 import psutil
 
+from itbench.console import show_progress
 from itbench.errors import ItbenchError
 from itbench.harness.limits import RunCgroup, make_cgroup
 from itbench.harness.untrusted import clean_text, scan_tree
@@ -427,6 +428,17 @@ def python_paths() -> list[Path]:
     return sorted(p for p in paths if p.exists())
 
 
+def weight_homes() -> tuple[Path, Path]:
+    """Where torchvision (``TORCH_HOME``) and timm / Hugging Face (``HF_HOME``) keep weights here."""
+    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    return torch_home, hf_home
+
+
+#: Variables of the operator's environment a submission may see (all others are dropped).
+PASSED_THROUGH = ("CUDA_VISIBLE_DEVICES", "TERM", "COLUMNS", "LC_ALL", "ITBENCH_RANDOM_WEIGHTS")
+
+
 def child_env(
     *,
     home: str | os.PathLike[str],
@@ -434,11 +446,16 @@ def child_env(
     extra: Mapping[str, str] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, str]:
-    """A minimal environment: no secrets, no ``ITBENCH_HOME``, threads from limits.
+    """The child's whole environment, built here only: no secrets, no ``ITBENCH_HOME``.
 
-    ``weights_dir`` (read-only pretrained weights) becomes ``TORCH_HOME`` and
-    ``HF_HOME`` so torchvision/timm find cached weights without the network.
+    Pretrained weights are found offline through ``TORCH_HOME`` / ``HF_HOME``:
+    ``weights_dir`` when given, else this machine's own weight folders (bound
+    read-only by the runner). Threads follow the limits; progress bars follow
+    the operator's terminal (``itbench.console``).
     """
+    torch_home, hf_home = (
+        (Path(weights_dir), Path(weights_dir)) if weights_dir is not None else weight_homes()
+    )
     env = {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "HOME": str(home),
@@ -447,17 +464,17 @@ def child_env(
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "MPLCONFIGDIR": str(Path(home) / ".mplconfig"),
+        "TORCH_HOME": str(torch_home),
+        "HF_HOME": str(hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "ITBENCH_PROGRESS": "1" if show_progress() else "0",
     }
-    for key in ("CUDA_VISIBLE_DEVICES", "TERM", "COLUMNS", "LC_ALL"):
+    for key in PASSED_THROUGH:
         if key in os.environ:
             env[key] = os.environ[key]
     if limits is not None and limits.cpu_threads:
         for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
             env[key] = str(limits.cpu_threads)
-    if weights_dir is not None:
-        env["TORCH_HOME"] = str(weights_dir)
-        env["HF_HOME"] = str(weights_dir)
-        env["HF_HUB_OFFLINE"] = "1"
     env.update(extra or {})
     env.pop("ITBENCH_HOME", None)  # the data home is never the child's business
     return env
