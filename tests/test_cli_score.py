@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -129,24 +130,44 @@ def test_cli_user_errors_are_one_line(tmp_path):
     assert test_split.returncode == 2 and "Traceback" not in test_split.stderr
 
 
-def test_every_command_has_help():
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path of the CLI, walked from the click group itself."""
+    out = [prefix]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            out += _commands(command, (*prefix, name))
+        else:
+            out.append((*prefix, name))
+    return out
+
+
+def test_every_command_explains_itself():
+    """Each command has help with an example, and every option says what it does."""
     runner = CliRunner()
-    for args in (
-        ["--help"],
-        ["score", "--help"],
-        ["data", "--help"],
-        ["data", "fetch", "--help"],
-        ["data", "import", "--help"],
-        ["data", "info", "--help"],
-        ["leaderboard", "--help"],
-        ["sweep", "--help"],
-        ["new", "--help"],
-        ["cache", "--help"],
-        ["bench", "--help"],
+    paths = _commands(cli)
+    assert ("perf",) in paths and ("cache", "clear") in paths and ("bench",) not in paths
+    for path in paths:
+        out = runner.invoke(cli, [*path, "--help"], terminal_width=100)
+        assert out.exit_code == 0, (path, out.output)
+        command = cli
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        if not isinstance(command, click.Group) and path:
+            assert "Example" in out.output, f"itbench {' '.join(path)} --help has no example"
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                assert param.help, f"itbench {' '.join(path)} {param.opts[0]} has no description"
+
+
+def test_closed_sets_are_choices_and_reject_typos():
+    runner = CliRunner()
+    for args, word in (
+        (["score", "x", "--device", "gpu"], "--device"),
+        (["score", "x", "--size", "huge"], "--size"),
+        (["cache", "clear", "--kind", "fitted"], "--kind"),
     ):
         out = runner.invoke(cli, args)
-        assert out.exit_code == 0, (args, out.output)
-        assert len(out.output.splitlines()) > 3
+        assert out.exit_code == 2 and word in out.output and "is not one of" in out.output, out.output
 
 
 def test_new_scaffold_scores_as_generated(tmp_path, results):

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter, ValidationError
 
@@ -31,7 +31,7 @@ from itbench.errors import ItbenchError
 if TYPE_CHECKING:
     from itbench.scoring.benchmark import Benchmark
 
-SCHEMA = "itbench.record/1"
+SCHEMA: Final = "itbench.record/1"
 Status = Literal["ok", "failed", "skipped"]
 PACKAGES = ("itbench", "torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn", "xarray")
 MAX_RECORD_BYTES = 64 * 2**20  # a 3200-image record is ~1 MB; anything far larger is not ours
@@ -184,6 +184,10 @@ class SubmissionRecord(_Record):
     per_neuroid: PerNeuroid | None = None
     examples: Examples | None = None
     bootstrap: BootstrapSummary | None = None  # optional: records before it still load
+    test_evaluations: Annotated[StrictInt, Field(ge=0)] | None = None
+    """Test-split records: how many scored test evaluations this submission has had (issue 10)."""
+    error_traceback: str | None = None
+    """Failed runs: the child's full traceback, sanitised and capped (the terminal gets one line)."""
     path: Path | None = Field(default=None, exclude=True)  # where write_record put it; not stored
 
     @property

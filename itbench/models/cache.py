@@ -33,7 +33,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,7 +232,7 @@ class ActivationCache:
             return _CORRUPT
         return array
 
-    def _evict(self, entries: dict[str, dict[str, Any]], protect: set[str] = frozenset()) -> None:
+    def _evict(self, entries: dict[str, dict[str, Any]], protect: Container[str] = frozenset()) -> None:
         """Drop least-recently-used entries until the total fits the limit; remove stale temp files.
 
         Entries in ``protect`` (those just written) go last, so a write evicts older work first.

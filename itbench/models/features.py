@@ -274,7 +274,7 @@ def _block_counts(model: nn.Module | None, parents: Sequence[str], fallback: Seq
     """Numbers of children in each stage, read from the model when there is one."""
     if model is None:
         return list(fallback)
-    return [len(model.get_submodule(p)) for p in parents]
+    return [len(model.get_submodule(p)) for p in parents]  # type: ignore[arg-type]  # stages are Sequentials; Module's stub hides __len__
 
 
 def default_layers(model_name: str, granularity: str = "stages", model: nn.Module | None = None) -> list[str]:
@@ -497,7 +497,7 @@ class FeatureExtractor:
         total = 4 * n * sum(dims.values())
         available = _memory_available()
         if available is not None and total > 0.9 * available:
-            big = max(dims, key=dims.get)
+            big = max(dims, key=dims.__getitem__)
             raise FeatureError(
                 f"the features would take {total / 2**30:.1f} GiB for {n} images "
                 f"(largest: {big!r}, {dims[big]} values per image) but only {available / 2**30:.1f} GiB is free",

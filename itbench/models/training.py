@@ -149,6 +149,9 @@ class ImageAugment(nn.Module):
     per call, hence the loop over the batch.
     """
 
+    mean: Tensor  # buffers registered in __init__
+    std: Tensor
+
     def __init__(
         self, size: int = 224, scale: tuple[float, float] = (0.8, 1.0), flip: bool = True, jitter: float = 0.1
     ):
@@ -418,7 +421,7 @@ class Trainer:
         amp = on_cuda if cfg.amp is None else bool(cfg.amp) and on_cuda
         channels_last = on_cuda if cfg.channels_last is None else bool(cfg.channels_last) and on_cuda
         dataset = _as_dataset(train_inputs, train_targets)
-        train_idx, hold_idx = _split_holdout(len(dataset), cfg.holdout_fraction, cfg.seed)
+        train_idx, hold_idx = _split_holdout(len(dataset), cfg.holdout_fraction, cfg.seed)  # type: ignore[arg-type]  # _as_dataset checked len()
         loss_fn = loss_function(cfg.loss)
 
         torch.manual_seed(cfg.seed)

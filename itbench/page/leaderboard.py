@@ -48,7 +48,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from itbench import __version__
 from itbench.errors import DataError
@@ -61,6 +61,9 @@ from itbench.harness.record import (
     read_record,
 )
 from itbench.scoring import metrics
+
+if TYPE_CHECKING:
+    import jinja2
 
 SCORE_KEYS = ("mean_ev", "median_ev", "mean_r", "median_r", "ceiling", "normalized_r")
 CI_KEYS = ("mean_ev", "median_ev", "mean_r", "median_r", "normalized_r")
@@ -285,7 +288,11 @@ class BenchmarkResults:
 
     @property
     def synthetic(self) -> bool:
-        return self.id == "demo" or any(r.synthetic for r in (*self.submissions, *self.sweeps))
+        return (
+            self.id == "demo"
+            or any(r.synthetic for r in self.submissions)
+            or any(r.synthetic for r in self.sweeps)
+        )
 
 
 def _record_files(bench_dir: Path) -> list[Path]:
@@ -424,7 +431,9 @@ def _rank(subs: list[SubmissionResult]) -> list[tuple[int | None, SubmissionResu
 
     def key(s: SubmissionResult) -> tuple:
         scored = s.status == "ok" and _finite(s.scores["mean_r"])
-        group = (0 if scored else 1) if s.status == "ok" else ("ok", "failed", "skipped").index(s.status) + 1
+        group = (0 if scored else 2) if s.status == "ok" else ("ok", "failed", "skipped").index(s.status) + 2
+        if scored and not sandboxed(s):
+            group = 1  # unsandboxed runs never rank above a sandboxed one
         return (group, -s.scores["mean_r"] if scored else 0.0, s.sub_id)
 
     ordered = sorted(subs, key=key)
@@ -432,12 +441,24 @@ def _rank(subs: list[SubmissionResult]) -> list[tuple[int | None, SubmissionResu
     rank, prev = 0, None
     for i, sub in enumerate(ordered, start=1):
         if sub.status == "ok" and _finite(sub.scores["mean_r"]):
-            if sub.scores["mean_r"] != prev:
-                rank, prev = i, sub.scores["mean_r"]
+            mark = (sandboxed(sub), sub.scores["mean_r"])
+            if mark != prev:
+                rank, prev = i, mark
             out.append((rank, sub))
         else:
             out.append((None, sub))
     return out
+
+
+def sandboxed(sub: SubmissionResult) -> bool:
+    """False only for a record that says it ran unsandboxed (``--unsandboxed``)."""
+    return sub.provenance.get("sandboxed") is not False
+
+
+def test_evaluations(sub: SubmissionResult) -> int | None:
+    """How many times this submission has been scored on the test split (test records only)."""
+    value = sub.record.test_evaluations  # validated by the record schema (an int >= 0 or None)
+    return value if sub.split == "test" else None
 
 
 def compares_table1(sub: SubmissionResult) -> bool:
@@ -486,6 +507,8 @@ def flat_row(
         "status": sub.status,
         "reason": sanitize(sub.reason) or None,
         "created": sub.created or None,
+        "sandboxed": sandboxed(sub),
+        "test_evaluations": test_evaluations(sub),
     }
     for key in SCORE_KEYS:
         row[key] = sub.scores[key]
@@ -763,7 +786,7 @@ def _atomic_write(path: Path, data: str) -> None:
         raise
 
 
-def _environment():
+def _environment() -> jinja2.Environment:
     import jinja2
 
     env = jinja2.Environment(
@@ -955,7 +978,7 @@ def render(
                     synthetic=bench.synthetic,
                     figure=inline,
                     provenance=_provenance_rows(sub),
-                    table1=table1.get(sub.table1_row) if sub.table1_row else None,  # type: ignore[arg-type]
+                    table1=table1.get(sub.table1_row) if sub.table1_row else None,
                     css=_asset("lb_style.css"),
                     root="../../",
                 )
@@ -1013,13 +1036,25 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _csv_value(value: Any) -> Any:
-    """Exact floats, empty for missing, lists of ids joined with ';'."""
+    """Exact floats, empty for missing, lists of ids joined with ';', text made formula-safe."""
     if value is None:
         return ""
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, list):
-        return ";".join(map(str, value))
+        return csv_cell(";".join(map(str, value)))
+    return csv_cell(value)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
+
+
+def csv_cell(value: Any) -> Any:
+    """Text a spreadsheet will not run: a leading ``=``/``+``/``-``/``@`` gets a quote (OWASP)."""
+    if isinstance(value, str):
+        value = "".join(ch for ch in value if ch >= " " or ch == "\t")  # no control characters
+        if value.startswith(_FORMULA_START):
+            return "'" + value
     return value
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,9 @@ from itbench.data.sources import KNOWN, SourceData, installed, load_source
 from itbench.data.split import file_hash, load_split, split_path
 from itbench.errors import BenchmarkError
 from itbench.scoring import metrics
+
+if TYPE_CHECKING:
+    import torch
 
 SPLITS = ("train", "val", "test")
 N_EXAMPLE_NEUROIDS = 4
@@ -79,7 +82,7 @@ class Benchmark:
             self._cache[key] = metrics.trials_array(self.source.trials, self.stimulus_ids(split))
         return self._cache[key]
 
-    def images(self, split: str):
+    def images(self, split: str) -> torch.Tensor:
         """ImageNet-normalised image tensor (N, 3, 224, 224) for a split.
 
         Decoded once per process: a leaderboard run scores many submissions on

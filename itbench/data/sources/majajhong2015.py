@@ -211,7 +211,7 @@ def fetch(
         for role in ROLES
     }
     time_bin = tuple(spec.get("time_bin_ms", (70, 170)))
-    trials = load_assembly(fetched["assembly"], time_bin=time_bin)  # type: ignore[arg-type]
+    trials = load_assembly(fetched["assembly"], time_bin=time_bin)
     trials = add_repetition(_it_sites(trials, spec.get("region", "IT"), fetched["assembly"]))
     stimuli = load_stimulus_set(fetched["stimulus_csv"], fetched["stimulus_zip"], identifier="hvm-public")
     _check_ids(trials, stimuli)
