@@ -8,9 +8,11 @@ Set ``ITBENCH_SCREENSHOT=/path/shot.png`` to keep the screenshot.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -172,3 +174,64 @@ def test_page_is_self_contained_and_error_free(page: Path, driver) -> None:
     assert driver.current_url.endswith("/submissions/demo/resnet50_best.html")
     figure = driver.find_element(By.CSS_SELECTOR, "main figure svg")
     assert figure.size["width"] > 300 and figure.size["height"] > 80
+
+
+# an absolute path of at least two components, not inside a URL or a relative path
+ABS_PATH = re.compile(r"(?<![\w.~<>:/-])/[\w.-]+/")
+
+
+def _cells(drv) -> list[tuple[str, str]]:
+    """(text, title) of every table cell on the page, as the browser renders them."""
+    return drv.execute_script(
+        "return Array.from(document.querySelectorAll('td, th')).map("
+        "c => [c.innerText, c.getAttribute('title') || '']);"
+    )
+
+
+def test_table1_section_ties_and_no_local_paths(page: Path, driver) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.set_window_size(1400, 1000)
+    driver.get((page / "index.html").as_uri())
+    section = driver.find_element(By.ID, "table1")
+    assert section.is_displayed()
+    rows = section.find_elements(By.CSS_SELECTOR, "#table1-compare tbody tr")
+    with TABLE1.open() as handle:
+        report = {int(r["row"]): r for r in csv.DictReader(handle)}
+    assert [int(r.get_attribute("data-row")) for r in rows] == list(range(1, 13)) == sorted(report)
+    for row in rows:
+        ref = report[int(row.get_attribute("data-row"))]
+        ev = row.find_element(By.CSS_SELECTOR, 'td[data-col="report_mean_ev"]')
+        r = row.find_element(By.CSS_SELECTOR, 'td[data-col="report_mean_r"]')
+        assert ev.text == f"{float(ref['mean_ev']):.3f}" and r.text == f"{float(ref['mean_corr']):.3f}"
+        assert ev.is_displayed() and r.is_displayed()
+
+    # the pair built to be indistinguishable shares a rank range; the pair built to differ does not
+    def rank(sub_id: str) -> str:
+        return driver.find_element(
+            By.CSS_SELECTOR, f'#table-demo-val tr[data-submission="{sub_id}"] td[data-col="rank"]'
+        ).text
+
+    assert rank("resnet50_layer3") == rank("resnet50_layer3_rerun") == "2–3"
+    assert rank("resnet50_best") == "1" and rank("pixels_ridge") == "4"
+    tied = driver.find_element(
+        By.CSS_SELECTOR, '#table-demo-val tr[data-submission="resnet50_layer3"] td[data-col="delta_next"]'
+    )
+    assert tied.get_attribute("data-tied") == "true" and "tied" in tied.text
+    differ = driver.find_element(
+        By.CSS_SELECTOR, '#table-demo-val tr[data-submission="resnet50_best"] td[data-col="delta_next"]'
+    )
+    assert differ.get_attribute("data-tied") == "false" and "real" in differ.text
+
+    # no cell shows a local path or a user name (the fixture records contain both)
+    pages = [page / "index.html", page / "submissions" / "demo" / "convnext_linear.html"]
+    pages.append(page / "submissions" / "demo" / "shallow_cnn.html")
+    for html in pages:
+        driver.get(html.as_uri())
+        cells = _cells(driver)
+        assert cells
+        for shown, title in cells:
+            for value in (shown, re.sub(r"https?://\S+", "", title)):
+                assert not ABS_PATH.search(value) and "alice" not in value, (html.name, value)
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "alice" not in body and not ABS_PATH.search(re.sub(r"https?://\S+", "", body))

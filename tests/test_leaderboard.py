@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import html5lib
+import numpy as np
 import pytest
 from helpers_records import FIXTURES, fixture_records
 
@@ -31,6 +33,7 @@ from itbench.page.leaderboard import (
     load_results,
     parse_submission,
     render,
+    sanitize,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +93,34 @@ def f3(x: float) -> str:
 
 def is_missing(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+# an absolute path of at least two components, not inside a URL or a relative path
+RESOLUTION = 1e-5  # records store per-resample values to 6 decimals: closer to 0 than this is 0
+ABS_PATH = re.compile(r"(?<![\w.~<>:/-])/[\w.-]+/")
+
+
+def expected_rank_texts(recs: dict[str, dict]) -> dict[str, str]:
+    """Rank labels recomputed here: paired percentile CIs of adjacent mean r differences, chained."""
+    scored = sorted(
+        (k for k, r in recs.items() if r["status"] == "ok" and not is_missing(r["scores"]["mean_r"])),
+        key=lambda k: -recs[k]["scores"]["mean_r"],
+    )
+    tied = []
+    for a, b in itertools.pairwise(scored):
+        ba, bb = recs[a].get("bootstrap"), recs[b].get("bootstrap")
+        if not ba or not bb or ba["key"] != bb["key"]:
+            tied.append(False)
+            continue
+        lo, hi = np.percentile(np.array(ba["mean_r"]) - np.array(bb["mean_r"]), [2.5, 97.5])
+        tied.append(lo <= RESOLUTION and hi >= -RESOLUTION)
+    out, start = {}, 0
+    for i in range(len(scored)):
+        if i == len(scored) - 1 or not tied[i]:
+            label = str(start + 1) if i == start else f"{start + 1}–{i + 1}"
+            out.update(dict.fromkeys(scored[start : i + 1], label))
+            start = i + 1
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +183,12 @@ def test_ranking_order_and_ranks(index) -> None:
         key=lambda k: -recs[k]["scores"]["mean_r"],
     )
     assert ids[: len(scored)] == scored
-    assert [r["rank"][0] for r in rows[: len(scored)]] == [str(i + 1) for i in range(len(scored))]
+    assert [r["rank"][1] for r in rows[: len(scored)]] == [str(i + 1) for i in range(len(scored))]
+    labels = expected_rank_texts(recs)
+    assert [r["rank"][0] for r in rows[: len(scored)]] == [labels[k] for k in scored]
+    # the twins built indistinguishable share a range; the pair built to differ does not
+    assert labels["resnet50_layer3"] == labels["resnet50_layer3_rerun"] == "2–3"
+    assert labels["resnet50_best"] == "1"
     rest = ids[len(scored) :]
     # ok-but-unscored, then failed, then skipped: listed, unranked, never hidden
     assert rest == ["constant_model", "shallow_cnn", "convnext_linear"]
@@ -165,9 +201,17 @@ def test_failed_and_skipped_rows_show_their_reason(index) -> None:
     for sub_id, status in (("shallow_cnn", "failed"), ("convnext_linear", "skipped")):
         shown = rows[sub_id]["status"][0]
         first_line = recs[sub_id]["error"].splitlines()[0]
-        assert shown == f"{status} {first_line}"
+        assert shown.startswith(f"{status} ")
         reason_el = rows[sub_id]["status"][2].find(".//span[@class='reason']")
-        assert reason_el.get("title") == recs[sub_id]["error"]  # full text on hover
+        assert reason_el.get("title") == sanitize(recs[sub_id]["error"])  # full text on hover
+        assert shown[len(status) + 1 :][:30] == first_line[:30]  # the words before any path
+        assert not ABS_PATH.search(shown) and not ABS_PATH.search(reason_el.get("title"))
+    # the skipped row's cache path is shown relative to the home folder, without the user
+    skipped = rows["convnext_linear"]["status"][2].find(".//span[@class='reason']")
+    assert "at ~/.cache/huggingface/hub/models--timm--convnext_base and" in skipped.get("title")
+    assert "not cached at ~/…/models--timm--convnext_base" in text(skipped)  # one short line
+    assert "https://huggingface.co/timm/convnext_base" in skipped.get("title")  # URLs are kept
+    assert "alice" not in skipped.get("title") + text(skipped)
 
 
 def test_table1_columns_and_deltas(index) -> None:
@@ -213,7 +257,7 @@ def test_skipped_records_are_reported_not_fatal(rendered, index) -> None:
     note = index.find(".//section[@id='skipped-records']")
     assert "demo/broken.json" in text(note) and "nx414/wrong_schema.json" in text(note)
     assert "demo/broken.json" in str(report)  # what the CLI prints
-    assert report.n_submissions == 12 and report.n_sweeps == 2
+    assert report.n_submissions == 13 and report.n_sweeps == 2
 
 
 def test_no_external_urls_and_unique_ids(rendered) -> None:
@@ -281,7 +325,7 @@ def test_sweep_figure_has_both_weights(rendered, index) -> None:
 def test_results_json_and_csv_match_records(rendered) -> None:
     out, _ = rendered
     rows = json.loads((out / "results.json").read_text())
-    assert len(rows) == 12
+    assert len(rows) == 13
     by_key = {(r["benchmark"], r["split"], r["submission_id"]): r for r in rows}
     for bench in ("demo", "nx414", "majajhong2015"):
         for split in ("val", "test"):
@@ -466,3 +510,135 @@ def test_missing_inputs_raise_user_errors(tmp_path: Path) -> None:
         render(tmp_path / "results", tmp_path / "out", None, bad)
     with pytest.raises(DataError, match="not a benchmark id"):
         render(tmp_path / "results", tmp_path / "out", ["../x"], TABLE1)
+
+
+# --- Table I section, which differences are real, no machine details ---------------------
+
+
+def table1_rows(doc) -> list[dict[str, tuple[str, object]]]:
+    table = doc.find(".//section[@id='table1']//table[@id='table1-compare']")
+    assert table is not None
+    return [
+        {td.get("data-col"): (text(td), td) for td in tr.findall("td")} | {"_row": tr.get("data-row")}
+        for tr in table.find("tbody").findall("tr")
+    ]
+
+
+def test_table1_section_lists_the_report_and_the_reproductions(index) -> None:
+    ref = table1()
+    rows = table1_rows(index)
+    assert [int(r["_row"]) for r in rows] == list(range(1, 13))
+    for r in rows:
+        t1 = ref[int(r["_row"])]
+        assert float(r["report_mean_ev"][1].get("data-value")) == t1["ev"]
+        assert r["report_mean_r"][0] == f3(t1["r"])
+    by_row = {int(r["_row"]): r for r in rows}
+    # nx414 row 5 is reproduced: value, CI, Δ and whether the report's value is inside the CI
+    rec = fixture_records("nx414")["resnet50_layer3"]
+    cell_text, cell = by_row[5]["nx414-mean_r"]
+    lo, hi = rec["scores"]["ci"]["mean_r"]
+    assert cell_text.startswith(f"{rec['scores']['mean_r']:.3f} [{lo:.2f}, {hi:.2f}]")
+    assert f"Δ {rec['scores']['mean_r'] - 0.623:+.3f}" in cell_text
+    inside = lo <= 0.623 <= hi
+    assert cell.get("data-in-ci") == str(inside).lower()
+    assert ("✓ in CI" if inside else "✗ outside") in cell_text
+    ev_lo, ev_hi = rec["scores"]["ci"]["mean_ev"]
+    assert by_row[5]["nx414-mean_ev"][1].get("data-in-ci") == str(ev_lo <= 0.398 <= ev_hi).lower()
+    # the synthetic demo is shown but never compared
+    demo_text, demo_cell = by_row[12]["demo-mean_r"]
+    assert demo_text.startswith(f"{fixture_records('demo')['resnet50_best']['scores']['mean_r']:.3f}")
+    assert "Δ" not in demo_text and demo_cell.get("data-in-ci") is None
+    demo_head = index.find(".//table[@id='table1-compare']//th[@data-benchmark='demo']")
+    assert "synthetic" in text(demo_head)
+    # rows without a record say why in one line and how to get one
+    missing_text, missing = by_row[3]["nx414-why"]
+    assert missing.get("data-status") == "missing"
+    assert missing_text == "no record yet itbench score submissions/pixels_pca_ols -b nx414"
+    skipped_text, skipped = by_row[9]["demo-why"]
+    assert skipped.get("data-status") == "skipped" and skipped_text.startswith("skipped: convnext_base")
+    assert "not cached at ~/…/models-" in skipped_text and "alice" not in skipped_text
+    assert skipped.get("title") == sanitize(fixture_records("demo")["convnext_linear"]["error"])
+    assert "itbench score submissions/convnext_base_linear -b demo" in skipped_text
+
+
+def test_readme_has_table1(rendered) -> None:
+    md = (rendered[0] / "README.md").read_text()
+    section = md.split("## Table I of the report, reproduced", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if re.match(r"\| \d+ \|", ln)]
+    assert [int(ln.split("|")[1]) for ln in lines] == list(range(1, 13))
+    ref = table1()
+    for ln in lines:
+        cells = [c.strip() for c in ln.split("|")[1:-1]]
+        t1 = ref[int(cells[0])]
+        assert cells[2:4] == [f3(t1["ev"]), f3(t1["r"])]
+    rec = fixture_records("nx414")["resnet50_best"]
+    assert f"Δ {rec['scores']['mean_r'] - 0.678:+.3f}" in lines[11]
+    assert "`itbench score submissions/pixels_pca_ols -b nx414`" in lines[2]
+
+
+def test_results_json_has_paired_comparisons(rendered) -> None:
+    rows = json.loads((rendered[0] / "results.json").read_text())
+    recs = fixture_records("demo")
+    demo = [r for r in rows if r["benchmark"] == "demo" and r["split"] == "val" and r["rank"] is not None]
+    labels = expected_rank_texts(recs)
+    assert {r["submission_id"]: r["rank_group"] for r in demo} == labels
+    for a, b in itertools.pairwise(demo):
+        ra, rb = recs[a["submission_id"]], recs[b["submission_id"]]
+        diff = np.array(ra["bootstrap"]["mean_r"]) - np.array(rb["bootstrap"]["mean_r"])
+        lo, hi = np.percentile(diff, [2.5, 97.5])
+        assert a["next_submission_id"] == b["submission_id"]
+        assert a["delta_next_mean_r"] == pytest.approx(ra["scores"]["mean_r"] - rb["scores"]["mean_r"])
+        assert (a["delta_next_ci_low"], a["delta_next_ci_high"]) == pytest.approx((lo, hi), abs=1e-12)
+        assert a["tied_with_next"] == bool(lo <= RESOLUTION and hi >= -RESOLUTION)
+    best = next(r for r in demo if r["submission_id"] == "resnet50_best")
+    assert set(best["better_than"]) == {"resnet50_layer3", "resnet50_layer3_rerun", "pixels_ridge"}
+    twin = next(r for r in demo if r["submission_id"] == "resnet50_layer3")
+    assert twin["not_distinguishable_from"] == ["resnet50_layer3_rerun"]
+    assert twin["worse_than"] == ["resnet50_best"] and twin["better_than"] == ["pixels_ridge"]
+    # a record without the shared-resample bootstrap is "not compared", never tied or ranked apart
+    mh = {r["submission_id"]: r for r in rows if r["benchmark"] == "majajhong2015"}
+    assert mh["resnet50_layer3_ridge"]["not_compared_with"] == ["random_resnet50"]
+    assert mh["resnet50_layer3_ridge"]["tied_with_next"] is None
+    assert [mh[k]["rank_group"] for k in ("resnet50_layer3_ridge", "random_resnet50")] == ["1", "2"]
+    assert "no paired bootstrap" in mh["resnet50_layer3_ridge"]["delta_next_note"]
+
+
+def test_detail_page_lists_significant_differences(rendered) -> None:
+    doc = parse_strict(rendered[0] / "submissions" / "demo" / "resnet50_layer3.html")
+    rows = {td.get("data-col"): text(td) for td in doc.find(".//table[@class='kv comparisons']").iter("td")}
+    assert rows["better_than"] == "Ridge from pixels (alpha=0.1)"
+    assert rows["worse_than"] == "ResNet50 (layers 2-4 unfrozen + augmentation)"
+    assert rows["not_distinguishable_from"] == "Pretrained ResNet50 layer3 + OLS (rerun)"
+    assert "tied" in rows["delta_next"]
+
+
+def test_no_absolute_paths_or_user_names_in_outputs(rendered) -> None:
+    out, _ = rendered
+    files = [p for p in sorted(out.rglob("*")) if p.suffix in (".html", ".md", ".json", ".csv")]
+    assert any("/home/alice" in p.read_text() for p in FIXTURES.rglob("*.json"))  # the records have them
+    for path in files:
+        body = path.read_text()
+        if path.suffix == ".html":
+            body = re.sub(r"<svg.*?</svg>", "", body, flags=re.S)  # figure markup is not prose
+        assert "alice" not in body, path
+        assert not ABS_PATH.search(re.sub(r"https?://\S+", "", body)), (path, ABS_PATH.search(body))
+    prov = parse_strict(out / "submissions" / "demo" / "pixels_ridge.html")
+    table = prov.find(".//table[@class='kv provenance']")
+    values = {text(tr.find("th")): text(tr.find("td")) for tr in table.iter("tr")}
+    assert values["data_home"] == "~/.cache/itbench"
+
+
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        ("not cached at /root/.cache/torch/x.pth and", "not cached at ~/.cache/torch/x.pth and"),
+        ("see /home/bob/data/IT_data.h5.", "see ~/data/IT_data.h5."),
+        ("/Users/carol/x", "~/x"),
+        ('File "/srv/app/itbench/model.py", line 3', 'File "<path>/model.py", line 3'),
+        ("(path=/tmp/abc/def)", "(path=<path>/def)"),
+        ("from https://download.pytorch.org/models/r.pth", "from https://download.pytorch.org/models/r.pth"),
+        ("submissions/resnet50_best and n/a", "submissions/resnet50_best and n/a"),
+    ],
+)
+def test_sanitize(raw: str, shown: str) -> None:
+    assert sanitize(raw) == shown

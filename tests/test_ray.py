@@ -97,6 +97,7 @@ def _same_scores(a: SubmissionRecord, b: SubmissionRecord) -> None:
     assert a.scores == b.scores
     assert a.per_neuroid == b.per_neuroid
     assert a.examples == b.examples
+    assert a.bootstrap == b.bootstrap
 
 
 def test_ray_records_equal_serial_and_rerun_resumes(cluster: Cluster, project: Path, tmp_path: Path) -> None:

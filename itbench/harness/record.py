@@ -119,6 +119,27 @@ class Examples(_Strict):
                 )
 
 
+class BootstrapSummary(_Strict):
+    """A submission's statistics on its benchmark split's shared image resamples.
+
+    Written by ``itbench.scoring.metrics.bootstrap_summary``. Two records with
+    the same ``key`` were resampled identically, so the page can bootstrap the
+    difference between them exactly (paired), from the records alone.
+    """
+
+    method: str
+    key: str = Field(pattern=r"^[0-9a-f]{40}$")
+    n_boot: StrictInt = Field(ge=1)
+    mean_r: list[Number]
+    normalized_r: list[Number] | None = None
+
+    def model_post_init(self, context: Any, /) -> None:
+        for name in ("mean_r", "normalized_r"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.n_boot:
+                raise ValueError(f"bootstrap.{name} has {len(values)} values for n_boot = {self.n_boot}")
+
+
 class Provenance(BaseModel):
     """How a result was made. Open-ended: new facts can be added without a schema bump."""
 
@@ -162,6 +183,7 @@ class SubmissionRecord(_Record):
     scores: Scores | None = None
     per_neuroid: PerNeuroid | None = None
     examples: Examples | None = None
+    bootstrap: BootstrapSummary | None = None  # optional: records before it still load
     test_evaluations: Annotated[StrictInt, Field(ge=0)] | None = None
     """Test-split records: how many scored test evaluations this submission has had (issue 10)."""
     error_traceback: str | None = None
@@ -176,7 +198,7 @@ class SubmissionRecord(_Record):
     def mark(self, status: Status, error: str) -> None:
         """A run that did not end ``ok``: keep the reason, drop any partial scores."""
         self.status, self.error = status, error
-        self.scores = self.per_neuroid = self.examples = None
+        self.scores = self.per_neuroid = self.examples = self.bootstrap = None
 
 
 class SweepLayer(_Strict):

@@ -18,15 +18,27 @@ reported, never fatal: one bad file must not take the whole page down.
 
 Ranking: within a benchmark and split, ``ok`` records by mean Pearson r
 (Table I's "Mean Corr."), highest first, ties share a rank; records whose mean
-r is undefined (NaN) follow unranked, then failed, then skipped ones.
-Table I of the report is compared (reproduced minus report) only on real data
+r is undefined (NaN) follow unranked, then failed, then skipped ones. Which
+differences are real: adjacent ranks are compared by a paired bootstrap over
+the split's shared image resamples stored in each record
+(:func:`compare_ranked`); neighbours that cannot be told apart share a rank
+range ("2–3"), and every pair's verdict goes into ``results.json``.
+
+Table I: a section lists the report's twelve rows beside each benchmark's
+best val-split record per row (:func:`table1_view`); the report is compared
+(reproduced minus report, inside the CI or not) only on real data
 (non-synthetic benchmarks) and the val split, where the report's numbers live.
+
+The page is public: reasons and provenance are shown through
+:func:`sanitize` (no absolute local paths or user names); records keep the
+full text.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -48,6 +60,7 @@ from itbench.harness.record import (
     parse_record,
     read_record,
 )
+from itbench.scoring import metrics
 
 if TYPE_CHECKING:
     import jinja2
@@ -366,10 +379,11 @@ class Table1Row:
     model: str
     mean_ev: float
     mean_r: float
+    submission: str | None = None  # the submission folder that reproduces it (optional column)
 
 
 def load_table1(path: Path) -> dict[int, Table1Row]:
-    """The report's Table I (row, section, model, mean_ev, mean_corr) by row number."""
+    """The report's Table I (row, section, model, mean_ev, mean_corr[, submission]) by row number."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
@@ -387,12 +401,14 @@ def load_table1(path: Path) -> dict[int, Table1Row]:
         )
     for line in reader:
         try:
+            sub = (line.get("submission") or "").strip()
             row = Table1Row(
                 int(line["row"]),
                 line["section"],
                 line["model"],
                 float(line["mean_ev"]),
                 float(line["mean_corr"]),
+                sub if _NAME.fullmatch(sub) else None,
             )
         except (TypeError, ValueError):
             raise DataError(
@@ -450,12 +466,36 @@ def compares_table1(sub: SubmissionResult) -> bool:
     return not sub.synthetic and sub.split == "val" and sub.table1_row is not None
 
 
+def _no_comparison() -> dict[str, Any]:
+    """The comparison fields of a row that is not ranked (fresh lists every time)."""
+    return {
+        "rank_group": None,
+        "rank_low": None,
+        "rank_high": None,
+        "next_submission_id": None,
+        "delta_next_mean_r": None,
+        "delta_next_ci_low": None,
+        "delta_next_ci_high": None,
+        "tied_with_next": None,
+        "delta_next_note": None,
+        "better_than": [],
+        "worse_than": [],
+        "not_distinguishable_from": [],
+        "not_compared_with": [],
+    }
+
+
 def flat_row(
     rank: int | None,
     sub: SubmissionResult,
     table1: Mapping[int, Table1Row],
+    comparison: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One machine-readable row (also what the templates render from)."""
+    """One machine-readable row (also what the templates render from).
+
+    ``comparison`` is this submission's entry of :func:`compare_ranked` (tie
+    group, paired difference to the next rank, who it beats or trails).
+    """
     row: dict[str, Any] = {
         "benchmark": sub.benchmark,
         "synthetic": sub.synthetic,
@@ -465,7 +505,7 @@ def flat_row(
         "submission_name": sub.name,
         "table1_row": sub.table1_row,
         "status": sub.status,
-        "reason": sub.reason or None,
+        "reason": sanitize(sub.reason) or None,
         "created": sub.created or None,
         "sandboxed": sandboxed(sub),
         "test_evaluations": test_evaluations(sub),
@@ -480,6 +520,8 @@ def flat_row(
     row["report_mean_r"] = ref.mean_r if ref else None
     row["delta_mean_ev"] = sub.scores["mean_ev"] - ref.mean_ev if ref else None
     row["delta_mean_r"] = sub.scores["mean_r"] - ref.mean_r if ref else None
+    row.update(_no_comparison() if comparison is None else comparison)
+    row["paired_n_boot"] = sub.record.bootstrap.n_boot if sub.record.bootstrap else None
     row["code_hash"] = sub.record.submission.code_hash
     row["data_checksum"] = sub.record.benchmark.data_checksum
     row["split_hash"] = sub.record.benchmark.split_hash
@@ -549,6 +591,184 @@ def day(created: str) -> str:
     return created[:10] if created else ""
 
 
+# --- no machine details on the page ------------------------------------------------
+
+# An absolute POSIX path: starts a word (not inside a URL or a relative path).
+_ABS_PATH = re.compile(r"(?<![^\s'\"(\[=,:])/(?:[^\s/'\"()<>\[\],;:]+/)*[^\s/'\"()<>\[\],;:]*")
+_HOME = re.compile(r"^/(?:home|Users)/[^/]+|^/root(?=/|$)")
+
+
+def _short_path(match: re.Match[str]) -> str:
+    path = match.group(0)
+    if path == "/":
+        return path
+    home = _HOME.match(path)
+    if home:
+        return "~" + path[home.end() :]
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return f"<path>/{name}" if name else "<path>"
+
+
+def sanitize(text: Any) -> str:
+    """Text for the page with machine details removed: home paths as ``~/...``, others as ``<path>/name``.
+
+    Reasons and provenance are written by the machine that ran a submission;
+    the page is public, so local paths and user names stay in the record only.
+    URLs (``https://host/a/b``) and relative paths are left alone.
+    """
+    return _ABS_PATH.sub(_short_path, str(text)) if text is not None else ""
+
+
+_LONG_PATH = re.compile(r"(~|<path>)((?:/[^\s/'\"()<>\[\],;:]+)+)/([^\s/'\"()<>\[\],;:]+)")
+
+
+def short_reason(text: str, limit: int = 110) -> str:
+    """The first line of a reason, sanitised, paths cut to their file name, to fit a table cell.
+
+    ``not cached at ~/.cache/torch/hub/checkpoints/resnet50.pth`` becomes
+    ``not cached at ~/…/resnet50.pth``: the useful part of a path in one line
+    is the file it names; the hover text and the record keep the rest.
+    """
+    line = first_line(sanitize(text), 10_000)
+    return first_line(_LONG_PATH.sub(lambda m: f"{m.group(1)}/…/{m.group(3)}", line), limit)
+
+
+# --- which differences are real --------------------------------------------------------
+
+
+def _samples(sub: SubmissionResult) -> tuple[str, list[float | None]] | None:
+    """(key, per-resample mean r) when the record carries the shared-resample bootstrap."""
+    boot = sub.record.bootstrap
+    if boot is None or sub.status != "ok" or not _finite(sub.scores["mean_r"]):
+        return None
+    return f"{boot.key}/{boot.n_boot}", list(boot.mean_r)
+
+
+def _comparison(a: SubmissionResult, b: SubmissionResult) -> tuple[metrics.PairedDifference | None, str]:
+    """Paired bootstrap of mean r, a - b; None with the reason when it cannot be computed."""
+    sa, sb = _samples(a), _samples(b)
+    if sa is None or sb is None:
+        missing = ", ".join(s.sub_id for s, x in ((a, sa), (b, sb)) if x is None)
+        return None, f"no paired bootstrap in the record of {missing} (re-score to add it)"
+    if sa[0] != sb[0]:
+        return None, "scored on different image resamples (different split or n_boot): not paired"
+    return metrics.paired_difference(sa[1], sb[1], a.scores["mean_r"], b.scores["mean_r"]), ""
+
+
+def compare_ranked(ranked: list[tuple[int | None, SubmissionResult]]) -> dict[str, dict[str, Any]]:
+    """Per submission id: tie group, difference to the next rank, and who it beats or trails.
+
+    Adjacent ranks are compared by a paired bootstrap of the difference in mean
+    r over the split's shared image resamples; a 95% CI that covers 0 means the
+    two are not told apart. Runs of such neighbours form a tie group shown as
+    "first–last". A pair without paired data (an older record, another
+    resample set) is reported as not compared and does not join a group.
+    Every other pair is compared the same way for the per-submission lists.
+    """
+    scored = [sub for rank, sub in ranked if rank is not None]
+    out: dict[str, dict[str, Any]] = {}
+    adjacent: list[metrics.PairedDifference | None] = []
+    notes: list[str] = []
+    for a, b in itertools.pairwise(scored):
+        diff, note = _comparison(a, b)
+        adjacent.append(diff)
+        notes.append(note)
+    # no paired data is "not tested", not "tied": such neighbours keep their own ranks
+    groups = metrics.rank_groups([d is not None and d.tied for d in adjacent]) if scored else []
+    for i, sub in enumerate(scored):
+        first, last = groups[i]
+        nxt = adjacent[i] if i < len(adjacent) else None
+        info: dict[str, Any] = {
+            "rank_group": f"{first}–{last}" if last > first else str(first),
+            "rank_low": first,
+            "rank_high": last,
+            "next_submission_id": scored[i + 1].sub_id if i + 1 < len(scored) else None,
+            "delta_next_mean_r": nxt.delta if nxt else None,
+            "delta_next_ci_low": nxt.low if nxt else None,
+            "delta_next_ci_high": nxt.high if nxt else None,
+            "tied_with_next": (nxt.tied if nxt else None) if i + 1 < len(scored) else None,
+            "delta_next_note": (notes[i] or None) if i < len(notes) else None,
+            "better_than": [],
+            "worse_than": [],
+            "not_distinguishable_from": [],
+            "not_compared_with": [],
+        }
+        out[sub.sub_id] = info
+    for i, a in enumerate(scored):
+        for b in scored[i + 1 :]:
+            diff, _ = _comparison(a, b)
+            if diff is None:
+                out[a.sub_id]["not_compared_with"].append(b.sub_id)
+                out[b.sub_id]["not_compared_with"].append(a.sub_id)
+            elif diff.sign > 0:
+                out[a.sub_id]["better_than"].append(b.sub_id)
+                out[b.sub_id]["worse_than"].append(a.sub_id)
+            elif diff.sign < 0:
+                out[a.sub_id]["worse_than"].append(b.sub_id)
+                out[b.sub_id]["better_than"].append(a.sub_id)
+            else:
+                out[a.sub_id]["not_distinguishable_from"].append(b.sub_id)
+                out[b.sub_id]["not_distinguishable_from"].append(a.sub_id)
+    return out
+
+
+# --- Table I beside the reproductions ------------------------------------------------
+
+
+@dataclass
+class _T1Cell:
+    """One Table I row on one benchmark: the reproduction, or why there is none."""
+
+    row: dict[str, Any] | None  # the flat row of the record, when there is an ok one
+    status: str  # ok / failed / skipped / missing
+    why: str  # one short line when not ok
+    how: str  # the command that would produce one
+    detail: str = ""  # the whole reason, sanitised (shown on hover)
+    ev_in_ci: bool | None = None
+    r_in_ci: bool | None = None
+
+
+@dataclass
+class _T1Bench:
+    id: str
+    title: str
+    synthetic: bool
+    cells: dict[int, _T1Cell]
+
+
+def _in_ci(value: float, low: Any, high: Any) -> bool | None:
+    return bool(low <= value <= high) if _finite(low) and _finite(high) else None
+
+
+def table1_view(
+    table1: Mapping[int, Table1Row], benches: Sequence[tuple[str, str, bool, list[dict[str, Any]]]]
+) -> list[_T1Bench]:
+    """Table I beside each benchmark's val-split reproductions (best ok record per row)."""
+    out = []
+    for bid, title, synthetic, rows in benches:
+        cells: dict[int, _T1Cell] = {}
+        for n, ref in sorted(table1.items()):
+            folder = ref.submission or "<id>"
+            how = f"itbench score submissions/{folder} -b {bid}"
+            mine = [r for r in rows if r["split"] == "val" and r["table1_row"] == n]
+            ok = [r for r in mine if r["status"] == "ok" and r["mean_r"] is not None]
+            if ok:
+                best = max(ok, key=lambda r: r["mean_r"])
+                cell = _T1Cell(best, "ok", "", how)
+                if not synthetic:
+                    cell.ev_in_ci = _in_ci(ref.mean_ev, best["mean_ev_ci_low"], best["mean_ev_ci_high"])
+                    cell.r_in_ci = _in_ci(ref.mean_r, best["mean_r_ci_low"], best["mean_r_ci_high"])
+            elif mine:
+                first = mine[0]
+                why = short_reason(first["reason"] or "", 90) or "no scores in the record"
+                cell = _T1Cell(None, first["status"], f"{first['status']}: {why}", how, first["reason"] or "")
+            else:
+                cell = _T1Cell(None, "missing", "no record yet", how)
+            cells[n] = cell
+        out.append(_T1Bench(bid, title, synthetic, cells))
+    return out
+
+
 # --- rendering -----------------------------------------------------------------------
 
 
@@ -578,7 +798,15 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(
-        fmt=fmt, fmt_delta=fmt_delta, fmt_ci=fmt_ci, dv=data_value, md=md_cell, first_line=first_line, day=day
+        fmt=fmt,
+        fmt_delta=fmt_delta,
+        fmt_ci=fmt_ci,
+        dv=data_value,
+        md=md_cell,
+        first_line=first_line,
+        day=day,
+        sanitize=sanitize,
+        short_reason=short_reason,
     )
     env.globals.update(version=__version__, split_names=SPLIT_NAMES)
     return env
@@ -672,7 +900,7 @@ def _provenance_rows(sub: SubmissionResult) -> list[tuple[str, str]]:
     # records before the typed record module copied the hashes into provenance too
     provenance = {k: v for k, v in sub.provenance.items() if k not in head}
     rows = [(k, "null" if v is None else str(v)) for k, v in head.items()]
-    return rows + list(walk("", provenance))
+    return [(k, sanitize(v)) for k, v in rows + list(walk("", provenance))]
 
 
 def render(
@@ -705,6 +933,7 @@ def render(
     drawer = figures.SubmissionFigures()
     written: dict[Path, str] = {}
     views: list[_BenchView] = []
+    t1_inputs: list[tuple[str, str, bool, list[dict[str, Any]]]] = []
     all_rows: list[dict[str, Any]] = []
     detail_tpl = env.get_template("lb_detail.html.j2")
     for bench in benches:
@@ -716,7 +945,8 @@ def render(
         for split in splits:
             subs = [s for s in bench.submissions if s.split == split]
             ranked = _rank(subs)
-            rows = [flat_row(rank, sub, table1) for rank, sub in ranked]
+            comparisons = compare_ranked(ranked)
+            rows = [flat_row(rank, sub, table1, comparisons.get(sub.sub_id)) for rank, sub in ranked]
             tables.append(
                 _Table(
                     split,
@@ -741,6 +971,8 @@ def render(
                     )
                 html = detail_tpl.render(
                     sub=sub,
+                    reason=sanitize(sub.reason),
+                    names={s.sub_id: s.name for s in subs},
                     row=row,
                     bench_title=title,
                     synthetic=bench.synthetic,
@@ -761,11 +993,14 @@ def render(
             else []
         )
         views.append(_BenchView(bench.id, title, description, bench.synthetic, tables, sweeps, missing))
+        if bench.submissions:
+            t1_inputs.append((bench.id, title, bench.synthetic, [r for t in tables for r in t.rows]))
         report.n_submissions += len(bench.submissions)
         report.n_sweeps += len(bench.sweeps)
 
     context = {
         "benchmarks": views,
+        "table1_view": table1_view(table1, t1_inputs),
         "skipped": skipped,
         "table1": table1,
         "n_records": report.n_submissions + report.n_sweeps,
@@ -796,13 +1031,19 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(
-            {
-                k: ("" if v is None else repr(v) if isinstance(v, float) else csv_cell(v))
-                for k, v in row.items()
-            }
-        )
+        writer.writerow({k: _csv_value(v) for k, v in row.items()})
     return buf.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    """Exact floats, empty for missing, lists of ids joined with ';', text made formula-safe."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        return csv_cell(";".join(map(str, value)))
+    return csv_cell(value)
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")

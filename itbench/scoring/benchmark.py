@@ -115,13 +115,21 @@ class Benchmark:
     def score(self, predictions: np.ndarray, split: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
         """Scores, per-neuroid values and a few example neuroids for a record."""
         target = self.responses(split)
-        result = metrics.summarize(
+        result: dict[str, Any] = metrics.summarize(
             predictions,
             target,
             trials=self.trials(split),
             neuroid_ids=self.neuroid_ids,
             n_boot=n_boot,
             seed=seed,
+        )
+        # shared resamples for paired comparisons between submissions (fixed seed, not ``seed``)
+        result["bootstrap"] = (
+            metrics.bootstrap_summary(
+                predictions, target, self.stimulus_ids(split), trials=self.trials(split)
+            )
+            if n_boot
+            else None
         )
         result["examples"] = _examples(
             predictions, target, self.stimulus_ids(split), self.neuroid_ids, result["per_neuroid"]["r"]

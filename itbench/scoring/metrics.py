@@ -33,11 +33,21 @@ Conventions (the choices a reader of a score needs to know):
 * **Confidence intervals** resample *images* with replacement (the neuroids are
   fixed: they are the population the benchmark is about) and report percentile
   intervals. The normalised score's interval resamples the same images in the
-  trial-level data, so ceiling and score move together.
+  trial-level data *and* redraws the repetition split-halves (a fresh set of
+  ``n_splits`` splits for every block of resamples), so it carries the
+  ceiling's own uncertainty: ceiling and score move together.
+* **Paired comparisons** between submissions use one fixed set of image
+  resamples per benchmark split (:func:`shared_resample_indices`: derived from
+  the split's stimulus ids and a fixed seed, independent of image order and of
+  the run's ``--seed``). Each record stores its mean r (and normalised r) on
+  those resamples (:func:`bootstrap_summary`), so the difference between two
+  submissions can be bootstrapped exactly from their records alone
+  (:func:`paired_difference`, :func:`rank_groups`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -54,12 +64,17 @@ __all__ = [
     "STATS",
     "MetricInputError",
     "NormalizedR",
+    "PairedDifference",
     "bootstrap_ci",
     "bootstrap_indices",
     "bootstrap_normalized_ci",
+    "bootstrap_summary",
     "explained_variance",
     "normalized_r",
+    "paired_difference",
     "pearson_r",
+    "rank_groups",
+    "shared_resample_indices",
     "spearman_brown",
     "split_half_ceiling",
     "summarize",
@@ -528,6 +543,35 @@ def _boot_normalized(
         return np.nanmedian(r, axis=-1) / np.nanmedian(ceiling, axis=-1)
 
 
+#: Resamples that share one draw of split-halves (see :func:`_normalized_resamples`).
+SPLIT_BLOCK = 50
+
+
+def _normalized_resamples(
+    w: np.ndarray, p: np.ndarray, t: np.ndarray, trials: np.ndarray, n_splits: int, split_seed: int
+) -> np.ndarray:
+    """Normalised score per resample, with image weights ``w`` and redrawn split-halves.
+
+    Resamples are taken in blocks of :data:`SPLIT_BLOCK`; block ``g`` uses its
+    own ``n_splits`` random split-halves of the repetitions (seed
+    ``(split_seed, g)``). Every resample thus varies both the images and the
+    split of trials that estimates the ceiling, so the interval includes the
+    ceiling's uncertainty; blocks keep the cost at one split-half computation
+    per block instead of per resample (resamples within a block are still
+    independent draws of images; only the Monte Carlo error is affected).
+    """
+    out = []
+    for g, start in enumerate(range(0, len(w), SPLIT_BLOCK)):
+        seed_g = int(np.random.SeedSequence([split_seed, g]).generate_state(1)[0])
+        half_a, half_b = _split_half_means(trials, n_splits, seed_g)
+        block = w[start : start + SPLIT_BLOCK]
+        chunk = max(1, int(5e7 // (half_a.size + p.size)))
+        out += [
+            _boot_normalized(block[s : s + chunk], p, t, half_a, half_b) for s in range(0, len(block), chunk)
+        ]
+    return np.concatenate(out) if out else np.empty(0)
+
+
 def bootstrap_normalized_ci(
     pred: Any,
     target: Any,
@@ -538,20 +582,187 @@ def bootstrap_normalized_ci(
     n_splits: int = 10,
     split_seed: int = 0,
 ) -> tuple[float | None, float | None]:
-    """Percentile CI of ``median r / median ceiling`` over image resamples.
+    """Percentile CI of ``median r / median ceiling`` over images and split-halves together.
 
     The same resampled images are used for the predictions and for the trials
     (the split-half means of a resampled image set are the resampled split-half
-    means, so the splits are drawn once, with ``split_seed``).
+    means), and the repetition split-halves are redrawn for every block of
+    resamples (:func:`_normalized_resamples`), so the interval reflects the
+    uncertainty of the ceiling as well as that of the raw score.
     """
     _check_boot(n_boot, alpha)
     p, t = _pair(pred, target)
     tr = _aligned_trials(trials, *p.shape)
-    half_a, half_b = _split_half_means(tr, n_splits, split_seed)
     w = _counts(bootstrap_indices(p.shape[0], n_boot, seed))
-    chunk = max(1, int(5e7 // (half_a.size + p.size)))
-    stats = [_boot_normalized(w[s : s + chunk], p, t, half_a, half_b) for s in range(0, n_boot, chunk)]
-    return _percentile_ci(np.concatenate(stats), alpha)
+    return _percentile_ci(_normalized_resamples(w, p, t, tr, n_splits, split_seed), alpha)
+
+
+# --------------------------------------------------------------------------- paired bootstrap
+
+#: Identifies how :func:`bootstrap_summary` draws its resamples; stored in records.
+PAIRED_METHOD = "itbench.paired-bootstrap/1"
+#: The fixed seed of the shared resamples (never the run's ``--seed``: pairing needs one set).
+PAIRED_SEED = 414
+PAIRED_N_BOOT = 1000
+#: Records store per-resample values to 6 decimals, so their differences are known to ~1e-6;
+#: a CI that misses 0 by less than this is treated as covering it (no "real" rounding noise).
+PAIRED_RESOLUTION = 1e-5
+
+
+StimulusIds = Sequence[Any] | np.ndarray
+
+
+def _stimulus_ids(stimulus_ids: StimulusIds) -> np.ndarray:
+    ids = np.asarray([str(s) for s in stimulus_ids])
+    if len(np.unique(ids)) != len(ids):
+        raise MetricInputError("stimulus_ids contains duplicates", hint="pass each image once")
+    return ids
+
+
+def resample_key(stimulus_ids: StimulusIds, n_boot: int = PAIRED_N_BOOT, seed: int = PAIRED_SEED) -> str:
+    """sha1 naming one set of shared resamples: method, seed, n_boot and the sorted stimulus ids."""
+    ids = sorted(_stimulus_ids(stimulus_ids).tolist())
+    h = hashlib.sha1(f"{PAIRED_METHOD}\n{seed}\n{n_boot}\n".encode())
+    h.update("\n".join(ids).encode())
+    return h.hexdigest()
+
+
+def shared_resample_indices(
+    stimulus_ids: StimulusIds, n_boot: int = PAIRED_N_BOOT, seed: int = PAIRED_SEED
+) -> tuple[str, np.ndarray]:
+    """The benchmark split's shared image resamples: ``(key, indices (n_boot, n_images))``.
+
+    Drawn over the stimulus ids in sorted order with a generator seeded from
+    :func:`resample_key`, then mapped to positions in ``stimulus_ids``: every
+    submission scored on the same images gets the same resampled image sets,
+    whatever order its predictions come in.
+    """
+    _check_boot(n_boot, 0.05)
+    ids = _stimulus_ids(stimulus_ids)
+    key = resample_key(ids, n_boot, seed)
+    order = np.argsort(ids, kind="stable")
+    rng = np.random.default_rng(int(key[:16], 16))
+    idx_sorted = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+    return key, order[idx_sorted]
+
+
+def bootstrap_summary(
+    pred: Any,
+    target: Any,
+    stimulus_ids: StimulusIds,
+    trials: Any = None,
+    n_boot: int = PAIRED_N_BOOT,
+    n_splits: int = 10,
+) -> dict[str, Any]:
+    """Mean r (and normalised r) of one submission on the split's shared resamples.
+
+    What a record stores so that the page can compare two submissions by a
+    paired bootstrap without their predictions: ``key`` (which resamples),
+    ``mean_r`` per resample and, where trials exist, ``normalized_r`` per
+    resample with split-halves also shared (seeded from the key). Values are
+    rounded to 6 decimals (a 1000-resample record grows by ~20 kB).
+    """
+    p, t = _pair(pred, target)
+    key, idx = shared_resample_indices(stimulus_ids, n_boot)
+    if len(idx[0]) != p.shape[0]:
+        raise MetricInputError(
+            f"{len(idx[0])} stimulus ids for {p.shape[0]} images", hint="pass one id per prediction row"
+        )
+    w = _counts(idx)
+    mean_r = _named_stat("mean_r", w, p, t)
+    norm = None
+    if trials is not None:
+        tr = _aligned_trials(trials, *p.shape)
+        norm = _normalized_resamples(w, p, t, tr, n_splits, int(key[:8], 16))
+
+    def rounded(a: np.ndarray) -> list[float | None]:
+        return [None if not np.isfinite(v) else round(float(v), 6) for v in a]
+
+    return {
+        "method": PAIRED_METHOD,
+        "key": key,
+        "n_boot": int(n_boot),
+        "mean_r": rounded(mean_r),
+        "normalized_r": rounded(norm) if norm is not None else None,
+    }
+
+
+class PairedDifference(NamedTuple):
+    """``a - b`` with the percentile CI of its paired bootstrap; ``tied`` when the CI covers 0.
+
+    ``resolution``: how close to 0 the interval must come to count as covering
+    it (the precision of the stored per-resample values).
+    """
+
+    delta: float
+    low: float | None
+    high: float | None
+    resolution: float = 0.0
+
+    @property
+    def defined(self) -> bool:
+        return self.low is not None and self.high is not None
+
+    @property
+    def tied(self) -> bool:
+        """Not distinguishable at this level: the interval contains 0 (or is undefined)."""
+        if self.low is None or self.high is None:
+            return True
+        return self.low <= self.resolution and self.high >= -self.resolution
+
+    @property
+    def sign(self) -> int:
+        """+1 if ``a`` is significantly better, -1 if significantly worse, 0 if tied."""
+        if self.tied:
+            return 0
+        return 1 if (self.low or 0.0) > self.resolution else -1
+
+
+def paired_difference(
+    a: Sequence[float | None] | np.ndarray,
+    b: Sequence[float | None] | np.ndarray,
+    point_a: float,
+    point_b: float,
+    alpha: float = 0.05,
+    resolution: float = PAIRED_RESOLUTION,
+) -> PairedDifference:
+    """Paired bootstrap of ``a - b``: per-resample differences on the same resamples.
+
+    ``a`` and ``b`` are two submissions' statistics on the *same* resamples
+    (:func:`bootstrap_summary`); the interval is the percentile interval of
+    their difference (resamples where either is undefined are left out), the
+    point estimate is ``point_a - point_b`` from the full data. An interval
+    within ``resolution`` of 0 counts as covering it.
+    """
+    x = np.asarray([np.nan if v is None else v for v in a], dtype=np.float64)
+    y = np.asarray([np.nan if v is None else v for v in b], dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise MetricInputError(
+            f"paired samples differ in shape: {x.shape} vs {y.shape}",
+            hint="both must come from the same shared resamples (same key and n_boot)",
+        )
+    _check_boot(max(len(x), 1), alpha)
+    lo, hi = _percentile_ci(x - y, alpha)
+    return PairedDifference(float(point_a) - float(point_b), lo, hi, resolution)
+
+
+def rank_groups(adjacent_tied: Sequence[bool]) -> list[tuple[int, int]]:
+    """Tie groups of a ranked list from its adjacent comparisons.
+
+    ``adjacent_tied[i]`` says whether entries ``i`` and ``i + 1`` (0-based, in
+    rank order) cannot be told apart. Runs of tied neighbours form one group;
+    returns ``(first, last)`` 1-based ranks per entry, e.g. ``[True, False]``
+    -> ``[(1, 2), (1, 2), (3, 3)]``. Chaining is deliberate and conservative:
+    if 1 ~ 2 and 2 ~ 3, no rank among the three is claimed.
+    """
+    n = len(adjacent_tied) + 1
+    out: list[tuple[int, int]] = []
+    start = 0
+    for i in range(n):
+        if i == n - 1 or not adjacent_tied[i]:
+            out += [(start + 1, i + 1)] * (i - start + 1)
+            start = i + 1
+    return out
 
 
 # --------------------------------------------------------------------------- summary
