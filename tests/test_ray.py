@@ -239,7 +239,9 @@ def test_ctrl_c_cancels_and_keeps_earlier_records(cluster: Cluster, tmp_path: Pa
     executor = RayExecutor()
 
     def interrupt_when_running() -> None:
-        _wait_for_start(executor)
+        deadline = time.monotonic() + 400
+        while not _our_workers() and time.monotonic() < deadline:  # a sandboxed child is running
+            time.sleep(0.2)
         time.sleep(2.0)
         _thread.interrupt_main()
 
