@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from itbench.errors import SubmissionError, WeightsUnavailable
 from itbench.harness.executors import Log, OnRecord, _stderr
@@ -78,6 +77,7 @@ DEFAULT_MAX_RETRIES = 2
 FORWARDED_ENV = ("ITBENCH_RANDOM_WEIGHTS", "ITBENCH_NO_SANDBOX")
 """Driver settings a worker must share to produce the same run (the rest is the node's own)."""
 _CANCEL_GRACE_S = 10.0
+HEAD_RESOURCE = "node:__internal_head__"  # Ray's marker resource of the head node
 
 
 @dataclass
@@ -349,11 +349,9 @@ class RayExecutor:
             f"ray: worker inputs in the object store: {inputs.nbytes / 2**20:.0f} MiB (no held-out responses)"
         )
         del inputs
-        board = ProgressBoard.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(
-                ray.get_runtime_context().get_node_id(), soft=True
-            )
-        ).remote()
+        # on the head node (it holds the cluster's state anyway): a worker node's death must not
+        # take the count of starts and attempts with it
+        board = ProgressBoard.options(resources={HEAD_RESOURCE: 0.001}).remote()
         self.board = board  # tests watch it to kill a node or press Ctrl-C mid-run
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         pending: dict[Any, _Run] = {}
