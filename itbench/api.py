@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from itbench.harness.executors import Executor
     from itbench.harness.record import Record, SubmissionRecord, SweepRecord
     from itbench.page.leaderboard import RenderReport
     from itbench.scoring.benchmark import Benchmark
@@ -56,11 +57,20 @@ def score_all(
     benchmark: str | None = None,
     *,
     stale_only: bool = True,
+    executor: str | Executor = "local",
+    address: str | None = None,
     log: Callable[[str], None] = _stderr,
+    on_record: Callable[[SubmissionRecord], None] | None = None,
     **options: Any,
 ) -> list[SubmissionRecord]:
-    """Score every submission (by default only those without a current record)."""
-    from itbench.harness.runner import RunOptions, score_submission, stale_submissions
+    """Score every submission (by default only those without a current record).
+
+    ``executor="ray"`` runs one Ray task per submission on the cluster at
+    ``address`` (``"auto"``: the one ``ray start`` made; None: ``$RAY_ADDRESS``
+    or a private local Ray); records are the same as the serial path's.
+    """
+    from itbench.harness.executors import make_executor
+    from itbench.harness.runner import RunOptions, stale_submissions
     from itbench.harness.submission import Submission, discover_all
     from itbench.scoring.benchmark import default_benchmark
 
@@ -75,15 +85,29 @@ def score_all(
         invalid += [str(s) for _, s in found if not isinstance(s, Submission)]
     for problem in invalid:  # a bad folder is reported, never stops the others
         log(f"skipping an invalid submission: {problem}")
-    return [score_submission(folder, bid, opts, log=log) for folder in folders]
+    runner = make_executor(executor, address) if isinstance(executor, str) else executor
+    return runner.score(folders, bid, opts, log=log, on_record=on_record)
 
 
-def sweep(model: str, benchmark: str | None = None, **options: Any) -> SweepRecord:
-    """Score every layer of a torchvision/timm model with one PCA + ridge readout (Fig. 1)."""
+def sweep(
+    model: str,
+    benchmark: str | None = None,
+    *,
+    executor: str | Executor = "local",
+    address: str | None = None,
+    **options: Any,
+) -> SweepRecord:
+    """Score every layer of a torchvision/timm model with one PCA + ridge readout (Fig. 1).
+
+    ``executor="ray"`` computes the features and readouts in one Ray task
+    (on a GPU node when the cluster has one); scoring and the record stay here.
+    """
+    from itbench.harness.executors import make_executor
     from itbench.harness.sweep import run_sweep
     from itbench.scoring.benchmark import default_benchmark
 
-    return run_sweep(model, benchmark_id=benchmark or default_benchmark(), **options)
+    runner = make_executor(executor, address) if isinstance(executor, str) else executor
+    return run_sweep(model, benchmark_id=benchmark or default_benchmark(), executor=runner, **options)
 
 
 def read_record(path: str | Path) -> Record:

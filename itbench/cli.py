@@ -29,6 +29,24 @@ DEVICES = ("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8)))
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def executor_options(fn: Any) -> Any:
+    """``--executor local|ray`` and ``--address``: where the runs of a command happen."""
+    fn = click.option(
+        "--address",
+        default=None,
+        help="With --executor ray: the cluster (auto = the one `ray start` made; HOST:PORT; "
+        "default $RAY_ADDRESS, else a private local Ray).",
+    )(fn)
+    return click.option(
+        "--executor",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="local: one run after the other in this process; ray: one Ray task per run "
+        "(pip install -e '.[ray]'; held-out responses stay here).",
+    )(fn)
+
+
 def _fmt(value: float | None, ci: Sequence[float | None] | None = None) -> str:
     if value is None:
         return "—"
@@ -98,7 +116,8 @@ def cli() -> None:
 Examples:
   itbench score submissions/pixels_ridge --benchmark demo
   itbench score pixels_ridge effnet_lite0_ridge --json > records.json
-  itbench score --all --benchmark nx414 --device cuda"""
+  itbench score --all --benchmark nx414 --device cuda
+  itbench score --all --executor ray --address auto   on a Ray cluster"""
 )
 @click.argument("submissions", nargs=-1)
 @click.option("--all", "run_all", is_flag=True, help="Score every submission without a current record.")
@@ -138,6 +157,14 @@ Examples:
     help="Required with --split test: you are done tuning. Every test evaluation is counted in the "
     "record and shown on the leaderboard.",
 )
+@executor_options
+@click.option(
+    "--max-retries",
+    type=click.IntRange(0),
+    default=2,
+    show_default=True,
+    help="With --executor ray: retries of a run whose node or Ray worker died.",
+)
 def score(
     submissions: tuple[str, ...],
     run_all: bool,
@@ -154,9 +181,13 @@ def score(
     as_json: bool,
     unsandboxed: bool,
     confirm_test: bool,
+    executor: str,
+    address: str | None,
+    max_retries: int,
 ) -> None:
     """Fit, predict and score SUBMISSIONS (folders or ids under submissions/), writing records."""
-    from itbench.harness.runner import RunOptions, score_submission, stale_submissions
+    from itbench.harness.executors import make_executor
+    from itbench.harness.runner import RunOptions, stale_submissions
     from itbench.scoring.benchmark import default_benchmark
 
     bid = benchmark or default_benchmark()
@@ -195,13 +226,13 @@ def score(
         unsandboxed=unsandboxed,
         confirm_test=confirm_test,
     )
-    records = []
-    for folder in folders:
-        record = score_submission(folder, bid, options=opts)
-        records.append(record)
+
+    def show(record: SubmissionRecord) -> None:
         click.echo(record.to_json() if as_json else format_scores(record))
         if not as_json:
             click.echo(f"  record: {record.path}", err=True)
+
+    records = make_executor(executor, address, max_retries).score(folders, bid, opts, on_record=show)
     if invalid or all(r.status == "failed" for r in records):
         sys.exit(1)
 
@@ -310,7 +341,8 @@ def new(submission_id: str, root: Path | None) -> None:
     epilog="""\b
 Examples:
   itbench leaderboard                         re-render from leaderboard/results
-  itbench leaderboard --run --benchmark nx414 score what is stale first"""
+  itbench leaderboard --run --benchmark nx414 score what is stale first
+  itbench leaderboard --run --executor ray --address auto"""
 )
 @click.option("--benchmark", "-b", "benchmarks", multiple=True, help="Only these benchmarks.")
 @click.option(
@@ -322,16 +354,20 @@ Examples:
     default=None,
     help="Output folder (default: leaderboard/).",
 )
-def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None) -> None:
+@executor_options
+def leaderboard(
+    benchmarks: tuple[str, ...], run_missing: bool, out: Path | None, executor: str, address: str | None
+) -> None:
     """Regenerate the leaderboard page from the stored result records."""
     from itbench import api
 
     if run_missing:
+        from itbench.harness.executors import make_executor
         from itbench.scoring.benchmark import default_benchmark
 
+        runner = make_executor(executor, address)
         for bid in benchmarks or (default_benchmark(),):
-            for record in api.score_all(bid):
-                click.echo(format_scores(record))
+            api.score_all(bid, executor=runner, on_record=lambda record: click.echo(format_scores(record)))
     click.echo(str(api.render(out_dir=out, benchmarks=benchmarks or None)))
 
 
@@ -342,7 +378,8 @@ def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None
     epilog="""\b
 Examples:
   itbench sweep efficientnet_lite0 --benchmark demo
-  itbench sweep resnet50 --random --layers layer2,layer3,layer4 --reducer "avgpool(2)\""""
+  itbench sweep resnet50 --random --layers layer2,layer3,layer4 --reducer "avgpool(2)"
+  itbench sweep resnet50 --executor ray --address auto   on a GPU node of a Ray cluster"""
 )
 @click.argument("model")
 @click.option(
@@ -363,6 +400,7 @@ Examples:
 @click.option(
     "--pca", "n_components", type=click.IntRange(1), default=1000, show_default=True, help="PCA size."
 )
+@executor_options
 def sweep(
     model: str,
     layers: str | None,
@@ -373,6 +411,8 @@ def sweep(
     batch_size: int,
     reducer: str,
     n_components: int,
+    executor: str,
+    address: str | None,
 ) -> None:
     """Score every chosen layer of MODEL with PCA + ridge from one pass (Fig. 1)."""
     from itbench import api
@@ -391,6 +431,8 @@ def sweep(
         batch_size=batch_size,
         reducer=reducer,
         n_components=n_components,
+        executor=executor,
+        address=address,
     )
     for layer in record.layers:
         s = layer.scores

@@ -4,7 +4,7 @@
 
 Rows come from ``perf.readouts.run`` (ours vs scikit-learn) and, when it can be
 imported, ``perf.extraction.run`` (row format: see perf/README.md). ``--only``
-keeps one module (``readouts``, ``extraction``, ``harness``) or the readout tasks whose name
+keeps one module (``readouts``, ``extraction``, ``harness``, ``scaleout``) or the readout tasks whose name
 contains NAME. The results files carry a description of the machine (CPU, cores,
 RAM, versions, BLAS libraries and threads, GPU) and the load average before and
 after, since the two-core development machines are shared.
@@ -138,7 +138,7 @@ def collect(quick: bool, device: str, only: str | None) -> list[dict]:
     """Rows from every benchmark module that applies; a crashing module becomes an error row."""
     rows: list[dict] = []
     modules = ["readouts", "extraction", "harness"]
-    if only in modules:
+    if only in [*modules, "scaleout"]:  # scaleout (Ray vs serial) starts a cluster: only when asked
         modules = [only]
     elif only is not None:
         modules = ["readouts"]  # task names within the readout benchmarks
@@ -254,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="small sizes: a smoke run in well under a minute"
     )
     parser.add_argument(
-        "--only", default=None, help="'readouts', 'extraction', 'harness', or part of a readout task name"
+        "--only",
+        default=None,
+        help="'readouts', 'extraction', 'harness', 'scaleout' (Ray vs serial), or part of a readout task name",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--label", default=None, help="results file name prefix (default: hostname)")

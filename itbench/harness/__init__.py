@@ -5,5 +5,8 @@ submission on one benchmark split: it runs ``worker`` in the ``sandbox`` (a
 separate process that sees the train split and images only), validates the
 predictions, scores them and writes a ``record`` atomically. ``device`` picks
 CPU or CUDA, ``sweep`` scores every layer of a network (Fig. 1), ``scaffold``
-creates a new submission folder from a template.
+creates a new submission folder from a template. ``executors`` decides where
+the runs happen: one after the other here (default) or one Ray task per run
+(``ray_executor``, with ``inputs``: what a worker may see); both share the
+runner's driver part, so the records are the same.
 """

@@ -8,6 +8,7 @@ garbage), this function returns a record and never loses an earlier one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,8 +16,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from itbench.errors import ItbenchError, SubmissionError, WeightsUnavailable
 from itbench.harness import sandbox as sandbox_mod
 from itbench.harness import worker
 from itbench.harness.device import resolve_device
+from itbench.harness.inputs import ChildInputs
 from itbench.harness.record import (
     BenchmarkRef,
     BootstrapSummary,
@@ -164,7 +166,7 @@ def _ensure_weights(sub: Submission) -> None:
 
 def _write_inputs(
     workdir: Path,
-    bench: Benchmark,
+    bench: ChildInputs,
     split: str,
     job: dict[str, Any],
     need_train: bool,
@@ -215,7 +217,7 @@ def _child_failure(result: Any, status: ChildStatus | None, limits: Any) -> str:
 
 def _run_child(
     sub: Submission,
-    bench: Benchmark,
+    bench: ChildInputs,
     opts: RunOptions,
     job: dict[str, Any],
     own_cache: Path,
@@ -345,6 +347,25 @@ def previous_test_evaluations(path: Path) -> int:
     return max(counts)
 
 
+def check_allowed(opts: RunOptions) -> None:
+    """Refusals before anything is loaded or recorded, whichever executor runs the runs."""
+    if opts.split == TEST_SPLIT and not opts.confirm_test:
+        raise ItbenchError(
+            "scoring on the held-out test split needs --confirm-test",
+            "tune on val; score test once you are done (every test evaluation is counted "
+            "in the record and shown on the leaderboard)",
+        )
+
+
+def check_sandbox(opts: RunOptions) -> None:
+    """Fail closed where the children run: no bubblewrap, no run (unless --unsandboxed)."""
+    if not (opts.unsandboxed or sandbox_mod.unsandboxed_requested()) and not sandbox_mod.available():
+        raise sandbox_mod.SandboxUnavailable(
+            f"refusing to run a submission without a sandbox: {sandbox_mod.unavailable_reason()}",
+            sandbox_mod.INSTALL_HINT,
+        )
+
+
 def score_submission(
     submission_path: str | Path,
     benchmark_id: str = "demo",
@@ -360,28 +381,28 @@ def score_submission(
     opts = options or RunOptions()
     for name, value in overrides.items():
         setattr(opts, name, value)
-    if opts.split == TEST_SPLIT and not opts.confirm_test:
-        raise ItbenchError(
-            "scoring on the held-out test split needs --confirm-test",
-            "tune on val; score test once you are done (every test evaluation is counted "
-            "in the record and shown on the leaderboard)",
-        )
-    if not (opts.unsandboxed or sandbox_mod.unsandboxed_requested()) and not sandbox_mod.available():
-        raise sandbox_mod.SandboxUnavailable(  # fail closed, before anything is loaded or recorded
-            f"refusing to run a submission without a sandbox: {sandbox_mod.unavailable_reason()}",
-            sandbox_mod.INSTALL_HINT,
-        )
+    check_allowed(opts)
+    check_sandbox(opts)  # fail closed, before anything is loaded or recorded
     bench = load_benchmark(benchmark_id)
     bench.stimulus_ids(opts.split)  # validates the split name early
     sub_path = find_submission(submission_path)  # a typo is not a submission fault: no record
-    sub_id = submission_identity(sub_path, opts.submissions_root)
-    path = record_path(opts.results_root or paths.results_root(), bench.id, sub_id, opts.split)
+    path = record_path_of(sub_path, bench, opts)
     with locked(path):
-        record = _score_locked(sub_path, bench, opts, log, path)
-        if opts.split == TEST_SPLIT:
-            before = previous_test_evaluations(path)
-            record.test_evaluations = before + (1 if record.status == "ok" else 0)
-        record.path = write_record(record, path)
+        return store_record(_score_locked(sub_path, bench, opts, log, path), path, opts)
+
+
+def record_path_of(sub_path: Path, bench: Benchmark, opts: RunOptions) -> Path:
+    """Where the record of this submission on this benchmark split goes."""
+    sub_id = submission_identity(sub_path, opts.submissions_root)
+    return record_path(opts.results_root or paths.results_root(), bench.id, sub_id, opts.split)
+
+
+def store_record(record: SubmissionRecord, path: Path, opts: RunOptions) -> SubmissionRecord:
+    """Count a test evaluation, then write the record (caller holds the lock); sets ``record.path``."""
+    if opts.split == TEST_SPLIT:
+        before = previous_test_evaluations(path)
+        record.test_evaluations = before + (1 if record.status == "ok" else 0)
+    record.path = write_record(record, path)
     return record
 
 
@@ -394,49 +415,99 @@ def _store_predictions(pred_file: Path, pred: np.ndarray, provenance: dict[str, 
     pred_file.with_suffix(".json").write_text(json.dumps(keep))
 
 
+# The run is split in three so that every executor shares the driver's part:
+#   plan_run      (driver)   check, resolve device/size/params, look up cached predictions;
+#   run_child     (any node) the sandboxed worker: train data + images in, raw predictions out;
+#   complete_run  (driver)   validate, cache, score against the held-out responses.
+# ``RunState`` + ``recording`` turn a submission's faults into the record, the same way everywhere.
+
+
+@dataclass
+class RunState:
+    """One run's record as it is being built, and when it started."""
+
+    record: SubmissionRecord
+    started: float = field(default_factory=time.perf_counter)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, sub_path: Path, bench: Benchmark, opts: RunOptions) -> RunState:
+        """A run whose submission folder has not been parsed yet."""
+        sub_id = submission_identity(sub_path, opts.submissions_root)
+        return cls(record=_new_record(None, sub_id, bench, opts.split))
+
+    @property
+    def ended(self) -> bool:
+        """True once a fault has decided the outcome (nothing more to run)."""
+        return self.record.status != "ok"
+
+    def finish(self) -> SubmissionRecord:
+        """The record with its provenance and wall time, ready to write."""
+        return _finish(self.record, self.provenance, self.started)
+
+
+@contextlib.contextmanager
+def recording(state: RunState, path: Path) -> Iterator[None]:
+    """Turn a submission's faults into its record; on Ctrl-C write the interrupted record, re-raise."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        state.record.mark("failed", "interrupted by the user (Ctrl-C)")
+        write_record(state.finish(), path)
+        raise
+    except WeightsUnavailable as err:
+        state.record.mark("skipped", str(err))
+    except SubmissionError as err:
+        state.record.mark("failed", clean_text(str(err), 2000))
+        detail = getattr(err, "traceback", None)
+        if detail:  # the full story goes to the record; the terminal gets one line
+            state.record.error_traceback = clean_text(str(detail), 8000)
+
+
+@dataclass
+class PlannedRun:
+    """A run after the driver's checks: ``job`` is what the child needs, None when ``cached``."""
+
+    sub: Submission
+    fit_key: str
+    pred_file: Path
+    job: dict[str, Any] | None = None
+    cached: np.ndarray | None = None
+
+
 def _score_locked(
     sub_path: Path, bench: Benchmark, opts: RunOptions, log: Callable[[str], None], path: Path
 ) -> SubmissionRecord:
-    """The run itself; on Ctrl-C the interrupted record is written before re-raising."""
-    started = time.perf_counter()
-    record = _new_record(None, submission_identity(sub_path, opts.submissions_root), bench, opts.split)
-    provenance: dict[str, Any] = {}
-    try:
+    """The local (in-process, serial) path: plan, run the child here, complete."""
+    state = RunState.start(sub_path, bench, opts)
+    with recording(state, path):
         sub = load_submission(sub_path, opts.submissions_root)
-        record = _new_record(sub, sub.id, bench, opts.split)
-        check_location(sub.path)
-        check_module(sub)  # a syntax error or no build(): fail now, before any data is loaded
-        pred = _predictions(sub, bench, opts, provenance, log)
-        log("scoring ...")
-        scored = bench.score(pred, opts.split, n_boot=opts.n_boot, seed=opts.seed)
-        record.scores = Scores.model_validate(scored["scores"])
-        record.per_neuroid = PerNeuroid.model_validate(scored["per_neuroid"])
-        record.examples = Examples.model_validate(scored["examples"])
-        if scored.get("bootstrap"):
-            record.bootstrap = BootstrapSummary.model_validate(scored["bootstrap"])
-    except KeyboardInterrupt:
-        record.mark("failed", "interrupted by the user (Ctrl-C)")
-        write_record(_finish(record, provenance, started), path)
-        raise
-    except WeightsUnavailable as err:
-        record.mark("skipped", str(err))
-    except SubmissionError as err:
-        record.mark("failed", clean_text(str(err), 2000))
-        detail = getattr(err, "traceback", None)
-        if detail:  # the full story goes to the record; the terminal gets one line
-            record.error_traceback = clean_text(str(detail), 8000)
-    return _finish(record, provenance, started)
+        plan = plan_run(sub, bench, opts, state, log)
+        pred, status = plan.cached, None
+        if plan.job is not None:
+            pred, status = run_child(plan.sub, bench, opts, plan.job, plan.fit_key, state.provenance, log)
+        complete_run(plan, pred, status, bench, opts, state, log)
+    return state.finish()
 
 
-def _predictions(
+def plan_run(
     sub: Submission,
     bench: Benchmark,
     opts: RunOptions,
-    provenance: dict[str, Any],
+    state: RunState,
     log: Callable[[str], None],
-) -> np.ndarray:
-    """Validated predictions for the split: from the cache, or from a sandboxed run."""
-    device = resolve_device(opts.device)
+    device: str | None = None,
+) -> PlannedRun:
+    """Driver side, before the child: check, resolve the run, serve it from the prediction cache if we can.
+
+    The prediction cache is the driver's: workers never read or write it.
+    ``device`` is given when the run will happen elsewhere (a cluster node's
+    GPU need not be visible here); else ``opts.device`` is resolved here.
+    """
+    state.record = _new_record(sub, sub.id, bench, opts.split)
+    check_location(sub.path)
+    check_module(sub)  # a syntax error or no build(): fail now, before any data is loaded
+    device = device or resolve_device(opts.device)
     size = resolve_size(sub, opts.size, device)
     params = sub.params_for(size)
     unsandboxed = opts.unsandboxed or sandbox_mod.unsandboxed_requested()
@@ -445,11 +516,7 @@ def _predictions(
         sub.code_hash(), bench.checksum, bench.split_hash, params, opts.seed, size, bench.id, trust
     )
     pred_file = prediction_file(fit_key, opts.split)
-    # A submission writes only its own cache namespace (fitted state, activations):
-    # it can never plant predictions or states for another submission.
-    own_cache = submission_namespace(sub.id)
-    fitted = plain_dir_chain(own_cache, "fitted", fit_key)
-    provenance.update(
+    state.provenance.update(
         device=device,
         size=size,
         params=params,
@@ -459,18 +526,16 @@ def _predictions(
         predictions_cached=False,
         sandboxed=not unsandboxed,
     )
+    plan = PlannedRun(sub=sub, fit_key=fit_key, pred_file=pred_file)
     if opts.use_cache and pred_file.exists() and pred_file.with_suffix(".json").exists():
-        pred = np.load(pred_file, allow_pickle=False)
+        plan.cached = np.load(pred_file, allow_pickle=False)
         cached_how = json.loads(pred_file.with_suffix(".json").read_text())
         cached_how["sandboxed"] = not unsandboxed  # the key says so; never trust the side file
-        provenance.update(cached_how)
-        provenance.update(fit_cached=True, predictions_cached=True)
+        state.provenance.update(cached_how)
+        state.provenance.update(fit_cached=True, predictions_cached=True)
         log(f"using cached predictions of {sub.id} (fitted state unchanged)")
     else:
-        if not opts.use_cache:
-            shutil.rmtree(fitted, ignore_errors=True)
-        _ensure_weights(sub)
-        job = {
+        plan.job = {
             "submission_path": str(sub.path),
             "device": device,
             "batch_size": opts.batch_size,
@@ -478,16 +543,61 @@ def _predictions(
             "params": params,
             "size": size,
             "benchmark_id": bench.id,
-            "fitted_dir": str(fitted),
-            "cache_dir": str(own_cache),
         }
-        pred, status = _run_child(sub, bench, opts, job, own_cache, fitted, provenance, log)
-        provenance["fit_cached"] = status.fit_cached
+    return plan
+
+
+def run_child(
+    sub: Submission,
+    inputs: ChildInputs,
+    opts: RunOptions,
+    job: dict[str, Any],
+    fit_key: str,
+    provenance: dict[str, Any],
+    log: Callable[[str], None],
+) -> tuple[np.ndarray, ChildStatus]:
+    """The child part, runnable on any node: predictions and status from the sandboxed worker.
+
+    ``inputs`` is the benchmark (local path) or a ``WorkerInputs`` (Ray task):
+    train data and the images to predict, so the held-out responses need not
+    exist where this runs. The submission's own cache (fitted state,
+    activations) is the one of the node it runs on.
+    """
+    check_location(sub.path)  # again where the folder is bound into the sandbox
+    # A submission writes only its own cache namespace (fitted state, activations):
+    # it can never plant predictions or states for another submission.
+    own_cache = submission_namespace(sub.id)
+    fitted = plain_dir_chain(own_cache, "fitted", fit_key)
+    if not opts.use_cache:
+        shutil.rmtree(fitted, ignore_errors=True)
+    _ensure_weights(sub)
+    job = {**job, "fitted_dir": str(fitted), "cache_dir": str(own_cache)}
+    return _run_child(sub, inputs, opts, job, own_cache, fitted, provenance, log)
+
+
+def complete_run(
+    plan: PlannedRun,
+    pred: Any,
+    status: ChildStatus | None,
+    bench: Benchmark,
+    opts: RunOptions,
+    state: RunState,
+    log: Callable[[str], None],
+) -> None:
+    """Driver side, after the child: validate the untrusted predictions, cache them, score them."""
+    if status is not None:
+        state.provenance["fit_cached"] = status.fit_cached
     n = len(bench.stimulus_ids(opts.split))
-    pred = validate_predictions(pred, n, len(bench.neuroid_ids), sub.id)
-    if opts.use_cache and not provenance["predictions_cached"]:
-        _store_predictions(pred_file, pred, provenance)
-    return pred
+    pred = validate_predictions(pred, n, len(bench.neuroid_ids), plan.sub.id)
+    if opts.use_cache and not state.provenance["predictions_cached"]:
+        _store_predictions(plan.pred_file, pred, state.provenance)
+    log("scoring ...")
+    scored = bench.score(pred, opts.split, n_boot=opts.n_boot, seed=opts.seed)
+    state.record.scores = Scores.model_validate(scored["scores"])
+    state.record.per_neuroid = PerNeuroid.model_validate(scored["per_neuroid"])
+    state.record.examples = Examples.model_validate(scored["examples"])
+    if scored.get("bootstrap"):
+        state.record.bootstrap = BootstrapSummary.model_validate(scored["bootstrap"])
 
 
 def _finish(record: SubmissionRecord, provenance: dict[str, Any], started: float) -> SubmissionRecord:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 
 from itbench import paths
 from itbench.harness.device import resolve_device
+from itbench.harness.inputs import ChildInputs
 from itbench.harness.record import (
     BenchmarkRef,
     Provenance,
@@ -70,6 +72,53 @@ def score_layer(
     return pred.detach().cpu().numpy() if torch.is_tensor(pred) else np.asarray(pred)
 
 
+@dataclass
+class LayerPredictions:
+    """What the compute part of a sweep returns: per layer, its predictions on the eval split."""
+
+    layers: list[str]
+    reducers: dict[str, str]
+    dims: dict[str, int]
+    preds: dict[str, np.ndarray]
+
+
+def sweep_predictions(
+    model_name: str,
+    inputs: ChildInputs,
+    split: str,
+    layers: list[str] | None = None,
+    pretrained: bool = True,
+    device: str = "cpu",
+    batch_size: int = 64,
+    reducer: str = "auto",
+    n_components: int = 1000,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+) -> LayerPredictions:
+    """The compute part: one streamed pass, then PCA + ridge per layer fitted on train.
+
+    It reads only the train split and the eval images (``inputs`` is the
+    benchmark, or a ``WorkerInputs`` on a Ray node), never held-out responses.
+    """
+    model = build_model(model_name, pretrained=pretrained, seed=seed)
+    layers = list(layers or default_layers(model_name, model=model))
+    reducers: Any = auto_reducers(model, layers, device) if reducer == "auto" else reducer
+    train = inputs.train_data()
+    n_train = len(train)
+    images = torch.cat([train.images, inputs.images(split)])
+    log(f"extracting {len(layers)} layers of {model_name} on {len(images)} images ...")
+    feats = extract(model, images, layers, reducers, batch_size=batch_size, device=device)
+    del images
+    out = LayerPredictions(layers=layers, reducers={}, dims={}, preds={})
+    for layer in layers:
+        log(f"  {layer}: PCA + ridge ...")
+        x = feats.pop(layer)
+        out.preds[layer] = score_layer(x[:n_train], x[n_train:], train.responses, n_components, device, seed)
+        out.dims[layer] = int(x.shape[1])
+        out.reducers[layer] = reducers if isinstance(reducers, str) else reducers[layer]
+    return out
+
+
 def run_sweep(
     model_name: str,
     layers: list[str] | None = None,
@@ -84,32 +133,38 @@ def run_sweep(
     results_root: Path | None = None,
     n_boot: int = 1000,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    executor: Any = None,
 ) -> SweepRecord:
-    """Score each layer and store one sweep record; returns it (with ``path``)."""
+    """Score each layer and store one sweep record; returns it (with ``path``).
+
+    ``executor``: None or a ``LocalExecutor`` computes here; a ``RayExecutor``
+    computes in one Ray task (train data and eval images only) and this
+    process scores and records, as for submissions.
+    """
     started = time.perf_counter()
-    device = resolve_device(device)
     bench = load_benchmark(benchmark_id)
-    model = build_model(model_name, pretrained=pretrained, seed=seed)
-    layers = list(layers or default_layers(model_name, model=model))
-    reducers: Any = auto_reducers(model, layers, device) if reducer == "auto" else reducer
-    n_train = len(bench.stimulus_ids("train"))
-    images = torch.cat([bench.images("train"), bench.images(split)])
-    log(f"extracting {len(layers)} layers of {model_name} on {len(images)} images ...")
-    feats = extract(model, images, layers, reducers, batch_size=batch_size, device=device)
-    del images
-    train_y = bench.responses("train")
+    compute: dict[str, Any] = {
+        "layers": layers,
+        "pretrained": pretrained,
+        "batch_size": batch_size,
+        "reducer": reducer,
+        "n_components": n_components,
+        "seed": seed,
+    }
+    if executor is None or executor.name == "local":
+        device = resolve_device(device)
+        got = sweep_predictions(model_name, bench, split, device=device, log=log, **compute)
+    else:
+        device, got = executor.sweep(model_name, bench, split, device, compute, log)
     entries = []
-    for depth, layer in enumerate(layers):
-        log(f"  {layer}: PCA + ridge ...")
-        x = feats.pop(layer)
-        pred = score_layer(x[:n_train], x[n_train:], train_y, n_components, device, seed)
-        scored = bench.score(pred, split, n_boot=n_boot, seed=seed)
+    for depth, layer in enumerate(got.layers):
+        scored = bench.score(got.preds[layer], split, n_boot=n_boot, seed=seed)
         entries.append(
             SweepLayer(
                 layer=layer,
                 depth=depth,
-                dim=int(x.shape[1]),
-                reducer=reducers if isinstance(reducers, str) else reducers[layer],
+                dim=got.dims[layer],
+                reducer=got.reducers[layer],
                 scores=Scores.model_validate(scored["scores"]),
             )
         )
