@@ -151,3 +151,22 @@ def test_rank_groups_chain_adjacent_ties() -> None:
 def test_paired_difference_rejects_unpaired_samples() -> None:
     with pytest.raises(M.MetricInputError, match="same shared resamples"):
         M.paired_difference([0.1, 0.2], [0.1, 0.2, 0.3], 0.1, 0.1)
+
+
+def test_benchmark_score_stores_the_split_s_shared_resamples() -> None:
+    """What the runner writes into a record: the demo val split's resamples, ready to pair."""
+    from itbench.harness.record import BootstrapSummary
+    from itbench.scoring.benchmark import load_benchmark
+
+    bench = load_benchmark("demo")
+    target = bench.responses("val")
+    pred = target + np.random.default_rng(12).normal(0.0, target.std(), target.shape)
+    out = bench.score(pred, "val", n_boot=20)
+    boot = BootstrapSummary.model_validate(out["bootstrap"])
+    key, idx = M.shared_resample_indices(bench.stimulus_ids("val"))
+    assert boot.key == key and boot.n_boot == len(idx) == len(boot.mean_r)
+    assert boot.normalized_r is not None and len(boot.normalized_r) == boot.n_boot  # demo has trials
+    for b in (0, 1, 999):
+        expected = np.nanmean(_pearson_cols(pred[idx[b]], target[idx[b]]))
+        assert boot.mean_r[b] == pytest.approx(expected, abs=1e-6)
+    assert bench.score(pred, "val", n_boot=0)["bootstrap"] is None

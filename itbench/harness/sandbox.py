@@ -296,6 +296,22 @@ def sandbox_argv(
     if exe is None:
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed", hint=INSTALL_HINT)
     as_root = os.geteuid() == 0 if as_root is None else as_root
+    ro, rw, hidden = _bound_paths(ro_paths, rw_paths, hidden_paths)
+    cmd = [exe, "--proc", "/proc", "--dev", "/dev", *_device_args(gpu), *_system_args()]
+    cmd += _MountView(exe, tmp_bytes).build(_mount_order(ro, rw, hidden))
+    cmd += ["--remount-ro", "/", *_namespace_args(network)]
+    chdir = ["--chdir", str(Path(cwd).resolve())] if cwd is not None else []
+    cmd += _identity_args(exe, chdir, as_root)
+    cmd += [*chdir, "--", *argv]
+    return cmd
+
+
+def _bound_paths(
+    ro_paths: Iterable[str | os.PathLike[str]],
+    rw_paths: Iterable[str | os.PathLike[str]],
+    hidden_paths: Iterable[str | os.PathLike[str]],
+) -> tuple[list[Path], list[Path], list[Path]]:
+    """Normalised (read-only, writable, hidden) paths: writable wins, and a hidden path may not be bound."""
     hidden = _norm(hidden_paths)
     ro, rw = _norm(ro_paths), _norm(rw_paths)
     rw_set = set(rw)
@@ -303,78 +319,122 @@ def sandbox_argv(
     clash = set(hidden) & (set(ro) | rw_set)
     if clash:
         raise ValueError(f"paths both hidden and bound: {sorted(map(str, clash))}")
+    return ro, rw, hidden
 
-    def size(n_bytes: int | None) -> list[str]:
-        return ["--size", str(n_bytes)] if n_bytes and _bwrap_has_option(exe, "--size") else []
 
-    cmd = [exe, "--proc", "/proc", "--dev", "/dev"]
+def _device_args(gpu: bool | None) -> list[str]:
+    """The GPU nodes and the /sys the CUDA driver reads, else only the CPU topology torch reads."""
+    devices = _gpu_devices()
+    out: list[str] = []
     if gpu or gpu is None:
-        for dev in _gpu_devices():
-            cmd += ["--dev-bind", str(dev), str(dev)]
-        if _gpu_devices():  # the CUDA driver reads PCI topology from /sys
-            cmd += ["--ro-bind", "/sys", "/sys"]
-    if Path(_CPU_INFO).is_dir() and not _gpu_devices():
-        cmd += ["--ro-bind", _CPU_INFO, _CPU_INFO]
+        for dev in devices:
+            out += ["--dev-bind", str(dev), str(dev)]
+        if devices:  # the CUDA driver reads PCI topology from /sys
+            out += ["--ro-bind", "/sys", "/sys"]
+    if Path(_CPU_INFO).is_dir() and not devices:
+        out += ["--ro-bind", _CPU_INFO, _CPU_INFO]
+    return out
+
+
+def _system_args() -> list[str]:
+    """The OS a Python process needs, read-only: usr-merged links stay links, plus harmless /etc files."""
+    out: list[str] = []
     for name in _SYSTEM_DIRS:
         path = Path(name)
         if path.is_symlink():
-            cmd += ["--symlink", os.readlink(path), name]
+            out += ["--symlink", os.readlink(path), name]
         elif path.is_dir():
-            cmd += ["--ro-bind", name, name]
+            out += ["--ro-bind", name, name]
     for name in _ETC_FILES:
         if Path(name).exists():
-            cmd += ["--ro-bind", name, name]
+            out += ["--ro-bind", name, name]
+    return out
 
-    # (depth, kind, path): 0 hide, 1 read-only, 2 writable, 3 private tmpfs
-    mounts: list[tuple[int, int, Path]] = [(2, 3, Path("/tmp")), (3, 3, Path("/dev/shm"))]
-    mounts += [(len(p.parts), 1, p) for p in ro]
-    mounts += [(len(p.parts), 2, p) for p in rw]
-    mounts += [(len(p.parts), 0, p) for p in hidden]
+
+# Kinds of mount in the allow-list view; at equal depth they are emitted in this order, hides last.
+_HIDE, _RO, _RW, _TMPFS = 0, 1, 2, 3
+
+
+def _mount_order(ro: list[Path], rw: list[Path], hidden: list[Path]) -> list[tuple[int, int, Path]]:
+    """(depth, kind, path), shallow first: bwrap applies mounts in order, so deeper ones cover their parents."""
+    mounts: list[tuple[int, int, Path]] = [(2, _TMPFS, Path("/tmp")), (3, _TMPFS, Path("/dev/shm"))]
+    mounts += [(len(p.parts), _RO, p) for p in ro]
+    mounts += [(len(p.parts), _RW, p) for p in rw]
+    mounts += [(len(p.parts), _HIDE, p) for p in hidden]
     mounts.sort(key=lambda m: (m[0], m[1] if m[1] else 9, str(m[2])))
-    made: set[Path] = {Path("/")}
+    return mounts
 
-    def parents_traversable(path: Path) -> list[str]:
+
+def _size_args(exe: str, n_bytes: int | None) -> list[str]:
+    """``--size`` for the next tmpfs, when a size is asked for and this bwrap knows the option."""
+    return ["--size", str(n_bytes)] if n_bytes and _bwrap_has_option(exe, "--size") else []
+
+
+class _MountView:
+    """The allow-list mounts in order, remembering what earlier mounts made for the later ones."""
+
+    def __init__(self, exe: str, tmp_bytes: int | None):
+        self.exe, self.tmp_bytes = exe, tmp_bytes
+        self.args: list[str] = []
+        self.made: set[Path] = {Path("/")}
+        self.emitted: list[tuple[Path, int]] = []
+        self.read_only_tmpfs: list[Path] = []
+
+    def build(self, mounts: list[tuple[int, int, Path]]) -> list[str]:
+        """All mount arguments; hiding tmpfs go read-only after the binds inside them made their mount points."""
+        for _, kind, path in mounts:
+            self._add(kind, path)
+        for path in self.read_only_tmpfs:
+            self.args += ["--remount-ro", str(path)]
+        return self.args
+
+    def _add(self, kind: int, path: Path) -> None:
+        """One mount, after the folders above it; a tmpfs covers whatever folders were made below it."""
+        if kind in (_HIDE, _TMPFS):
+            self.made -= {m for m in self.made if m != path and m.is_relative_to(path)}
+        elif path.exists():
+            self.args += self._traversable_parents(path)
+        args = self._mount(kind, path)
+        if args is not None:
+            self.args += args
+            self.emitted.append((path, kind))
+
+    def _traversable_parents(self, path: Path) -> list[str]:
         """``--dir`` for the folders above a mount point: traversable by nobody, whatever the umask."""
         out: list[str] = []
         for parent in reversed(path.parents):
-            if parent not in made and str(parent) not in _SYSTEM_DIRS:
-                made.add(parent)
+            if parent not in self.made and str(parent) not in _SYSTEM_DIRS:
+                self.made.add(parent)
                 out += ["--perms", "0755", "--dir", str(parent)]
         return out
 
-    emitted: list[tuple[Path, int]] = []
-    read_only_tmpfs: list[Path] = []
-    for _, kind, path in mounts:
-        if kind in (0, 3):  # a tmpfs covers whatever folders were made below it
-            made -= {m for m in made if m != path and m.is_relative_to(path)}
-        elif path.exists():
-            cmd += parents_traversable(path)
-        parent_kind = next((k for p, k in reversed(emitted) if path.is_relative_to(p)), None)
-        if kind == 0:  # hide what a bound folder would show: empty tmpfs, or /dev/null
-            if parent_kind in (None, 0, 3):
-                continue  # not visible anyway
-            if path.is_dir():
-                cmd += [*size(_HIDDEN_TMPFS_BYTES), "--tmpfs", str(path)]
-                read_only_tmpfs.append(path)
-            elif path.exists():
-                cmd += ["--ro-bind", "/dev/null", str(path)]
-            else:
-                continue
-        elif kind == 3:  # world-writable with the sticky bit, like the real /tmp
-            cmd += ["--perms", "1777", *size(tmp_bytes), "--tmpfs", str(path)]
-        elif kind == 1:
-            if not path.exists():
-                continue
-            cmd += ["--ro-bind", str(path), str(path)]
-        else:
-            cmd += ["--bind", str(path), str(path)]
-        emitted.append((path, kind))
-    for path in read_only_tmpfs:  # after the binds inside them created their mount points
-        cmd += ["--remount-ro", str(path)]
-    cmd += ["--remount-ro", "/"]
-    if not network:
-        cmd.append("--unshare-net")
-    cmd += [
+    def _mount(self, kind: int, path: Path) -> list[str] | None:
+        """The arguments for one mount, or None when there is nothing to mount."""
+        if kind == _HIDE:
+            return self._hide(path)
+        if kind == _TMPFS:  # world-writable with the sticky bit, like the real /tmp
+            return ["--perms", "1777", *_size_args(self.exe, self.tmp_bytes), "--tmpfs", str(path)]
+        if kind == _RO:
+            return ["--ro-bind", str(path), str(path)] if path.exists() else None
+        return ["--bind", str(path), str(path)]
+
+    def _hide(self, path: Path) -> list[str] | None:
+        """Cover what a bound folder would show (empty tmpfs, or /dev/null); None when it is not visible anyway."""
+        parent_kind = next((k for p, k in reversed(self.emitted) if path.is_relative_to(p)), None)
+        if parent_kind in (None, _HIDE, _TMPFS):
+            return None
+        if path.is_dir():
+            self.read_only_tmpfs.append(path)
+            return [*_size_args(self.exe, _HIDDEN_TMPFS_BYTES), "--tmpfs", str(path)]
+        if path.exists():
+            return ["--ro-bind", "/dev/null", str(path)]
+        return None
+
+
+def _namespace_args(network: bool) -> list[str]:
+    """Own PID, IPC, UTS and cgroup namespaces (and network, unless allowed); gone when we are."""
+    return [
+        *([] if network else ["--unshare-net"]),
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
@@ -382,7 +442,10 @@ def sandbox_argv(
         "--die-with-parent",
         "--new-session",
     ]
-    chdir = ["--chdir", str(Path(cwd).resolve())] if cwd is not None else []
+
+
+def _identity_args(exe: str, chdir: list[str], as_root: bool) -> list[str]:
+    """Become nobody without capabilities; root first drops to nobody on the host, then nests a bwrap."""
     user = [
         "--unshare-user",
         "--disable-userns",
@@ -394,11 +457,8 @@ def sandbox_argv(
         "ALL",
     ]
     if as_root:
-        cmd += [*chdir, "--", *privilege_drop(), exe, "--dev-bind", "/", "/", *user, "--die-with-parent"]
-    else:
-        cmd += user
-    cmd += [*chdir, "--", *argv]
-    return cmd
+        return [*chdir, "--", *privilege_drop(), exe, "--dev-bind", "/", "/", *user, "--die-with-parent"]
+    return user
 
 
 sandbox_command = sandbox_argv  # the name used in docs/internals.md
@@ -797,6 +857,44 @@ def run_isolated(
     raised; a KeyboardInterrupt kills the child and is re-raised with the
     result attached as ``err.isolated_result``.
     """
+    cwd, rw_list = _workdirs(cwd, rw_paths)
+    sandboxed = not (unsandboxed or unsandboxed_requested())
+    if sandboxed:
+        cmd = _sandboxed_command(
+            argv,
+            limits=limits,
+            cwd=cwd,
+            ro_paths=ro_paths,
+            rw_list=rw_list,
+            hidden_paths=hidden_paths,
+            network=network,
+            gpu=gpu,
+            weights_dir=weights_dir,
+        )
+    else:
+        cmd = _unsandboxed_command(argv)
+    child_environ = child_env(home=cwd, limits=limits, extra=env, weights_dir=weights_dir)
+    memory_cap = int(limits.memory_gb * GIB) if limits.memory_gb else None
+    cgroup = make_cgroup(memory_cap, limits.max_pids)
+    budget = _Budget.of(limits, memory_cap, rw_list)
+    run = _launch(cmd, cwd, child_environ, limits, sandboxed, cgroup, stream_output)
+    try:
+        _watch(run, limits, budget, sandboxed)
+    except BaseException as err:  # KeyboardInterrupt, SystemExit: clean up, then re-raise
+        run.killed, run.interrupt = "interrupted", err
+    finally:
+        _clean_up(run, limits.grace_s)
+    result = _result(run, cmd, limits, budget, sandboxed)
+    if run.interrupt is not None:
+        run.interrupt.isolated_result = result  # type: ignore[attr-defined]
+        raise run.interrupt
+    return result
+
+
+def _workdirs(
+    cwd: str | os.PathLike[str] | None, rw_paths: Iterable[str | os.PathLike[str]]
+) -> tuple[Path, list[Path]]:
+    """The workdir (default: the first writable path) and all writable folders, created: bwrap binds only what exists."""
     rw_list = _norm(rw_paths)
     if cwd is None:
         if not rw_list:
@@ -806,48 +904,118 @@ def run_isolated(
     rw_list = _norm([cwd, *rw_list])
     for p in rw_list:
         p.mkdir(parents=True, exist_ok=True)
-    unsandboxed = unsandboxed or unsandboxed_requested()
-    sandboxed = not unsandboxed
-    if sandboxed:
-        reason = unavailable_reason()
-        if reason:
-            raise SandboxUnavailable(
-                f"refusing to run a submission without a sandbox: {reason}", INSTALL_HINT
-            )
-        weights = [weights_dir] if weights_dir is not None else []
-        cmd = sandbox_argv(
-            argv,
-            ro_paths=[*python_paths(), *ro_paths, *weights],
-            rw_paths=rw_list,
-            hidden_paths=hidden_paths,
-            network=network,
-            cwd=cwd,
-            gpu=gpu,
-            tmp_bytes=int(limits.memory_gb * GIB) if limits.memory_gb else None,
-        )
-        if os.geteuid() == 0:
-            for p in rw_list:
-                _chown_tree(p, SANDBOX_UID)
-    else:
-        msg = (
-            "submission is NOT sandboxed (explicitly requested): it can read every file this user "
-            "can (including held-out responses) and use the network; its record is marked so"
-        )
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
-        log.warning(msg)
-        cmd = list(argv)
-    child_environ = child_env(home=cwd, limits=limits, extra=env, weights_dir=weights_dir)
-    memory_cap = int(limits.memory_gb * GIB) if limits.memory_gb else None
-    cgroup = make_cgroup(memory_cap, limits.max_pids)
-    disk_cap = int(limits.disk_gb * GIB) if limits.disk_gb else None
-    disk_base = {p: scan_tree(p)[0] for p in rw_list} if disk_cap else {}
+    return cwd, rw_list
 
+
+def _sandboxed_command(
+    argv: Sequence[str],
+    *,
+    limits: Limits,
+    cwd: Path,
+    ro_paths: Iterable[str | os.PathLike[str]],
+    rw_list: list[Path],
+    hidden_paths: Iterable[str | os.PathLike[str]],
+    network: bool,
+    gpu: bool | None,
+    weights_dir: str | os.PathLike[str] | None,
+) -> list[str]:
+    """The bwrap command, failing closed without a working bwrap; root hands the writable folders to nobody."""
+    reason = unavailable_reason()
+    if reason:
+        raise SandboxUnavailable(f"refusing to run a submission without a sandbox: {reason}", INSTALL_HINT)
+    weights = [weights_dir] if weights_dir is not None else []
+    cmd = sandbox_argv(
+        argv,
+        ro_paths=[*python_paths(), *ro_paths, *weights],
+        rw_paths=rw_list,
+        hidden_paths=hidden_paths,
+        network=network,
+        cwd=cwd,
+        gpu=gpu,
+        tmp_bytes=int(limits.memory_gb * GIB) if limits.memory_gb else None,
+    )
+    if os.geteuid() == 0:
+        for p in rw_list:
+            _chown_tree(p, SANDBOX_UID)
+    return cmd
+
+
+def _unsandboxed_command(argv: Sequence[str]) -> list[str]:
+    """The bare command, with a loud warning: the caller explicitly opted out of the sandbox."""
+    msg = (
+        "submission is NOT sandboxed (explicitly requested): it can read every file this user "
+        "can (including held-out responses) and use the network; its record is marked so"
+    )
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)  # points at run_isolated's caller
+    log.warning(msg)
+    return list(argv)
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """A run's memory and disk caps in bytes, with the writable folders' sizes before it started."""
+
+    memory_cap: int | None
+    disk_cap: int | None
+    disk_base: dict[Path, int]
+
+    @classmethod
+    def of(cls, limits: Limits, memory_cap: int | None, rw_list: list[Path]) -> _Budget:
+        """Measure the writable folders now (only under a disk quota): the quota is on what the run adds."""
+        disk_cap = int(limits.disk_gb * GIB) if limits.disk_gb else None
+        disk_base = {p: scan_tree(p)[0] for p in rw_list} if disk_cap else {}
+        return cls(memory_cap, disk_cap, disk_base)
+
+    def disk_grown(self) -> int:
+        """Bytes the writable folders gained since the start (a folder that shrank counts as zero)."""
+        return sum(max(scan_tree(p)[0] - base, 0) for p, base in self.disk_base.items())
+
+    def disk_explains(self, rc: int) -> bool:
+        """Whether the quota made a run fail: Python ignores SIGXFSZ, a write past RLIMIT_FSIZE fails with EFBIG."""
+        if self.disk_cap is None:
+            return False
+        scans = {p: scan_tree(p) for p in self.disk_base}
+        grown = sum(max(used - self.disk_base[p], 0) for p, (used, _) in scans.items())
+        return (
+            rc == -signal.SIGXFSZ
+            or grown > self.disk_cap
+            or max(s[1] for s in scans.values()) >= self.disk_cap
+        )
+
+
+@dataclass
+class _Run:
+    """One launched child and what watching it found, shared by the watch, the clean-up and the result."""
+
+    proc: subprocess.Popen
+    tree: _Tree
+    pumps: list[_Pump]
+    cgroup: RunCgroup | None
+    start: float
+    killed: KilledReason | None = None
+    peak: int = 0
+    rc: int | None = None
+    maxrss: float = 0.0
+    interrupt: BaseException | None = None
+    cgroup_oom: bool = False
+
+
+def _launch(
+    cmd: list[str],
+    cwd: Path,
+    environ: dict[str, str],
+    limits: Limits,
+    sandboxed: bool,
+    cgroup: RunCgroup | None,
+    stream_output: bool,
+) -> _Run:
+    """Start the child as a session leader with both pipes pumped live; no cgroup outlives a failed start."""
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
             cmd,
             cwd=cwd,
-            env=child_environ,
+            env=environ,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -866,85 +1034,91 @@ def run_isolated(
     ]
     for pump in pumps:
         pump.start()
+    return _Run(proc, tree, pumps, cgroup, start)
 
-    killed: KilledReason | None = None
-    peak = 0
-    rc: int | None = None
-    maxrss = 0.0
-    interrupt: BaseException | None = None
-    next_disk_check = start
-    try:
-        while True:
-            rc, maxrss = _reap(proc, 0)
-            if rc is not None:
-                break
-            if cgroup is not None and cgroup.memory is not None:
-                used = tree.rss_bytes()  # the kernel enforces the cgroup limit (all memory kinds)
-            else:
-                members = tree.members()
-                used = tree.rss_bytes() + _memfd_bytes(members)
-                if sandboxed:
-                    used += _tmpfs_bytes(members)
-            peak = max(peak, used)
-            if memory_cap is not None and used > memory_cap:
-                killed = "memory"
-                break
-            if limits.timeout_s is not None and time.monotonic() - start > limits.timeout_s:
-                killed = "timeout"
-                break
-            if disk_cap is not None and time.monotonic() >= next_disk_check:
-                next_disk_check = time.monotonic() + 1.0
-                grown = sum(max(scan_tree(p)[0] - base, 0) for p, base in disk_base.items())
-                if grown > disk_cap:
-                    killed = "disk"
-                    break
-            time.sleep(limits.poll_s)
-    except BaseException as err:  # KeyboardInterrupt, SystemExit: clean up, then re-raise
-        killed, interrupt = "interrupted", err
-    finally:
-        rc, maxrss = _terminate(proc, tree, limits.grace_s, rc, maxrss)
-        if cgroup is not None:
-            peak = max(peak, cgroup.peak_bytes())
-            cgroup_oom = cgroup.oom_killed()
-            cgroup.remove()
-        else:
-            cgroup_oom = False
-        for pump in pumps:
-            pump.join(timeout=2.0)
-        for pipe in (proc.stdout, proc.stderr):
-            with contextlib.suppress(OSError):
-                pipe.close()
 
-    rc = _normalise_rc(rc, sandboxed)
-    if killed is None and cgroup_oom and rc != 0:
-        killed = "memory"
-    if killed is None and rc and disk_cap is not None:
-        # Python ignores SIGXFSZ: a write past RLIMIT_FSIZE fails with EFBIG instead, so look
-        scans = {p: scan_tree(p) for p in disk_base}
-        grown = sum(max(used - disk_base[p], 0) for p, (used, _) in scans.items())
-        if rc == -signal.SIGXFSZ or grown > disk_cap or max(s[1] for s in scans.values()) >= disk_cap:
-            killed = "disk"
-    if killed is None and rc is not None and rc < 0:
-        killed = "signal"
-    stderr_tail = pumps[1].text()
-    if killed is None and rc and limits.rlimit_as and "MemoryError" in stderr_tail:
-        killed = "memory"
-    result = IsolatedResult(
+def _watch(run: _Run, limits: Limits, budget: _Budget, sandboxed: bool) -> None:
+    """Poll until the child exits or breaks a limit, noting which one in ``run.killed``."""
+    next_disk_check = run.start
+    while True:
+        run.rc, run.maxrss = _reap(run.proc, 0)
+        if run.rc is not None:
+            return
+        used = _memory_used(run, sandboxed)
+        run.peak = max(run.peak, used)
+        if budget.memory_cap is not None and used > budget.memory_cap:
+            run.killed = "memory"
+            return
+        if limits.timeout_s is not None and time.monotonic() - run.start > limits.timeout_s:
+            run.killed = "timeout"
+            return
+        if budget.disk_cap is not None and time.monotonic() >= next_disk_check:
+            next_disk_check = time.monotonic() + 1.0  # scanning the folders is not free
+            if budget.disk_grown() > budget.disk_cap:
+                run.killed = "disk"
+                return
+        time.sleep(limits.poll_s)
+
+
+def _memory_used(run: _Run, sandboxed: bool) -> int:
+    """The tree's memory now: RSS, plus memfd and sandbox tmpfs bytes where no cgroup counts them."""
+    if run.cgroup is not None and run.cgroup.memory is not None:
+        return run.tree.rss_bytes()  # the kernel enforces the cgroup limit (all memory kinds)
+    members = run.tree.members()
+    used = run.tree.rss_bytes() + _memfd_bytes(members)
+    if sandboxed:
+        used += _tmpfs_bytes(members)
+    return used
+
+
+def _clean_up(run: _Run, grace_s: float) -> None:
+    """Kill what is left, read the cgroup's peak and OOM verdict before removing it, and drain the pipes."""
+    run.rc, run.maxrss = _terminate(run.proc, run.tree, grace_s, run.rc, run.maxrss)
+    if run.cgroup is not None:
+        run.peak = max(run.peak, run.cgroup.peak_bytes())
+        run.cgroup_oom = run.cgroup.oom_killed()
+        run.cgroup.remove()
+    for pump in run.pumps:
+        pump.join(timeout=2.0)
+    for pump in run.pumps:
+        with contextlib.suppress(OSError):
+            pump.pipe.close()
+
+
+def _result(run: _Run, cmd: list[str], limits: Limits, budget: _Budget, sandboxed: bool) -> IsolatedResult:
+    """The record of the finished run, with why it ended worked out from its status and what was seen."""
+    rc = _normalise_rc(run.rc, sandboxed)
+    stderr_tail = run.pumps[1].text()
+    killed = _why_ended(run, rc, limits, budget, stderr_tail)
+    return IsolatedResult(
         returncode=rc,
         timed_out=killed == "timeout",
         killed_reason=killed,
-        peak_rss_gb=max(peak, maxrss) / GIB,
-        stdout_tail=pumps[0].text(),
+        peak_rss_gb=max(run.peak, run.maxrss) / GIB,
+        stdout_tail=run.pumps[0].text(),
         stderr_tail=stderr_tail,
         sandboxed=sandboxed,
-        wall_s=time.monotonic() - start,
+        wall_s=time.monotonic() - run.start,
         argv=cmd,
-        limiter=cgroup.describe() if cgroup is not None else "rss poll",
+        limiter=run.cgroup.describe() if run.cgroup is not None else "rss poll",
     )
-    if interrupt is not None:
-        interrupt.isolated_result = result  # type: ignore[attr-defined]
-        raise interrupt
-    return result
+
+
+def _why_ended(
+    run: _Run, rc: int | None, limits: Limits, budget: _Budget, stderr_tail: str
+) -> KilledReason | None:
+    """Our own kill reason first; else the limit a failed exit points to (OOM, quota), a signal, or None."""
+    if run.killed is not None:
+        return run.killed
+    if run.cgroup_oom and rc != 0:
+        return "memory"
+    if rc and budget.disk_explains(rc):
+        return "disk"
+    if rc is not None and rc < 0:
+        return "signal"
+    if rc and limits.rlimit_as and "MemoryError" in stderr_tail:
+        return "memory"
+    return None
 
 
 def _terminate(

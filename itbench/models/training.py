@@ -387,6 +387,55 @@ def _freeze_norm_stats(model: nn.Module) -> None:
                 module.eval()
 
 
+def _optimizer(
+    model: nn.Module, cfg: TrainConfig, n_train: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the parameter groups, and the warm-up + decay schedule it steps once per batch."""
+    groups = _param_groups(model, cfg)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(total, round(cfg.warmup_epochs * steps_per_epoch), cfg.scheduler)
+    )
+    return optimizer, scheduler
+
+
+@dataclass
+class _Fit:
+    """What one :meth:`Trainer.fit` sets up once and every epoch and step uses."""
+
+    model: nn.Module
+    dataset: Dataset
+    train_idx: np.ndarray
+    hold_idx: np.ndarray
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+    def to_device(self, x: Tensor) -> Tensor:
+        """A batch on the device; images in channels_last when that is on (faster convolutions on CUDA)."""
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+
+def _new_history(train_idx: np.ndarray, hold_idx: np.ndarray) -> dict[str, Any]:
+    """The run's history, filled per epoch; it names the examples held out so a caller can check the split."""
+    return {
+        "train_loss": [],
+        "holdout_loss": [],
+        "lr": [],
+        "best_epoch": None,
+        "stopped_epoch": None,
+        "train_indices": train_idx.tolist(),
+        "holdout_indices": hold_idx.tolist(),
+    }
+
+
 class Trainer:
     """Fits a regressor under a :class:`TrainConfig`; :func:`fit_regressor` is the one-call form."""
 
@@ -413,6 +462,15 @@ class Trainer:
 
     def fit(self, model: nn.Module, train_inputs: Any, train_targets: Any = None) -> FitResult:
         """Train ``model`` on (inputs, targets) or a Dataset of pairs; returns the best model and history."""
+        run = self._prepare(model, train_inputs, train_targets)
+        history = _new_history(run.train_idx, run.hold_idx)
+        best_state = self._train(run, history)
+        model.load_state_dict(best_state)
+        model.eval()
+        return FitResult(model=model, best_state=best_state, history=history)
+
+    def _prepare(self, model: nn.Module, train_inputs: Any, train_targets: Any) -> _Fit:
+        """Check the options and seed everything before the first step, in the order that makes runs repeat."""
         cfg = self.config
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise TrainingError("epochs and batch_size must be >= 1", hint="e.g. epochs=50, batch_size=64")
@@ -430,75 +488,38 @@ class Trainer:
         model.to(device)
         if channels_last:
             model.to(memory_format=torch.channels_last)
-        groups = _param_groups(model, cfg)
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
-        total = steps_per_epoch * cfg.epochs
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _lr_lambda(total, round(cfg.warmup_epochs * steps_per_epoch), cfg.scheduler)
+        optimizer, scheduler = _optimizer(model, cfg, len(train_idx))
+        return _Fit(
+            model,
+            dataset,
+            train_idx,
+            hold_idx,
+            loss_fn,
+            device,
+            amp,
+            channels_last,
+            generator,
+            optimizer,
+            scheduler,
         )
 
-        def to_device(x: Tensor) -> Tensor:
-            x = x.to(device, non_blocking=True)
-            return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
-
-        history: dict[str, Any] = {
-            "train_loss": [],
-            "holdout_loss": [],
-            "lr": [],
-            "best_epoch": None,
-            "stopped_epoch": None,
-            "train_indices": train_idx.tolist(),
-            "holdout_indices": hold_idx.tolist(),
-        }
+    def _train(self, run: _Fit, history: dict[str, Any]) -> dict[str, Tensor]:
+        """Epochs until the last, or until the holdout loss stops improving for ``patience``; the best weights."""
+        cfg = self.config
         best_loss, best_state, since_best = math.inf, None, 0
-        with (
-            _deterministic(not on_cuda),
-            tqdm(
-                range(cfg.epochs),
-                desc="training",
-                unit="epoch",
-                disable=not (cfg.progress and show_progress()),
-                leave=False,
-            ) as bar,
-        ):
+        with _deterministic(run.device.type != "cuda"), self._epochs() as bar:
             for epoch in bar:
-                model.train()
-                _freeze_norm_stats(model)
-                running, count = 0.0, 0
-                for x, y in _batches(dataset, train_idx, cfg.batch_size, True, generator):
-                    x, y = to_device(x), y.to(device, non_blocking=True).float()
-                    if cfg.augment is not None:
-                        x = cfg.augment(x)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                        pred = model(x)
-                    loss = loss_fn(pred.float(), y)
-                    if not torch.isfinite(loss):
-                        raise TrainingError(
-                            f"training diverged (loss {loss.item()}) at epoch {epoch}",
-                            hint="lower lr, or standardise the targets",
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    running += loss.item() * len(y)
-                    count += len(y)
-                history["train_loss"].append(running / count)
-                history["lr"].append(optimizer.param_groups[0]["lr"])
-                if len(hold_idx):
-                    hold = self._evaluate(
-                        model, dataset, hold_idx, loss_fn, to_device, amp, device, generator
-                    )
-                else:
-                    hold = history["train_loss"][-1]  # no holdout: the last epoch is the best one
+                train_loss = self._train_epoch(run, epoch)
+                history["train_loss"].append(train_loss)
+                history["lr"].append(run.optimizer.param_groups[0]["lr"])
+                hold = self._holdout_loss(run, train_loss)
                 history["holdout_loss"].append(hold)
-                bar.set_postfix(train=f"{history['train_loss'][-1]:.4g}", holdout=f"{hold:.4g}")
-                if hold < best_loss or not len(hold_idx):
+                bar.set_postfix(train=f"{train_loss:.4g}", holdout=f"{hold:.4g}")
+                if hold < best_loss or not len(run.hold_idx):
                     best_loss, since_best = hold, 0
-                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                    best_state = {
+                        k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()
+                    }
                     history["best_epoch"] = epoch
                 else:
                     since_best += 1
@@ -507,9 +528,64 @@ class Trainer:
         history["stopped_epoch"] = epoch
         history["best_holdout_loss"] = best_loss
         assert best_state is not None
-        model.load_state_dict(best_state)
-        model.eval()
-        return FitResult(model=model, best_state=best_state, history=history)
+        return best_state
+
+    def _epochs(self) -> tqdm:
+        """The epoch range as a progress bar, shown when both the config and the operator's terminal want it."""
+        return tqdm(
+            range(self.config.epochs),
+            desc="training",
+            unit="epoch",
+            disable=not (self.config.progress and show_progress()),
+            leave=False,
+        )
+
+    def _train_epoch(self, run: _Fit, epoch: int) -> float:
+        """One pass over the training examples in seeded random order; the mean training loss."""
+        run.model.train()
+        _freeze_norm_stats(run.model)
+        running, count = 0.0, 0
+        for x, y in _batches(run.dataset, run.train_idx, self.config.batch_size, True, run.generator):
+            running += self._step(run, x, y, epoch) * len(y)
+            count += len(y)
+        return running / count
+
+    def _step(self, run: _Fit, x: Tensor, y: Tensor, epoch: int) -> float:
+        """One optimiser step on a batch; a non-finite loss stops the run before it poisons the weights."""
+        cfg = self.config
+        x, y = run.to_device(x), y.to(run.device, non_blocking=True).float()
+        if cfg.augment is not None:
+            x = cfg.augment(x)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
+            pred = run.model(x)
+        loss = run.loss_fn(pred.float(), y)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"training diverged (loss {loss.item()}) at epoch {epoch}",
+                hint="lower lr, or standardise the targets",
+            )
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+        run.optimizer.step()
+        run.scheduler.step()
+        return loss.item()
+
+    def _holdout_loss(self, run: _Fit, train_loss: float) -> float:
+        """The loss early stopping watches; without a holdout the training loss (the last epoch is the best)."""
+        if not len(run.hold_idx):
+            return train_loss
+        return self._evaluate(
+            run.model,
+            run.dataset,
+            run.hold_idx,
+            run.loss_fn,
+            run.to_device,
+            run.amp,
+            run.device,
+            run.generator,
+        )
 
     @staticmethod
     def _evaluate(
