@@ -18,6 +18,27 @@ from itbench.errors import ItbenchError
 SPLIT = click.Choice(["train", "val", "test"])
 
 
+class BenchmarkId(click.ParamType):
+    """A registered benchmark id or alias (the registry's manifests are the choices)."""
+
+    name = "benchmark"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from itbench.data import registry
+
+        try:
+            return registry.resolve(str(value))
+        except ItbenchError:
+            known = ", ".join(registry.benchmark_ids())
+            self.fail(f"unknown benchmark {value!r}; known: {known} (add one with `itbench data add`)")
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "ID"
+
+
+BENCHMARK = BenchmarkId()
+
+
 def _fmt(value: Any, ci: list | None = None) -> str:
     if value is None:
         return "—"
@@ -82,8 +103,9 @@ def cli() -> None:
 @click.option(
     "--benchmark",
     "-b",
+    type=BENCHMARK,
     default=None,
-    help="Benchmark id (default: majajhong2015 or nx414 when installed, else demo).",
+    help="Benchmark id (see `itbench data list`; default: majajhong2015 or nx414 when installed, else demo).",
 )
 @click.option("--split", type=SPLIT, default="val", show_default=True, help="Split to score on.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -178,38 +200,78 @@ def data() -> None:
 
 
 @data.command("list")
-def data_list() -> None:
-    """Which benchmarks are installed, and where."""
-    from itbench.data.sources import KNOWN, describe
+@click.option("--markdown", is_flag=True, help="Print the README's benchmark table instead.")
+def data_list(markdown: bool) -> None:
+    """Every registered benchmark (one manifest each under benchmark/), installed or not.
 
-    for bid in KNOWN:
-        info = describe(bid, splits=False)
+    \b
+    Example:
+      itbench data list
+    """
+    from itbench.data import registry
+    from itbench.data.sources import describe
+
+    if markdown:
+        click.echo(registry.markdown_table())
+        return
+    for spec in registry.all_specs():
+        info = describe(spec.benchmark_id, splits=False)
         state = "installed" if info.get("installed") else "not installed"
-        click.echo(f"{bid:<15} {state:<14} {info.get('location', '')}")
+        tag = " [synthetic]" if spec.synthetic else ""
+        click.echo(f"{spec.benchmark_id:<18} {state:<14} {spec.title}{tag}  ({info.get('location', '')})")
 
 
 @data.command("info")
-@click.argument("benchmark_id")
+@click.argument("benchmark_id", type=BENCHMARK)
 def data_info(benchmark_id: str) -> None:
-    """Files, sizes, checksums and split sizes of one benchmark."""
+    """Manifest, files, sizes, checksums and split sizes of one benchmark.
+
+    \b
+    Example:
+      itbench data info majajhong2015.V4
+    """
+    from itbench.data import registry
     from itbench.data.sources import describe
 
-    click.echo(json.dumps(describe(benchmark_id), indent=2, default=str))
+    info = describe(benchmark_id)
+    spec = registry.get(benchmark_id)
+    info["manifest_fields"] = spec.model_dump(
+        include={"description", "citation", "loader", "region", "time_bin_ms", "default_protocol", "group"}
+    )
+    click.echo(json.dumps(info, indent=2, default=str))
 
 
 @data.command("fetch")
-@click.argument("benchmark_id", type=click.Choice(["majajhong2015"]))
+@click.argument("benchmark_id", type=BENCHMARK)
 @click.option(
     "--mirror",
     envvar="ITBENCH_MIRROR",
     default=None,
-    help="Base URL to download from instead of Brain-Score's bucket (env ITBENCH_MIRROR).",
+    help="Base URL to download from instead of the manifest's (env ITBENCH_MIRROR).",
 )
 def data_fetch(benchmark_id: str, mirror: str | None) -> None:
-    """Download Brain-Score's public MajajHong2015 files (sha1-verified)."""
-    from itbench.data.sources import majajhong2015
+    """Download a benchmark's files (sha1-verified) as its manifest lists them.
 
-    majajhong2015.fetch(mirror=mirror)
+    \b
+    Example:
+      itbench data fetch majajhong2015      (also installs majajhong2015.V4: same download)
+    """
+    import importlib
+    import inspect
+
+    from itbench.data import registry
+    from itbench.errors import BenchmarkError
+
+    spec = registry.get(benchmark_id)
+    module = importlib.import_module(f"itbench.data.sources.{spec.loader}")
+    fetch = getattr(module, "fetch", None)
+    if not callable(fetch):
+        hint = "it is embedded (nothing to fetch)" if spec.synthetic else "see `itbench data info` for how"
+        raise BenchmarkError(f"benchmark {benchmark_id} is not downloaded by `data fetch`", hint=hint)
+    if "spec" in inspect.signature(fetch).parameters:
+        fetch(mirror=mirror, spec=spec)
+    else:
+        fetch(mirror=mirror)
     click.echo(f"{benchmark_id} installed; score with --benchmark {benchmark_id}")
 
 
@@ -246,7 +308,7 @@ def new(submission_id: str, root: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--benchmark", "-b", "benchmarks", multiple=True, help="Only these benchmarks.")
+@click.option("--benchmark", "-b", "benchmarks", type=BENCHMARK, multiple=True, help="Only these benchmarks.")
 @click.option(
     "--run", "run_missing", is_flag=True, help="First score every submission without a current record."
 )
@@ -289,7 +351,7 @@ def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None
     "--layers", default=None, help="Comma-separated node names (default: the model's standard set)."
 )
 @click.option("--pretrained/--random", default=True, show_default=True, help="ImageNet or random weights.")
-@click.option("--benchmark", "-b", default=None)
+@click.option("--benchmark", "-b", type=BENCHMARK, default=None)
 @click.option("--split", type=SPLIT, default="val", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from itbench.contract import TrainData
-from itbench.data.sources import KNOWN, SourceData, installed, load_source
+from itbench.data import registry
+from itbench.data.sources import SourceData, installed, load_source
 from itbench.data.split import file_hash, load_split, split_path
 from itbench.errors import BenchmarkError
 from itbench.scoring import metrics
@@ -142,11 +143,13 @@ def _examples(
     }
 
 
-@functools.lru_cache(maxsize=4)
 def load_benchmark(benchmark_id: str) -> Benchmark:
-    """Load a benchmark by id (cached per process: loading verifies checksums)."""
-    if benchmark_id not in KNOWN:
-        raise BenchmarkError(f"unknown benchmark '{benchmark_id}'", f"known: {', '.join(KNOWN)}")
+    """Load a benchmark by id or alias (cached per process: loading verifies checksums)."""
+    return _load_benchmark(registry.resolve(benchmark_id))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_benchmark(benchmark_id: str) -> Benchmark:
     source = load_source(benchmark_id)
     split = load_split(benchmark_id)
     have = set(source.stimuli.metadata.index.astype(str))
