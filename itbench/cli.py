@@ -73,6 +73,14 @@ def format_scores(record: dict[str, Any]) -> str:
         f"  {scores['n_images']} images x {scores['n_neuroids']} neuroids"
         + (f"; {scores['n_nan_r']} neuroids with undefined r (constant)" if scores.get("n_nan_r") else "")
     )
+    block = record.get("brainscore")
+    if block:
+        lines.append(
+            f"  Brain-Score protocol: raw r {_fmt(block['raw_r'])} ± {_fmt(block['raw_r_error'])} "
+            f"(mean over {block['settings']['n_splits']} splits of median r; {block['settings']['readout']})"
+        )
+    for norm in (record.get("normalisations") or {}).values():
+        lines.append(f"  {norm['name']:<36} {norm['formula']:<16} {_fmt(norm['value'])}  [{norm['dates']}]")
     prov = record.get("provenance", {})
     lines.append(
         f"  device {prov.get('device')}, size {prov.get('size')}, "
@@ -120,6 +128,13 @@ def cli() -> None:
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Wall-clock limit per run, seconds.")
 @click.option("--memory-gb", type=float, default=None, help="Memory limit per run, GiB.")
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for CIs.")
+@click.option(
+    "--protocol",
+    type=click.Choice(["fixed-split", "brainscore"]),
+    default=None,
+    help="fixed-split (Table I: fit on train, score --split) or brainscore (Brain-Score's 10x 90/10 "
+    "cross-validation over every stimulus, PLS(25) on a model's features); default: the benchmark's.",
+)
 @click.option("--no-cache", is_flag=True, help="Refit and re-predict even when cached.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record(s) as JSON.")
 def score(
@@ -134,10 +149,18 @@ def score(
     timeout_s: float | None,
     memory_gb: float | None,
     n_boot: int,
+    protocol: str | None,
     no_cache: bool,
     as_json: bool,
 ) -> None:
-    """Fit, predict and score SUBMISSIONS (folders under submissions/), writing records."""
+    """Fit, predict and score SUBMISSIONS (folders under submissions/), writing records.
+
+    \b
+    Examples:
+      itbench score submissions/pixels_ridge --benchmark demo
+      itbench score submissions/effnet_lite0_ridge -b demo --protocol brainscore
+    """
+    from itbench.data import registry
     from itbench.harness.runner import RunOptions, score_submission
     from itbench.scoring.benchmark import default_benchmark
 
@@ -161,7 +184,12 @@ def score(
         memory_gb=memory_gb,
         use_cache=not no_cache,
         n_boot=n_boot,
+        protocol=protocol or registry.get(bid).default_protocol,
     )
+    if opts.protocol not in registry.get(bid).protocols:
+        raise click.UsageError(
+            f"benchmark {bid} offers protocols {', '.join(registry.get(bid).protocols)}, not {opts.protocol}"
+        )
     records = []
     for path in paths:
         record = score_submission(path, bid, options=opts)

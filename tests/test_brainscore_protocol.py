@@ -71,6 +71,18 @@ def test_pls_cv_matches_an_independent_computation():
     assert score.raw > 0.5  # the features do carry the signal
 
 
+def test_wide_features_give_the_same_pls_scores_as_sklearn_on_the_raw_features():
+    """Features wider than the stimuli count (pixels) go through Gram coordinates: same numbers."""
+    ids, objects, x, _signal, trials, _ = _synthetic(n_objects=4, per_object=10, n_features=30)
+    rng = np.random.default_rng(11)
+    wide = np.hstack([x, 0.3 * rng.normal(size=(len(x), 2000))]).astype(np.float32)  # D = 2030 > N = 40
+    y = trials.mean(axis=1)
+    score = brainscore.pls_cv(wide, y, brainscore.cv_splits(objects))
+    raw, err, medians = _independent_raw(wide.astype(np.float64), y, objects)
+    np.testing.assert_allclose(score.split_scores, medians, atol=1e-6)
+    assert score.raw == pytest.approx(raw, abs=1e-6) and score.error == pytest.approx(err, abs=1e-6)
+
+
 def test_ceiling_matches_an_independent_computation_and_the_closed_form():
     ids, _objects, _x, signal, trials, noise_sd = _synthetic(per_object=40, reps=10)
     n, reps, m = trials.shape

@@ -57,6 +57,7 @@ class RunOptions:
     use_cache: bool = True
     n_boot: int = 1000
     results_root: Path | None = None
+    protocol: str = "fixed-split"  # or "brainscore" (itbench.harness.protocols)
 
 
 def resolve_size(sub: Submission, size: str, device: str) -> str:
@@ -195,17 +196,25 @@ def _run_child(
     fitted: Path,
     provenance: dict[str, Any],
     log: Callable[[str], None],
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Run the worker in the sandbox; return raw predictions and its status.
+    write_inputs: Callable[[Path], None] | None = None,
+    output: str = worker.PREDICTIONS,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Run the worker in the sandbox; return its ``output`` array (None if it wrote none) and its status.
 
     ``provenance`` learns whether the run was sandboxed and its peak memory
-    even when the run fails.
+    even when the run fails. ``write_inputs(workdir)`` replaces the default
+    inputs (the fixed split's train data and eval images): other protocols
+    hand the child other subsets, never held-out responses.
     """
     from itbench.harness import sandbox
 
     workdir = Path(tempfile.mkdtemp(prefix="itbench-run-"))
     try:
-        _write_inputs(workdir, bench, opts.split, job, need_train=not (fitted / "COMPLETE").exists(), log=log)
+        if write_inputs is None:
+            need_train = not (fitted / "COMPLETE").exists()
+            _write_inputs(workdir, bench, opts.split, job, need_train=need_train, log=log)
+        else:
+            write_inputs(workdir)
         limits = sandbox.Limits(
             timeout_s=opts.timeout_s or sub.timeout_s or DEFAULT_TIMEOUT_S,
             memory_gb=opts.memory_gb or sub.memory_gb or default_memory_gb(),
@@ -255,7 +264,8 @@ def _run_child(
             if error_type == "WeightsUnavailable":
                 raise WeightsUnavailable(status["error"], status.get("hint"))
             raise SubmissionError(f"submission '{sub.id}': {message}")
-        return np.load(workdir / worker.PREDICTIONS, allow_pickle=False), status
+        out_file = workdir / output
+        return (np.load(out_file, allow_pickle=False) if out_file.exists() else None), status
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -272,12 +282,17 @@ def score_submission(
     for name, value in overrides.items():
         setattr(opts, name, value)
     bench = load_benchmark(benchmark_id)
-    bench.stimulus_ids(opts.split)  # validates the split name early
+    if opts.protocol == "fixed-split":
+        bench.stimulus_ids(opts.split)  # validates the split name early
     sub_path = Path(submission_path).resolve()
     if not sub_path.is_dir():  # nothing to record: a typo, not a submission fault
         raise SubmissionError(
             f"no submission folder at {sub_path}", "pass a folder such as submissions/pixels_ridge"
         )
+    if opts.protocol != "fixed-split":
+        from itbench.harness.protocols import score_protocol
+
+        return score_protocol(sub_path, bench, opts, log)
     path = record_path(opts.results_root or paths.results_root(), bench.id, sub_path.name, opts.split)
     with locked(path):
         record = _score_locked(sub_path, bench, opts, log, path)
@@ -353,6 +368,8 @@ def _score_locked(
                 "cache_dir": str(own_cache),
             }
             pred, status = _run_child(sub, bench, opts, job, own_cache, fitted, provenance, log)
+            if pred is None:
+                raise SubmissionError(f"submission '{sub.id}': the worker wrote no predictions")
             provenance["fit_cached"] = status.get("fit_cached", False)
         n = len(bench.stimulus_ids(opts.split))
         pred = validate_predictions(pred, n, len(bench.neuroid_ids), sub.id)

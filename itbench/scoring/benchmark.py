@@ -19,6 +19,7 @@ from itbench.data.sources import SourceData, installed, load_source
 from itbench.data.split import file_hash, load_split, split_path
 from itbench.errors import BenchmarkError
 from itbench.scoring import metrics
+from itbench.scoring.brainscore import normalisations
 
 SPLITS = ("train", "val", "test")
 N_EXAMPLE_NEUROIDS = 4
@@ -124,6 +125,10 @@ class Benchmark:
         result["examples"] = _examples(
             predictions, target, self.stimulus_ids(split), self.neuroid_ids, result["per_neuroid"]["r"]
         )
+        # Brain-Score's two ceiled conventions of this split's median r and ceiling, labelled, so a
+        # fixed-split number can be read beside a Brain-Score one (itbench's own is normalized_r)
+        result["protocol"] = "fixed-split"
+        result["normalisations"] = normalisations(result["scores"]["median_r"], result["scores"]["ceiling"])
         return result
 
 
