@@ -73,7 +73,7 @@ def test_pls_cv_matches_an_independent_computation():
 
 def test_wide_features_give_the_same_pls_scores_as_sklearn_on_the_raw_features():
     """Features wider than the stimuli count (pixels) go through Gram coordinates: same numbers."""
-    ids, objects, x, _signal, trials, _ = _synthetic(n_objects=4, per_object=10, n_features=30)
+    _ids, objects, x, _signal, trials, _ = _synthetic(n_objects=4, per_object=10, n_features=30)
     rng = np.random.default_rng(11)
     wide = np.hstack([x, 0.3 * rng.normal(size=(len(x), 2000))]).astype(np.float32)  # D = 2030 > N = 40
     y = trials.mean(axis=1)
