@@ -789,6 +789,11 @@ def render(
     views: list[_BenchView] = []
     all_rows: list[dict[str, Any]] = []
     detail_tpl = env.get_template("lb_detail.html.j2")
+    from itbench.page import protocols  # fixed-split beside brainscore, IT beside V4
+
+    protocol_tables = protocols.group_tables(
+        [*protocols.take_protocol_records(benches), *(r for b in benches for r in b.submissions)]
+    )
     for bench in benches:
         title, description = benchmark_info(bench.id)
         tables = []
@@ -849,6 +854,8 @@ def render(
         "skipped": skipped,
         "table1": table1,
         "n_records": report.n_submissions + report.n_sweeps,
+        "protocols_html": protocols.render_html(protocol_tables),
+        "protocols_md": protocols.render_markdown(protocol_tables),
     }
     written[out_dir / "index.html"] = env.get_template("lb_index.html.j2").render(
         css=_asset("lb_style.css"), js=_asset("lb_sort.js"), **context
