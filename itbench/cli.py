@@ -303,6 +303,87 @@ def data_fetch(benchmark_id: str, mirror: str | None) -> None:
     click.echo(f"{benchmark_id} installed; score with --benchmark {benchmark_id}")
 
 
+@data.command("add")
+@click.argument("benchmark_id")
+@click.option("--assembly", required=True, help="BrainIO NetCDF assembly: a path or an https URL.")
+@click.option("--assembly-sha1", default=None, help="sha1 of the assembly (required for a URL).")
+@click.option(
+    "--stimuli", "stimuli_csv", required=True, help="Stimulus-set CSV (stimulus_id, filename, ...)."
+)
+@click.option("--stimuli-sha1", default=None, help="sha1 of the CSV (required for a URL).")
+@click.option("--images", required=True, help="Stimulus images: a zip or a folder (or a zip URL).")
+@click.option("--images-sha1", default=None, help="sha1 of the zip (required for a URL).")
+@click.option("--region", default=None, help="Keep the neuroids of this region (e.g. IT, V4).")
+@click.option("--time-bin", default=None, help="START,END in ms when the assembly has several time bins.")
+@click.option(
+    "--split", "fractions", default="0.8,0.1,0.1", show_default=True, help="train,val,test fractions."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--title", default=None)
+@click.option("--description", default=None)
+@click.option("--citation", default="")
+@click.option("--synthetic", is_flag=True, help="Label the data synthetic everywhere it appears.")
+def data_add(
+    benchmark_id: str,
+    assembly: str,
+    assembly_sha1: str | None,
+    stimuli_csv: str,
+    stimuli_sha1: str | None,
+    images: str,
+    images_sha1: str | None,
+    region: str | None,
+    time_bin: str | None,
+    fractions: str,
+    seed: int,
+    title: str | None,
+    description: str | None,
+    citation: str,
+    synthetic: bool,
+) -> None:
+    """Register a BrainIO assembly + stimulus set as benchmark BENCHMARK_ID (writes its manifest and split).
+
+    \b
+    Example:
+      itbench data add mydata --assembly assy_my_data.nc --stimuli stimulus_my.csv \\
+          --images stimulus_my.zip --region IT --time-bin 70,170
+    """
+    from itbench.data.add import AddRequest, add_benchmark
+
+    def numbers(text: str, n: int, what: str, kind: type) -> tuple:
+        try:
+            values = tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != n:
+            raise click.BadParameter(f"{what} takes {n} comma-separated numbers, got {text!r}")
+        return values
+
+    spec = add_benchmark(
+        AddRequest(
+            benchmark_id=benchmark_id,
+            assembly=assembly,
+            assembly_sha1=assembly_sha1,
+            stimuli_csv=stimuli_csv,
+            stimuli_csv_sha1=stimuli_sha1,
+            images=images,
+            images_sha1=images_sha1,
+            region=region,
+            time_bin=numbers(time_bin, 2, "--time-bin", int) if time_bin else None,
+            fractions=numbers(fractions, 3, "--split", float),
+            seed=seed,
+            title=title,
+            description=description,
+            citation=citation,
+            synthetic=synthetic,
+        )
+    )
+    click.echo(
+        f"{spec.benchmark_id} registered: {spec.description}\n  manifest: benchmark/{spec.benchmark_id}/manifest.json, "
+        f"split: {spec.split.path} ({spec.split.n_train}/{spec.split.n_val}/{spec.split.n_test}); "
+        f"score with --benchmark {spec.benchmark_id}"
+    )
+
+
 @data.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def data_import(path: Path) -> None:
