@@ -70,7 +70,7 @@ def _brainio_files(folder: Path, n_reps: int = 4, time_bins=((70, 170), (170, 27
 
 @needs_shared
 def test_real_fixture_with_time_bin_and_image_id_is_one_command(project):
-    home, root = project
+    _home, root = project
     result = CliRunner().invoke(
         cli,
         [
@@ -145,7 +145,7 @@ def test_real_extras_style_assembly_is_refused_and_nothing_is_registered(project
 
 
 def test_region_time_bin_trials_and_stratified_split(project, tmp_path):
-    home, root = project
+    _home, root = project
     table, trials = _brainio_files(tmp_path / "files")
     f = tmp_path / "files"
     spec = add_benchmark(
