@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench leaderboard clean-venv
+.PHONY: demo test lint fix perf leaderboard clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,14 +15,26 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/itbench score submissions/pixels_ridge submissions/effnet_lite0_ridge --benchmark demo
 
-## test: install (plus headless Chromium for the browser test when possible), then run the test suite
+## test: install (plus bubblewrap and headless Chromium when possible), check the house style, run the tests
 test: $(STAMP)
 	-bash .ci/setup-system.sh
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-## bench: speed and memory targets, printed side by side
-bench: $(STAMP)
-	$(BIN)/itbench bench
+## lint: ruff (lint + format check) and mypy, as CI runs them
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## fix: apply ruff's automatic fixes and format the tree
+fix: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## perf: speed and memory targets, printed side by side (perf/)
+perf: $(STAMP)
+	$(BIN)/itbench perf
 
 leaderboard: $(STAMP)
 	$(BIN)/itbench leaderboard

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from itbench.errors import ItbenchError
+from itbench.models.cache import KINDS as CACHE_KINDS
+
+if TYPE_CHECKING:
+    from itbench.harness.record import SubmissionRecord
+
 
 SPLIT = click.Choice(["train", "val", "test"])
 
@@ -39,7 +45,12 @@ class BenchmarkId(click.ParamType):
 BENCHMARK = BenchmarkId()
 
 
-def _fmt(value: Any, ci: list | None = None) -> str:
+SIZES = ("auto", "full", "small", "ci")
+DEVICES = ("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8)))
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _fmt(value: float | None, ci: Sequence[float | None] | None = None) -> str:
     if value is None:
         return "—"
     text = f"{value:.3f}"
@@ -48,17 +59,17 @@ def _fmt(value: Any, ci: list | None = None) -> str:
     return text
 
 
-def format_scores(record: dict[str, Any]) -> str:
+def format_scores(record: SubmissionRecord) -> str:
     """The score table printed after ``itbench score``."""
-    bench = record["benchmark"]
+    bench = record.benchmark
     head = (
-        f"{record['submission']['name']} ({record['submission']['id']}) on "
-        f"{bench['id']}{' [SYNTHETIC demo data]' if bench.get('synthetic') else ''}, "
-        f"split {record['split']}: {record['status'].upper()}"
+        f"{record.submission.name} ({record.submission.id}) on "
+        f"{bench.id}{' [SYNTHETIC demo data]' if bench.synthetic else ''}, "
+        f"split {record.split}: {record.status.upper()}"
     )
-    if record["status"] != "ok":
-        return f"{head}\n  {record['error']}"
-    scores, ci = record["scores"], record["scores"].get("ci", {})
+    if record.status != "ok" or record.scores is None:
+        return f"{head}\n  {record.error}"
+    scores = record.scores
     rows = [
         ("mean EV", "mean_ev"),
         ("median EV", "median_ev"),
@@ -68,20 +79,20 @@ def format_scores(record: dict[str, Any]) -> str:
         ("normalised r", "normalized_r"),
     ]
     lines = [head, f"  {'metric':<18} {'value [95% CI]'}"]
-    lines += [f"  {label:<18} {_fmt(scores.get(key), ci.get(key))}" for label, key in rows]
+    lines += [f"  {label:<18} {_fmt(getattr(scores, key), scores.ci.get(key))}" for label, key in rows]
     lines.append(
-        f"  {scores['n_images']} images x {scores['n_neuroids']} neuroids"
-        + (f"; {scores['n_nan_r']} neuroids with undefined r (constant)" if scores.get("n_nan_r") else "")
+        f"  {scores.n_images} images x {scores.n_neuroids} neuroids"
+        + (f"; {scores.n_nan_r} neuroids with undefined r (constant)" if scores.n_nan_r else "")
     )
-    block = record.get("brainscore")
+    block = record.brainscore
     if block:
         lines.append(
-            f"  Brain-Score protocol: raw r {_fmt(block['raw_r'])} ± {_fmt(block['raw_r_error'])} "
-            f"(mean over {block['settings']['n_splits']} splits of median r; {block['settings']['readout']})"
+            f"  Brain-Score protocol: raw r {_fmt(block.raw_r)} ± {_fmt(block.raw_r_error)} "
+            f"(mean over {block.settings.get('n_splits')} splits of median r; {block.settings.get('readout')})"
         )
-    for norm in (record.get("normalisations") or {}).values():
-        lines.append(f"  {norm['name']:<36} {norm['formula']:<16} {_fmt(norm['value'])}  [{norm['dates']}]")
-    prov = record.get("provenance", {})
+    for norm in (record.normalisations or {}).values():
+        lines.append(f"  {norm.name:<36} {norm.formula:<16} {_fmt(norm.value)}  [{norm.dates}]")
+    prov = record.provenance.model_dump()
     lines.append(
         f"  device {prov.get('device')}, size {prov.get('size')}, "
         f"{prov.get('wall_time_s')} s" + (", cached fit" if prov.get("fit_cached") else "")
@@ -89,7 +100,7 @@ def format_scores(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=CONTEXT)
 @click.version_option(package_name="itbench")
 def cli() -> None:
     """Score models of macaque IT cortex responses and build the leaderboard.
@@ -99,35 +110,48 @@ def cli() -> None:
       itbench data list                       what benchmarks are installed
       itbench score submissions/pixels_ridge  fit, predict, score, record one model
       itbench leaderboard                     regenerate leaderboard/ from records
+
+    From Python: `import itbench; itbench.score("submissions/pixels_ridge")`.
     """
 
 
 # --- score -------------------------------------------------------------------------
 
 
-@cli.command()
-@click.argument("submissions", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@cli.command(
+    epilog="""\b
+Examples:
+  itbench score submissions/pixels_ridge --benchmark demo
+  itbench score pixels_ridge effnet_lite0_ridge --json > records.json
+  itbench score --all --benchmark nx414 --device cuda
+  itbench score effnet_lite0_ridge -b demo --protocol brainscore"""
+)
+@click.argument("submissions", nargs=-1)
 @click.option("--all", "run_all", is_flag=True, help="Score every submission without a current record.")
 @click.option(
     "--benchmark",
     "-b",
     type=BENCHMARK,
     default=None,
-    help="Benchmark id (see `itbench data list`; default: majajhong2015 or nx414 when installed, else demo).",
+    help="Benchmark id or alias (see `itbench data list`; default: majajhong2015 or nx414 when "
+    "installed, else demo).",
 )
 @click.option("--split", type=SPLIT, default="val", show_default=True, help="Split to score on.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to run.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Images per batch.")
 @click.option(
     "--size",
+    type=click.Choice(SIZES),
     default="auto",
     show_default=True,
-    help="Size preset: full, small (CPU-sized) or auto (small on CPU when defined).",
+    help="Size preset: full, small (CPU-sized), ci (tests) or auto (small on CPU when defined).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for fitting and bootstrap.")
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Wall-clock limit per run, seconds.")
 @click.option("--memory-gb", type=float, default=None, help="Memory limit per run, GiB.")
-@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for CIs.")
+@click.option(
+    "--n-boot", type=click.IntRange(0), default=1000, show_default=True, help="Bootstrap resamples."
+)
 @click.option(
     "--protocol",
     type=click.Choice(["fixed-split", "brainscore"]),
@@ -138,7 +162,7 @@ def cli() -> None:
 @click.option("--no-cache", is_flag=True, help="Refit and re-predict even when cached.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record(s) as JSON.")
 def score(
-    submissions: tuple[Path, ...],
+    submissions: tuple[str, ...],
     run_all: bool,
     benchmark: str | None,
     split: str,
@@ -153,15 +177,9 @@ def score(
     no_cache: bool,
     as_json: bool,
 ) -> None:
-    """Fit, predict and score SUBMISSIONS (folders under submissions/), writing records.
-
-    \b
-    Examples:
-      itbench score submissions/pixels_ridge --benchmark demo
-      itbench score submissions/effnet_lite0_ridge -b demo --protocol brainscore
-    """
+    """Fit, predict and score SUBMISSIONS (folders or ids under submissions/), writing records."""
     from itbench.data import registry
-    from itbench.harness.runner import RunOptions, score_submission
+    from itbench.harness.runner import RunOptions, score_submission, stale_submissions
     from itbench.scoring.benchmark import default_benchmark
 
     bid = benchmark or default_benchmark()
@@ -171,8 +189,11 @@ def score(
             + (" (synthetic demo; fetch or import real data to score on it)" if bid == "demo" else ""),
             err=True,
         )
-    paths = list(submissions) or (_pending(bid, split) if run_all else [])
-    if not paths:
+    folders: list[str | Path] = list(submissions) or (list(stale_submissions(bid, split)) if run_all else [])
+    if not folders:
+        if run_all:
+            click.echo("every submission has a current record; nothing to score", err=True)
+            return
         raise click.UsageError("name at least one submission folder, or use --all")
     opts = RunOptions(
         split=split,
@@ -186,37 +207,18 @@ def score(
         n_boot=n_boot,
         protocol=protocol or registry.get(bid).default_protocol,
     )
-    if opts.protocol not in registry.get(bid).protocols:
-        raise click.UsageError(
-            f"benchmark {bid} offers protocols {', '.join(registry.get(bid).protocols)}, not {opts.protocol}"
-        )
+    offered = registry.get(bid).protocols
+    if opts.protocol not in offered:
+        raise click.UsageError(f"benchmark {bid} offers protocols {', '.join(offered)}, not {opts.protocol}")
     records = []
-    for path in paths:
-        record = score_submission(path, bid, options=opts)
+    for folder in folders:
+        record = score_submission(folder, bid, options=opts)
         records.append(record)
-        click.echo(json.dumps(record, indent=1) if as_json else format_scores(record))
+        click.echo(record.to_json() if as_json else format_scores(record))
         if not as_json:
-            click.echo(f"  record: {record['path']}", err=True)
-    if all(r["status"] == "failed" for r in records):
+            click.echo(f"  record: {record.path}", err=True)
+    if all(r.status == "failed" for r in records):
         sys.exit(1)
-
-
-def _pending(benchmark_id: str, split: str) -> list[Path]:
-    """Submissions whose record is missing or stale (code changed)."""
-    from itbench.harness.record import read_record, record_path
-    from itbench.harness.submission import discover
-    from itbench.paths import results_root
-
-    todo = []
-    for sub in discover():
-        path = record_path(results_root(), benchmark_id, sub.id, split)
-        try:
-            current = read_record(path)["submission"]["code_hash"] == sub.code_hash()
-        except (OSError, ValueError, KeyError):
-            current = False
-        if not current:
-            todo.append(sub.path)
-    return todo
 
 
 # --- data --------------------------------------------------------------------------
@@ -227,15 +229,10 @@ def data() -> None:
     """Fetch, import and inspect benchmark data."""
 
 
-@data.command("list")
+@data.command("list", epilog="Examples:\n\n  itbench data list\n\n  itbench data list --markdown")
 @click.option("--markdown", is_flag=True, help="Print the README's benchmark table instead.")
 def data_list(markdown: bool) -> None:
-    """Every registered benchmark (one manifest each under benchmark/), installed or not.
-
-    \b
-    Example:
-      itbench data list
-    """
+    """Every registered benchmark (one manifest each under benchmark/), installed or not."""
     from itbench.data import registry
     from itbench.data.sources import describe
 
@@ -249,27 +246,50 @@ def data_list(markdown: bool) -> None:
         click.echo(f"{spec.benchmark_id:<18} {state:<14} {spec.title}{tag}  ({info.get('location', '')})")
 
 
-@data.command("info")
-@click.argument("benchmark_id", type=BENCHMARK)
-def data_info(benchmark_id: str) -> None:
-    """Manifest, files, sizes, checksums and split sizes of one benchmark.
+def _summary(info: dict[str, Any]) -> str:
+    """``data info`` for a person: what it is, its files, and the split sizes."""
+    lines = [f"{info['benchmark_id']}: {'installed' if info.get('installed') else 'not installed'}"]
+    if info.get("title"):
+        lines.append(
+            f"  {info['title']}"
+            + (f" (aliases: {', '.join(info['aliases'])})" if info.get("aliases") else "")
+        )
+    if info.get("protocols"):
+        lines.append(f"  protocols: {', '.join(info['protocols'])}; manifest {info.get('manifest')}")
+    if info.get("description"):
+        lines.append(f"  {info['description']}")
+    if info.get("n_stimuli") is not None:
+        trials = "trial-level (ceilings available)" if info.get("trial_level") else "trial-averaged only"
+        lines.append(f"  {info['n_stimuli']} stimuli x {info['n_neuroids']} neuroids, {trials}")
+    lines.append(f"  location: {info.get('location')}")
+    for f in info.get("files", []):
+        lines.append(f"    {f['name']:<28} {f['size'] / 2**20:8.1f} MiB  sha1 {str(f.get('sha1'))[:12]}")
+    if info.get("split_hash"):
+        lines.append(f"  split file: {info['split_file']} (sha1 {info['split_hash'][:12]})")
+    for name, s in (info.get("splits") or {}).items():
+        reps = s.get("repetitions")
+        rep = f", {reps['min']}-{reps['max']} repetitions" if reps else ""
+        lines.append(f"    {name:<6} {s['images']:5d} images, {s['with_responses']:5d} with responses{rep}")
+    if info.get("error"):
+        lines.append(f"  problem: {info['error']}")
+    return "\n".join(lines)
 
-    \b
-    Example:
-      itbench data info majajhong2015.V4
-    """
-    from itbench.data import registry
+
+@data.command("info", epilog="Examples:\n\n  itbench data info demo\n\n  itbench data info nx414 --json")
+@click.argument("benchmark_id", type=BENCHMARK)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw description as JSON.")
+def data_info(benchmark_id: str, as_json: bool) -> None:
+    """Files, sizes, checksums and split sizes of one benchmark."""
     from itbench.data.sources import describe
 
     info = describe(benchmark_id)
-    spec = registry.get(benchmark_id)
-    info["manifest_fields"] = spec.model_dump(
-        include={"description", "citation", "loader", "region", "time_bin_ms", "default_protocol", "group"}
-    )
-    click.echo(json.dumps(info, indent=2, default=str))
+    click.echo(json.dumps(info, indent=2, default=str) if as_json else _summary(info))
 
 
-@data.command("fetch")
+@data.command(
+    "fetch",
+    epilog="Example:\n\n  itbench data fetch majajhong2015   (also installs majajhong2015.V4: one download)",
+)
 @click.argument("benchmark_id", type=BENCHMARK)
 @click.option(
     "--mirror",
@@ -278,14 +298,8 @@ def data_info(benchmark_id: str) -> None:
     help="Base URL to download from instead of the manifest's (env ITBENCH_MIRROR).",
 )
 def data_fetch(benchmark_id: str, mirror: str | None) -> None:
-    """Download a benchmark's files (sha1-verified) as its manifest lists them.
-
-    \b
-    Example:
-      itbench data fetch majajhong2015      (also installs majajhong2015.V4: same download)
-    """
+    """Download a benchmark's files (sha1-verified) as its manifest lists them."""
     import importlib
-    import inspect
 
     from itbench.data import registry
     from itbench.errors import BenchmarkError
@@ -296,14 +310,17 @@ def data_fetch(benchmark_id: str, mirror: str | None) -> None:
     if not callable(fetch):
         hint = "it is embedded (nothing to fetch)" if spec.synthetic else "see `itbench data info` for how"
         raise BenchmarkError(f"benchmark {benchmark_id} is not downloaded by `data fetch`", hint=hint)
-    if "spec" in inspect.signature(fetch).parameters:
-        fetch(mirror=mirror, spec=spec)
-    else:
-        fetch(mirror=mirror)
+    fetch(mirror=mirror)
     click.echo(f"{benchmark_id} installed; score with --benchmark {benchmark_id}")
 
 
-@data.command("add")
+@data.command(
+    "add",
+    epilog="""\b
+Example:
+  itbench data add mydata --assembly assy_my_data.nc --stimuli stimulus_my.csv \\
+      --images stimulus_my.zip --region IT --time-bin 70,170""",
+)
 @click.argument("benchmark_id")
 @click.option("--assembly", required=True, help="BrainIO NetCDF assembly: a path or an https URL.")
 @click.option("--assembly-sha1", default=None, help="sha1 of the assembly (required for a URL).")
@@ -319,9 +336,9 @@ def data_fetch(benchmark_id: str, mirror: str | None) -> None:
     "--split", "fractions", default="0.8,0.1,0.1", show_default=True, help="train,val,test fractions."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
-@click.option("--title", default=None)
-@click.option("--description", default=None)
-@click.option("--citation", default="")
+@click.option("--title", default=None, help="Title on the page (default: the id).")
+@click.option("--description", default=None, help="One paragraph on the data (default: generated).")
+@click.option("--citation", default="", help="How to cite the data.")
 @click.option("--synthetic", is_flag=True, help="Label the data synthetic everywhere it appears.")
 def data_add(
     benchmark_id: str,
@@ -340,16 +357,10 @@ def data_add(
     citation: str,
     synthetic: bool,
 ) -> None:
-    """Register a BrainIO assembly + stimulus set as benchmark BENCHMARK_ID (writes its manifest and split).
-
-    \b
-    Example:
-      itbench data add mydata --assembly assy_my_data.nc --stimuli stimulus_my.csv \\
-          --images stimulus_my.zip --region IT --time-bin 70,170
-    """
+    """Register a BrainIO assembly + stimulus set as benchmark BENCHMARK_ID (writes its manifest and split)."""
     from itbench.data.add import AddRequest, add_benchmark
 
-    def numbers(text: str, n: int, what: str, kind: type) -> tuple:
+    def numbers(text: str, n: int, what: str, kind: type) -> tuple[Any, ...]:
         try:
             values = tuple(kind(v) for v in text.split(","))
         except ValueError:
@@ -378,13 +389,13 @@ def data_add(
         )
     )
     click.echo(
-        f"{spec.benchmark_id} registered: {spec.description}\n  manifest: benchmark/{spec.benchmark_id}/manifest.json, "
-        f"split: {spec.split.path} ({spec.split.n_train}/{spec.split.n_val}/{spec.split.n_test}); "
+        f"{spec.benchmark_id} registered: {spec.description}\n  manifest: benchmark/{spec.benchmark_id}/"
+        f"manifest.json, split: {spec.split.path} ({spec.split.n_train}/{spec.split.n_val}/{spec.split.n_test}); "
         f"score with --benchmark {spec.benchmark_id}"
     )
 
 
-@data.command("import")
+@data.command("import", epilog="Example:\n\n  itbench data import ~/Downloads/IT_data.h5")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def data_import(path: Path) -> None:
     """Import the NX-414 course file IT_data.h5 as benchmark nx414."""
@@ -397,7 +408,7 @@ def data_import(path: Path) -> None:
 # --- new ---------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(epilog="Example:\n\n  itbench new my_model && itbench score submissions/my_model")
 @click.argument("submission_id")
 @click.option(
     "--root",
@@ -416,7 +427,12 @@ def new(submission_id: str, root: Path | None) -> None:
 # --- leaderboard ---------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(
+    epilog="""\b
+Examples:
+  itbench leaderboard                         re-render from leaderboard/results
+  itbench leaderboard --run --benchmark nx414 score what is stale first"""
+)
 @click.option("--benchmark", "-b", "benchmarks", type=BENCHMARK, multiple=True, help="Only these benchmarks.")
 @click.option(
     "--run", "run_missing", is_flag=True, help="First score every submission without a current record."
@@ -429,48 +445,45 @@ def new(submission_id: str, root: Path | None) -> None:
 )
 def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None) -> None:
     """Regenerate the leaderboard page from the stored result records."""
-    from itbench.paths import project_root, results_root
+    from itbench import api
 
-    root = project_root()
     if run_missing:
-        from itbench.harness.runner import score_submission
         from itbench.scoring.benchmark import default_benchmark
 
         for bid in benchmarks or (default_benchmark(),):
-            for path in _pending(bid, "val"):
-                record = score_submission(path, bid)
+            for record in api.score_all(bid):
                 click.echo(format_scores(record))
-    from itbench.page.leaderboard import render
-
-    report = render(
-        results_root(),
-        out or root / "leaderboard",
-        list(benchmarks) or None,
-        root / "benchmark" / "table1.csv",
-    )
-    click.echo(str(report))
+    click.echo(str(api.render(out_dir=out, benchmarks=benchmarks or None)))
 
 
 # --- sweep -------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(
+    epilog="""\b
+Examples:
+  itbench sweep efficientnet_lite0 --benchmark demo
+  itbench sweep resnet50 --random --layers layer2,layer3,layer4 --reducer "avgpool(2)\""""
+)
 @click.argument("model")
 @click.option(
     "--layers", default=None, help="Comma-separated node names (default: the model's standard set)."
 )
 @click.option("--pretrained/--random", default=True, show_default=True, help="ImageNet or random weights.")
-@click.option("--benchmark", "-b", type=BENCHMARK, default=None)
-@click.option("--split", type=SPLIT, default="val", show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--benchmark", "-b", type=BENCHMARK, default=None, help="Benchmark id (default as for score).")
+@click.option("--split", type=SPLIT, default="val", show_default=True, help="Split to score on.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to run.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Images per batch.")
 @click.option(
     "--reducer",
     default="auto",
     show_default=True,
-    help="How activations are reduced while streaming: flatten, avgpool:K, project:D, auto.",
+    help="How activations are reduced while streaming: flatten, avgpool(K), "
+    "random_projection(D, seed=S), or auto (flatten small layers, project large ones).",
 )
-@click.option("--pca", "n_components", type=int, default=1000, show_default=True)
+@click.option(
+    "--pca", "n_components", type=click.IntRange(1), default=1000, show_default=True, help="PCA size."
+)
 def sweep(
     model: str,
     layers: str | None,
@@ -483,29 +496,30 @@ def sweep(
     n_components: int,
 ) -> None:
     """Score every chosen layer of MODEL with PCA + ridge from one pass (Fig. 1)."""
-    from itbench.harness.sweep import run_sweep
-    from itbench.scoring.benchmark import default_benchmark
+    from itbench import api
 
-    record = run_sweep(
+    if reducer != "auto":
+        from itbench.models.features import parse_reducer
+
+        parse_reducer(reducer)  # a typo fails here, before any image is loaded
+    record = api.sweep(
         model,
-        layers.split(",") if layers else None,
+        benchmark,
+        layers=layers.split(",") if layers else None,
         pretrained=pretrained,
-        benchmark_id=benchmark or default_benchmark(),
         split=split,
         device=device,
         batch_size=batch_size,
         reducer=reducer,
         n_components=n_components,
     )
-    for layer in record["layers"]:
-        s = layer["scores"]
-        click.echo(
-            f"{layer['layer']:<14} EV {_fmt(s['mean_ev'])}  r {_fmt(s['mean_r'], s['ci'].get('mean_r'))}"
-        )
-    click.echo(f"record: {record['path']}", err=True)
+    for layer in record.layers:
+        s = layer.scores
+        click.echo(f"{layer.layer:<14} EV {_fmt(s.mean_ev)}  r {_fmt(s.mean_r, s.ci.get('mean_r'))}")
+    click.echo(f"record: {record.path}", err=True)
 
 
-# --- cache and bench -----------------------------------------------------------------
+# --- cache and perf ------------------------------------------------------------------
 
 
 @cli.group()
@@ -513,28 +527,43 @@ def cache() -> None:
     """Inspect or clear the activation / fitted-state / prediction caches."""
 
 
-@cache.command("info")
-def cache_info() -> None:
+@cache.command("info", epilog="Example:\n\n  itbench cache info --json")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw numbers as JSON.")
+def cache_info(as_json: bool) -> None:
     """Entries and sizes per cache kind."""
     from itbench.models import cache as cache_mod
 
-    click.echo(json.dumps(cache_mod.info(), indent=2, default=str))
+    info = cache_mod.info()
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    click.echo(f"cache root: {info['root']}")
+    for kind, numbers in info["kinds"].items():
+        click.echo(f"  {kind:<12} {numbers['entries']:6d} files {numbers['bytes'] / 2**20:10.1f} MiB")
 
 
-@cache.command("clear")
-@click.option("--kind", default=None, help="Only this kind (activations, fitted, predictions).")
+@cache.command("clear", epilog="Example:\n\n  itbench cache clear --kind predictions")
+@click.option(
+    "--kind",
+    type=click.Choice(list(CACHE_KINDS)),
+    default=None,
+    help="Only this kind: " + "; ".join(f"{k}: {v}" for k, v in CACHE_KINDS.items()) + ".",
+)
 def cache_clear(kind: str | None) -> None:
     """Delete cached activations, fitted states and predictions."""
     from itbench.models import cache as cache_mod
 
     freed = cache_mod.clear(kind)
-    click.echo(f"cleared {freed}")
+    click.echo(f"cleared {freed['entries']} files, {freed['bytes'] / 2**20:.1f} MiB")
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command(
+    context_settings={"ignore_unknown_options": True},
+    epilog="Examples:\n\n  itbench perf --quick\n\n  itbench perf --only readouts --device cuda",
+)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args: tuple[str, ...]) -> None:
-    """Run the speed/memory benchmarks (perf/run.py); prints ratios side by side."""
+def perf(args: tuple[str, ...]) -> None:
+    """Speed and memory benchmarks (perf/run.py): ratios against references, side by side."""
     import runpy
 
     from itbench.paths import project_root

@@ -10,6 +10,7 @@ wrong signature, instead of failing later with an AttributeError.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -52,14 +53,14 @@ class TrainData:
 class Model(Protocol):
     """Required: map images (N, 3, 224, 224) to predictions (N, n_neuroids)."""
 
-    def predict(self, images: torch.Tensor) -> Any: ...
+    def predict(self, images: torch.Tensor) -> np.ndarray | torch.Tensor: ...
 
 
 @runtime_checkable
 class Fittable(Protocol):
     """Optional: learn from the train split; returns self (scikit-learn's habit)."""
 
-    def fit(self, train: TrainData) -> Any: ...
+    def fit(self, train: TrainData) -> object: ...
 
 
 @runtime_checkable
@@ -86,7 +87,7 @@ class Featurizing(Protocol):
 _ARITY = {"predict": 1, "fit": 1, "save": 1, "load": 1, "features": 1}
 
 
-def _accepts(method: Any, n_args: int) -> bool:
+def _accepts(method: Callable[..., object], n_args: int) -> bool:
     """Whether a bound method can be called with ``n_args`` positional arguments."""
     try:
         signature = inspect.signature(method)

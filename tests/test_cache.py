@@ -235,19 +235,22 @@ def test_info_and_clear_over_kinds(tmp_path, monkeypatch):
     assert store.root == tmp_path / "cache" / "activations"
     store.put(key("a"), arr())
     store.put(key("b"), arr())
-    fitted = tmp_path / "cache" / "fitted" / "sub1"
+    fitted = cache_mod.submission_namespace("sub1") / "fitted" / "k"
     fitted.mkdir(parents=True)
     (fitted / "state.pt").write_bytes(b"x" * 100)
     info = cache_mod.info()
+    assert sorted(info["kinds"]) == sorted(cache_mod.KINDS)  # every kind listed, even when empty
     assert info["kinds"]["activations"]["entries"] == 2
-    assert info["kinds"]["fitted"] == {"entries": 1, "bytes": 100}
+    assert info["kinds"]["submissions"] == {"entries": 1, "bytes": 100}
+    assert info["kinds"]["predictions"] == {"entries": 0, "bytes": 0}
     assert info["entries"] == 3 and info["bytes"] == info["kinds"]["activations"]["bytes"] + 100
-    assert cache_mod.clear("fitted") == {"entries": 1, "bytes": 100}
-    assert not any((tmp_path / "cache" / "fitted").iterdir())
+    assert cache_mod.clear("submissions") == {"entries": 1, "bytes": 100}
+    assert not any((tmp_path / "cache" / "submissions").iterdir())
     assert cache_mod.info("activations")["entries"] == 2
     freed = cache_mod.clear()
     assert freed["entries"] == 2 and cache_mod.info()["entries"] == 0
     assert store.get(key("a")) is None
-    assert cache_mod.clear("never_used") == {"entries": 0, "bytes": 0}
-    with pytest.raises(CacheError, match="bad cache kind"):
-        cache_mod.clear("../etc")
+    assert cache_mod.clear("predictions") == {"entries": 0, "bytes": 0}
+    for bad in ("../etc", "fitted", "never_used"):
+        with pytest.raises(CacheError, match="unknown cache kind"):
+            cache_mod.clear(bad)

@@ -6,6 +6,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import re
 import time
 from pathlib import Path
 
@@ -13,25 +14,31 @@ import pytest
 
 from itbench.errors import ItbenchError
 from itbench.harness.record import (
-    SCHEMA,
+    BenchmarkRef,
+    InvalidRecord,
+    Scores,
+    SubmissionRecord,
+    SubmissionRef,
+    SweepRecord,
     atomic_write_text,
-    dumps,
     failure_path,
     locked,
+    parse_record,
     read_record,
     record_path,
     write_record,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 
-def rec(status: str = "ok", value: float = 0.5) -> dict:
-    return {
-        "schema": SCHEMA,
-        "kind": "submission",
-        "status": status,
-        "error": None,
-        "scores": {"mean_r": value, "bad": math.nan},
-    }
+
+def rec(status: str = "ok", value: float = 0.5) -> SubmissionRecord:
+    return SubmissionRecord(
+        submission=SubmissionRef(id="x", name="X"),
+        benchmark=BenchmarkRef(id="demo", synthetic=True),
+        status=status,
+        scores=Scores(mean_r=value, median_r=math.nan) if status == "ok" else None,
+    )
 
 
 def test_paths_per_split(tmp_path):
@@ -40,9 +47,11 @@ def test_paths_per_split(tmp_path):
 
 
 def test_canonical_json_nan_to_null_and_sorted():
-    text = dumps(rec())
-    assert json.loads(text)["scores"]["bad"] is None
-    assert text == dumps(dict(reversed(list(rec().items()))))
+    text = rec().to_json()
+    data = json.loads(text)
+    assert data["scores"]["median_r"] is None and data["schema"] == "itbench.record/1"
+    assert list(data) == sorted(data)
+    assert parse_record(data).to_json() == text  # one serialiser, one parser: a fixed point
 
 
 def test_failed_run_keeps_ok_record_byte_identical(tmp_path):
@@ -52,9 +61,9 @@ def test_failed_run_keeps_ok_record_byte_identical(tmp_path):
     where = write_record(rec("failed"), path)
     assert where == failure_path(path)
     assert path.read_bytes() == before
-    assert read_record(where)["status"] == "failed"
+    assert read_record(where).status == "failed"
     write_record(rec("ok", 0.7), path)  # a new good run replaces and clears the failure
-    assert read_record(path)["scores"]["mean_r"] == 0.7
+    assert read_record(path).scores.mean_r == 0.7
     assert not failure_path(path).exists()
 
 
@@ -77,14 +86,54 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]  # no temp file left
 
 
-def test_read_record_rejects_invalid(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"schema": "other"}', "schema is 'other'"),
+        ("{truncated", "not valid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        (b"\xff\xfe".decode("latin-1"), "not valid JSON"),
+    ],
+)
+def test_read_record_rejects_invalid(tmp_path, text, message):
     bad = tmp_path / "bad.json"
-    bad.write_text('{"schema": "other"}')
-    with pytest.raises(ValueError, match="not an"):
+    bad.write_text(text)
+    with pytest.raises(InvalidRecord, match=message):
         read_record(bad)
-    bad.write_text("{truncated")
-    with pytest.raises(json.JSONDecodeError):
-        read_record(bad)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        (lambda r: r.update(status="great"), "status"),
+        (lambda r: r["submission"].update(id="../escape"), "submission.id"),
+        (lambda r: r["scores"].update(mean_r="0.5"), "scores.mean_r"),
+        (lambda r: r["scores"].update(n_images=3.5), "scores.n_images"),
+        (lambda r: r.update(unexpected=1), "unexpected"),
+        (lambda r: r["submission"].update(table1_row=13), "submission.table1_row"),
+    ],
+)
+def test_parse_names_the_bad_field(mutate, where):
+    data = json.loads(rec().to_json())
+    mutate(data)
+    with pytest.raises(InvalidRecord, match=re.escape(where)):
+        parse_record(data)
+
+
+def test_every_committed_record_loads_and_round_trips():
+    """Records written before the typed module (leaderboard/ and the fixtures) still load."""
+    files = sorted((REPO / "leaderboard" / "results").rglob("*.json"))
+    files += sorted((REPO / "tests" / "fixtures" / "records").rglob("*.json"))
+    loaded = 0
+    for path in files:
+        if path.name in ("broken.json", "wrong_schema.json"):  # fixtures that must fail
+            continue
+        record = read_record(path)
+        assert isinstance(record, SubmissionRecord | SweepRecord)
+        again = parse_record(json.loads(record.to_json()))
+        assert again == record, path
+        loaded += 1
+    assert loaded >= 20
 
 
 def _hold_lock(path: str, seconds: float) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from itbench.harness.record import read_record
+from itbench.harness.record import SweepRecord, read_record
 from itbench.harness.sweep import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,8 +44,8 @@ def sweeps(tmp_path_factory):
     return out
 
 
-def _mean_r(record: dict) -> dict[str, float]:
-    return {entry["layer"]: entry["scores"]["mean_r"] for entry in record["layers"]}
+def _mean_r(record: SweepRecord) -> dict[str, float]:
+    return {entry.layer: entry.scores.mean_r for entry in record.layers}
 
 
 def test_sweep_peaks_at_the_planted_layer(sweeps):
@@ -60,10 +60,11 @@ def test_pretrained_beats_random_twin_widely(sweeps):
 
 
 def test_sweep_record_on_disk(sweeps):
-    record = read_record(Path(sweeps[True]["path"]))
-    assert record["kind"] == "sweep" and record["weights"] == "pretrained"
-    assert [e["depth"] for e in record["layers"]] == list(range(len(record["layers"])))
-    for entry in record["layers"]:
-        lo, hi = entry["scores"]["ci"]["mean_r"]
-        assert lo <= entry["scores"]["mean_r"] <= hi
-    assert Path(sweeps[False]["path"]).name == "efficientnet_lite0-random.json"
+    record = read_record(sweeps[True].path)
+    assert record == sweeps[True]
+    assert record.kind == "sweep" and record.weights == "pretrained"
+    assert [e.depth for e in record.layers] == list(range(len(record.layers)))
+    for entry in record.layers:
+        lo, hi = entry.scores.ci["mean_r"]
+        assert lo <= entry.scores.mean_r <= hi
+    assert sweeps[False].path.name == "efficientnet_lite0-random.json"

@@ -234,7 +234,7 @@ def validate_responses(da: xr.DataArray, what: str = "responses") -> None:
 
 def _netcdf_attrs(attrs: dict) -> dict:
     """Keep only attrs NetCDF can store (str, numbers, flat lists of them)."""
-    clean = {}
+    clean: dict[str, object] = {}
     for key, value in attrs.items():
         if isinstance(value, (str, int, float, np.integer, np.floating)) and not isinstance(value, bool):
             clean[key] = value

@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlparse
 
 from itbench.errors import DownloadError
@@ -61,7 +62,13 @@ class _HashingDownloader:
         self.sha1: str | None = None
         self.bytes_written = 0
 
-    def __call__(self, url, output_file, pooch_obj, check_only=False):
+    def __call__(
+        self,
+        url: str,
+        output_file: str | os.PathLike | IO[bytes],
+        pooch_obj: object,
+        check_only: bool = False,
+    ) -> bool | None:
         result = self.inner(url, output_file, pooch_obj, check_only=check_only)
         if not check_only and isinstance(output_file, (str, os.PathLike)):
             self.sha1 = file_sha1(output_file)
@@ -96,7 +103,9 @@ def _disk_full(filename: str, dest_dir: Path, err: OSError) -> DownloadError:
     )
 
 
-def _translate(err: BaseException, filename: str, url: str, sha1: str, dest_dir: Path, actual: str | None):
+def _translate(
+    err: BaseException, filename: str, url: str, sha1: str, dest_dir: Path, actual: str | None
+) -> DownloadError | None:
     """Turn a pooch/requests/OS failure into a DownloadError that says what to do."""
     import requests
 

@@ -113,8 +113,8 @@ def _stratified_take(
 
 
 def make_split(
-    ids: Sequence[str],
-    objects: Sequence[str],
+    ids: Sequence[str] | np.ndarray,
+    objects: Sequence[str] | np.ndarray,
     n_train: int,
     n_val: int,
     n_test: int,
@@ -176,11 +176,11 @@ def split_counts(split: pd.Series) -> dict[str, int]:
     return {label: int(counts.get(label, 0)) for label in LABELS}
 
 
-def check_split_covers(split: pd.Series, ids: Sequence[str], where: str) -> None:
+def check_split_covers(split: pd.Series, ids: Sequence[str] | np.ndarray, where: str) -> None:
     """The split must list exactly the benchmark's stimuli: no more, no fewer."""
-    ids = pd.Index([str(i) for i in ids])
-    extra = split.index.difference(ids)
-    missing = ids.difference(split.index)
+    index = pd.Index([str(i) for i in ids])
+    extra = split.index.difference(index)
+    missing = index.difference(split.index)
     if len(extra) or len(missing):
         raise DataError(
             f"split {where} does not match the data: {len(missing)} stimuli have no split "

@@ -14,9 +14,9 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -112,7 +112,10 @@ def _show(progress: bool | None, n_images: int) -> bool:
     return n_images >= PROGRESS_MIN if progress is None else progress
 
 
-def _progress(iterable, total: int, show: bool, desc: str):
+_T = TypeVar("_T")
+
+
+def _progress(iterable: Iterable[_T], total: int, show: bool, desc: str) -> Iterable[_T]:
     """Wrap in a tqdm bar when asked."""
     if not show:
         return iterable
@@ -305,7 +308,7 @@ class StimulusSet(pd.DataFrame):
     _metadata = ["image_source", "identifier"]  # noqa: RUF012 (pandas reads this class attribute by name)
 
     @property
-    def _constructor(self):
+    def _constructor(self) -> type[StimulusSet]:
         return StimulusSet
 
     @property

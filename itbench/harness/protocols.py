@@ -32,18 +32,27 @@ import numpy as np
 from itbench.errors import ItbenchError, SubmissionError, WeightsUnavailable
 from itbench.harness import worker
 from itbench.harness.device import resolve_device
-from itbench.harness.record import locked, record_path, write_record
+from itbench.harness.record import (
+    BrainScoreResult,
+    Normalisation,
+    PerNeuroid,
+    Scores,
+    SubmissionRecord,
+    locked,
+    record_path,
+    write_record,
+)
 from itbench.harness.runner import (
     RunOptions,
-    _base_record,
     _ensure_weights,
     _finish,
-    _key,
+    _new_record,
     _run_child,
     resolve_size,
     validate_predictions,
 )
 from itbench.harness.submission import Submission, load_submission
+from itbench.models.cache import run_key, submission_namespace
 from itbench.paths import cache_dir, results_root
 from itbench.scoring import brainscore
 from itbench.scoring.benchmark import Benchmark
@@ -81,7 +90,7 @@ def _write_train(
 
 def score_protocol(
     sub_path: Path, bench: Benchmark, opts: RunOptions, log: Callable[[str], None]
-) -> dict[str, Any]:
+) -> SubmissionRecord:
     """Score one submission under ``opts.protocol`` and write its record (``<id>.cv.json``)."""
     if opts.protocol not in PROTOCOLS:
         raise ItbenchError(
@@ -90,35 +99,39 @@ def score_protocol(
     path = record_path(opts.results_root or results_root(), bench.id, sub_path.name, CV_SPLIT)
     with locked(path):
         record = _score(sub_path, bench, opts, log)
-        record["path"] = str(write_record(record, path))
+        record.path = write_record(record, path)
     return record
 
 
-def _score(sub_path: Path, bench: Benchmark, opts: RunOptions, log: Callable[[str], None]) -> dict[str, Any]:
+def _score(
+    sub_path: Path, bench: Benchmark, opts: RunOptions, log: Callable[[str], None]
+) -> SubmissionRecord:
     started = time.perf_counter()
-    sub: Submission | None = None
-    record: dict[str, Any] = {}
+    record = _new_record(None, sub_path.name, bench, CV_SPLIT)
+    record.protocol = "brainscore"
+    provenance: dict[str, Any] = {}
     try:
         sub = load_submission(sub_path)
-        record = _base_record(sub, sub.id, bench, CV_SPLIT)
-        record["protocol"] = brainscore.PROTOCOL
-        _run(sub, bench, opts, log, record)
+        record = _new_record(sub, sub.id, bench, CV_SPLIT)
+        record.protocol = "brainscore"
+        _run(sub, bench, opts, log, record, provenance)
     except KeyboardInterrupt:
-        record = record or _base_record(sub, sub_path.name, bench, CV_SPLIT)
-        record.update(status="failed", error="interrupted by the user (Ctrl-C)", protocol=brainscore.PROTOCOL)
+        record.mark("failed", "interrupted by the user (Ctrl-C)")
         raise
     except WeightsUnavailable as err:
-        record = record or _base_record(sub, sub_path.name, bench, CV_SPLIT)
-        record.update(status="skipped", error=str(err))
+        record.mark("skipped", str(err))
     except (SubmissionError, brainscore.ProtocolError) as err:
-        record = record or _base_record(sub, sub_path.name, bench, CV_SPLIT)
-        record.update(status="failed", error=str(err))
-    record["protocol"] = brainscore.PROTOCOL
-    return _finish(record, started)
+        record.mark("failed", str(err))
+    return _finish(record, provenance, started)
 
 
 def _run(
-    sub: Submission, bench: Benchmark, opts: RunOptions, log: Callable[[str], None], record: dict[str, Any]
+    sub: Submission,
+    bench: Benchmark,
+    opts: RunOptions,
+    log: Callable[[str], None],
+    record: SubmissionRecord,
+    provenance: dict[str, Any],
 ) -> None:
     """Features once (or one fit per split), the CV scores, the ceiling; fills ``record``."""
     device = resolve_device(opts.device)
@@ -127,19 +140,18 @@ def _run(
     ids, responses, objects = _stimuli(bench)
     splits = brainscore.cv_splits(objects)
     ids_hash = hashlib.sha1("\n".join(ids).encode()).hexdigest()
-    fit_key = _key(record["submission"]["code_hash"], bench.checksum, params, opts.seed, size, bench.id)
-    own_cache = cache_dir("submissions") / sub.id
-    provenance: dict[str, Any] = {
-        "device": device,
-        "size": size,
-        "params": params,
-        "seed": opts.seed,
-        "batch_size": opts.batch_size,
-        "fit_cached": False,
-        "predictions_cached": False,
-        "sandboxed": None,
-    }
-    record["provenance"] = provenance
+    fit_key = run_key(sub.code_hash(), bench.checksum, params, opts.seed, size, bench.id)
+    own_cache = submission_namespace(sub.id)
+    provenance.update(
+        device=device,
+        size=size,
+        params=params,
+        seed=opts.seed,
+        batch_size=opts.batch_size,
+        fit_cached=False,
+        predictions_cached=False,
+        sandboxed=None,
+    )
     job = {
         "submission_path": str(sub.path),
         "device": device,
@@ -151,7 +163,7 @@ def _run(
         "fitted_dir": None,
         "cache_dir": str(own_cache),
     }
-    feat_file = cache_dir("predictions") / f"{_key(fit_key, 'brainscore-features', ids_hash)}.npy"
+    feat_file = cache_dir("predictions") / f"{run_key(fit_key, 'brainscore-features', ids_hash)}.npy"
     features: np.ndarray | None = None
     if opts.use_cache and feat_file.exists():
         features = np.load(feat_file, allow_pickle=False)
@@ -169,6 +181,7 @@ def _run(
         out, status = _run_child(
             sub, bench, opts, job, own_cache, own_cache, provenance, log, features_inputs, worker.FEATURES
         )
+        del all_images
         if status.get("features") and out is not None:
             features = _validate_features(out, len(ids), sub.id)
             if opts.use_cache:
@@ -176,7 +189,7 @@ def _run(
                 np.save(tmp, features)
                 os.replace(tmp, feat_file)
     if features is not None:
-        n_components = min(brainscore.PLS_COMPONENTS, features.shape[1])
+        n_components: int | None = min(brainscore.PLS_COMPONENTS, features.shape[1])
         log(f"PLS({n_components}) on {features.shape[1]} features, {len(splits)} splits ...")
         score = brainscore.pls_cv(features, responses, splits)
     else:
@@ -189,9 +202,11 @@ def _run(
         values, stim, reps = brainscore.trial_table(bench.source.trials)
         ceiling = brainscore.internal_consistency(values, stim, reps)
     block = brainscore.summary(score, ceiling, n_components)
-    record["brainscore"] = block
-    record["normalisations"] = block["normalisations"]
-    record.update(_scores(score, ceiling, bench, len(ids)))
+    record.brainscore = BrainScoreResult.model_validate(block)
+    record.normalisations = {k: Normalisation.model_validate(v) for k, v in block["normalisations"].items()}
+    scored = _scores(score, ceiling, bench, len(ids))
+    record.scores = Scores.model_validate(scored["scores"])
+    record.per_neuroid = PerNeuroid.model_validate(scored["per_neuroid"])
 
 
 def _validate_features(out: np.ndarray, n: int, sub_id: str) -> np.ndarray:
@@ -258,7 +273,9 @@ def _per_split_fits(
     return brainscore.score_predictions(predict, responses, splits)
 
 
-def _scores(score: brainscore.CVScore, ceiling: brainscore.Ceiling | None, bench: Benchmark, n: int) -> dict:
+def _scores(
+    score: brainscore.CVScore, ceiling: brainscore.Ceiling | None, bench: Benchmark, n: int
+) -> dict[str, Any]:
     """Record fields the page and CLI already read (``scores``, ``per_neuroid``), filled from the CV."""
 
     def f(x: float) -> float | None:

@@ -8,9 +8,9 @@ garbage), this function returns a record and never loses an earlier one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -22,21 +22,29 @@ from typing import Any
 
 import numpy as np
 
-from itbench import __version__, paths
+from itbench import paths
+from itbench.console import show_progress
 from itbench.errors import SubmissionError, WeightsUnavailable
 from itbench.harness import worker
 from itbench.harness.device import resolve_device
 from itbench.harness.record import (
-    SCHEMA,
+    BenchmarkRef,
+    Examples,
+    InvalidRecord,
+    Normalisation,
+    PerNeuroid,
+    Provenance,
+    Scores,
+    SubmissionRecord,
+    SubmissionRef,
     locked,
-    now,
-    package_versions,
-    platform_info,
+    read_record,
     record_path,
     write_record,
 )
-from itbench.harness.submission import Submission, load_submission
-from itbench.paths import benchmark_dir, cache_dir, data_home, project_root
+from itbench.harness.submission import Submission, discover, find_submission, load_submission
+from itbench.models.cache import prediction_file, run_key, submission_namespace
+from itbench.paths import benchmark_dir, data_home, project_root
 from itbench.scoring.benchmark import Benchmark, load_benchmark
 
 DEFAULT_TIMEOUT_S = 4 * 3600.0
@@ -78,10 +86,6 @@ def default_memory_gb() -> float:
     return round(psutil.virtual_memory().total / 2**30 * DEFAULT_MEMORY_FRACTION, 1)
 
 
-def _key(*parts: Any) -> str:
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
 def validate_predictions(pred: Any, n_images: int, n_neuroids: int, sub_id: str) -> np.ndarray:
     """Shape (n_images, n_neuroids), numeric and finite, or a SubmissionError saying why."""
 
@@ -107,30 +111,19 @@ def validate_predictions(pred: Any, n_images: int, n_neuroids: int, sub_id: str)
     return pred.astype(np.float64)
 
 
-def _base_record(sub: Submission | None, sub_id: str, bench: Benchmark, split: str) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA,
-        "kind": "submission",
-        "split": split,
-        "created": now(),
-        "submission": {
-            "id": sub_id,
-            "name": sub.name if sub else sub_id,
-            "table1_row": sub.table1_row if sub else None,
-            "code_hash": sub.code_hash() if sub else None,
-        },
-        "benchmark": {
-            "id": bench.id,
-            "synthetic": bench.synthetic,
-            "data_checksum": bench.checksum,
-            "split_hash": bench.split_hash,
-        },
-        "status": "ok",
-        "error": None,
-        "scores": None,
-        "per_neuroid": None,
-        "examples": None,
-    }
+def _new_record(sub: Submission | None, sub_id: str, bench: Benchmark, split: str) -> SubmissionRecord:
+    """An ``ok`` record with no scores yet; ``sub`` is None when the folder did not even parse."""
+    safe_id = re.sub(r"[^A-Za-z0-9_-]", "_", sub_id).lstrip("_-") or "unnamed"
+    return SubmissionRecord(
+        submission=SubmissionRef(
+            id=sub.id if sub else safe_id,
+            name=sub.name if sub else sub_id,
+            table1_row=sub.table1_row if sub else None,
+            code_hash=sub.code_hash() if sub else None,
+        ),
+        benchmark=BenchmarkRef.of(bench),
+        split=split,
+    )
 
 
 def _ensure_weights(sub: Submission) -> None:
@@ -229,6 +222,7 @@ def _run_child(
             "TORCH_HOME": str(torch_home),
             "HF_HOME": str(hf_home),
             "HF_HUB_OFFLINE": "1",
+            "ITBENCH_PROGRESS": "1" if show_progress() else "0",
         }
         for name in ("ITBENCH_RANDOM_WEIGHTS", "CUDA_VISIBLE_DEVICES"):
             if name in os.environ:
@@ -261,7 +255,7 @@ def _run_child(
         if result.returncode != 0 or not status or not status.get("ok"):
             error_type = (status or {}).get("error_type")
             message = _child_failure(result, status, limits)
-            if error_type == "WeightsUnavailable":
+            if status and error_type == "WeightsUnavailable":
                 raise WeightsUnavailable(status["error"], status.get("hint"))
             raise SubmissionError(f"submission '{sub.id}': {message}")
         out_file = workdir / output
@@ -276,19 +270,19 @@ def score_submission(
     options: RunOptions | None = None,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
     **overrides: Any,
-) -> dict[str, Any]:
-    """Fit, predict, score and record one submission. Never raises for its faults."""
+) -> SubmissionRecord:
+    """Fit, predict, score and record one submission. Never raises for its faults.
+
+    The returned record's ``path`` says where it was stored (``failures/`` when
+    an earlier ok record had to be kept).
+    """
     opts = options or RunOptions()
     for name, value in overrides.items():
         setattr(opts, name, value)
     bench = load_benchmark(benchmark_id)
     if opts.protocol == "fixed-split":
         bench.stimulus_ids(opts.split)  # validates the split name early
-    sub_path = Path(submission_path).resolve()
-    if not sub_path.is_dir():  # nothing to record: a typo, not a submission fault
-        raise SubmissionError(
-            f"no submission folder at {sub_path}", "pass a folder such as submissions/pixels_ridge"
-        )
+    sub_path = find_submission(submission_path)  # a typo is not a submission fault: no record
     if opts.protocol != "fixed-split":
         from itbench.harness.protocols import score_protocol
 
@@ -296,7 +290,7 @@ def score_submission(
     path = record_path(opts.results_root or paths.results_root(), bench.id, sub_path.name, opts.split)
     with locked(path):
         record = _score_locked(sub_path, bench, opts, log, path)
-        record["path"] = str(write_record(record, path))
+        record.path = write_record(record, path)
     return record
 
 
@@ -311,98 +305,109 @@ def _store_predictions(pred_file: Path, pred: np.ndarray, provenance: dict[str, 
 
 def _score_locked(
     sub_path: Path, bench: Benchmark, opts: RunOptions, log: Callable[[str], None], path: Path
-) -> dict[str, Any]:
+) -> SubmissionRecord:
     """The run itself; on Ctrl-C the interrupted record is written before re-raising."""
     started = time.perf_counter()
-    sub: Submission | None = None
-    record: dict[str, Any] = {}
+    record = _new_record(None, sub_path.name, bench, opts.split)
+    provenance: dict[str, Any] = {}
     try:
         sub = load_submission(sub_path)
-        record = _base_record(sub, sub.id, bench, opts.split)
-        device = resolve_device(opts.device)
-        size = resolve_size(sub, opts.size, device)
-        params = sub.params_for(size)
-        fit_key = _key(
-            record["submission"]["code_hash"],
-            bench.checksum,
-            bench.split_hash,
-            params,
-            opts.seed,
-            size,
-            bench.id,
-        )
-        pred_file = cache_dir("predictions") / f"{_key(fit_key, opts.split)}.npy"
-        # A submission writes only its own cache namespace (fitted state, activations):
-        # it can never plant predictions or states for another submission.
-        own_cache = cache_dir("submissions") / sub.id
-        fitted = own_cache / "fitted" / fit_key
-        provenance = {
-            "device": device,
-            "size": size,
-            "params": params,
-            "seed": opts.seed,
-            "batch_size": opts.batch_size,
-            "fit_cached": False,
-            "predictions_cached": False,
-            "sandboxed": None,
-        }
-        record["provenance"] = provenance
-        if opts.use_cache and pred_file.exists() and pred_file.with_suffix(".json").exists():
-            pred = np.load(pred_file, allow_pickle=False)
-            provenance.update(json.loads(pred_file.with_suffix(".json").read_text()))
-            provenance.update(fit_cached=True, predictions_cached=True)
-            log(f"using cached predictions of {sub.id} (fitted state unchanged)")
-        else:
-            if not opts.use_cache:
-                shutil.rmtree(fitted, ignore_errors=True)
-            _ensure_weights(sub)
-            job = {
-                "submission_path": str(sub.path),
-                "device": device,
-                "batch_size": opts.batch_size,
-                "seed": opts.seed,
-                "params": params,
-                "size": size,
-                "benchmark_id": bench.id,
-                "fitted_dir": str(fitted),
-                "cache_dir": str(own_cache),
-            }
-            pred, status = _run_child(sub, bench, opts, job, own_cache, fitted, provenance, log)
-            if pred is None:
-                raise SubmissionError(f"submission '{sub.id}': the worker wrote no predictions")
-            provenance["fit_cached"] = status.get("fit_cached", False)
-        n = len(bench.stimulus_ids(opts.split))
-        pred = validate_predictions(pred, n, len(bench.neuroid_ids), sub.id)
-        if opts.use_cache and not provenance["predictions_cached"]:
-            _store_predictions(pred_file, pred, provenance)
+        record = _new_record(sub, sub.id, bench, opts.split)
+        pred = _predictions(sub, bench, opts, provenance, log)
         log("scoring ...")
-        record.update(bench.score(pred, opts.split, n_boot=opts.n_boot, seed=opts.seed))
+        scored = bench.score(pred, opts.split, n_boot=opts.n_boot, seed=opts.seed)
+        record.scores = Scores.model_validate(scored["scores"])
+        record.per_neuroid = PerNeuroid.model_validate(scored["per_neuroid"])
+        record.examples = Examples.model_validate(scored["examples"])
+        record.normalisations = {
+            k: Normalisation.model_validate(v) for k, v in scored["normalisations"].items()
+        }
     except KeyboardInterrupt:
-        record = record or _base_record(sub, sub_path.name, bench, opts.split)
-        record.update(status="failed", error="interrupted by the user (Ctrl-C)")
-        _finish(record, started)
-        write_record(record, path)
+        record.mark("failed", "interrupted by the user (Ctrl-C)")
+        write_record(_finish(record, provenance, started), path)
         raise
     except WeightsUnavailable as err:
-        record = record or _base_record(sub, sub_path.name, bench, opts.split)
-        record.update(status="skipped", error=str(err))
+        record.mark("skipped", str(err))
     except SubmissionError as err:
-        record = record or _base_record(sub, sub_path.name, bench, opts.split)
-        record.update(status="failed", error=str(err))
-    return _finish(record, started)
+        record.mark("failed", str(err))
+    return _finish(record, provenance, started)
 
 
-def _finish(record: dict[str, Any], started: float) -> dict[str, Any]:
-    provenance = record.setdefault("provenance", {})
+def _predictions(
+    sub: Submission,
+    bench: Benchmark,
+    opts: RunOptions,
+    provenance: dict[str, Any],
+    log: Callable[[str], None],
+) -> np.ndarray:
+    """Validated predictions for the split: from the cache, or from a sandboxed run."""
+    device = resolve_device(opts.device)
+    size = resolve_size(sub, opts.size, device)
+    params = sub.params_for(size)
+    fit_key = run_key(sub.code_hash(), bench.checksum, bench.split_hash, params, opts.seed, size, bench.id)
+    pred_file = prediction_file(fit_key, opts.split)
+    # A submission writes only its own cache namespace (fitted state, activations):
+    # it can never plant predictions or states for another submission.
+    own_cache = submission_namespace(sub.id)
+    fitted = own_cache / "fitted" / fit_key
     provenance.update(
-        code_hash=record["submission"]["code_hash"],
-        data_checksum=record["benchmark"]["data_checksum"],
-        split_hash=record["benchmark"]["split_hash"],
-        packages=package_versions(),
-        platform=platform_info(),
-        itbench=__version__,
-        wall_time_s=round(time.perf_counter() - started, 2),
+        device=device,
+        size=size,
+        params=params,
+        seed=opts.seed,
+        batch_size=opts.batch_size,
+        fit_cached=False,
+        predictions_cached=False,
+        sandboxed=None,
     )
-    provenance.setdefault("seed", None)
-    provenance.setdefault("device", None)
+    if opts.use_cache and pred_file.exists() and pred_file.with_suffix(".json").exists():
+        pred = np.load(pred_file, allow_pickle=False)
+        provenance.update(json.loads(pred_file.with_suffix(".json").read_text()))
+        provenance.update(fit_cached=True, predictions_cached=True)
+        log(f"using cached predictions of {sub.id} (fitted state unchanged)")
+    else:
+        if not opts.use_cache:
+            shutil.rmtree(fitted, ignore_errors=True)
+        _ensure_weights(sub)
+        job = {
+            "submission_path": str(sub.path),
+            "device": device,
+            "batch_size": opts.batch_size,
+            "seed": opts.seed,
+            "params": params,
+            "size": size,
+            "benchmark_id": bench.id,
+            "fitted_dir": str(fitted),
+            "cache_dir": str(own_cache),
+        }
+        pred, status = _run_child(sub, bench, opts, job, own_cache, fitted, provenance, log)
+        if pred is None:
+            raise SubmissionError(f"submission '{sub.id}': the worker wrote no predictions")
+        provenance["fit_cached"] = status.get("fit_cached", False)
+    n = len(bench.stimulus_ids(opts.split))
+    pred = validate_predictions(pred, n, len(bench.neuroid_ids), sub.id)
+    if opts.use_cache and not provenance["predictions_cached"]:
+        _store_predictions(pred_file, pred, provenance)
+    return pred
+
+
+def _finish(record: SubmissionRecord, provenance: dict[str, Any], started: float) -> SubmissionRecord:
+    """Attach how the run was made, and when it ended."""
+    record.provenance = Provenance(**provenance)
+    record.provenance.stamp(time.perf_counter() - started)
     return record
+
+
+def stale_submissions(benchmark_id: str, split: str = "val", results_root: Path | None = None) -> list[Path]:
+    """Submissions whose record is missing, unreadable or stale (their code changed since)."""
+    root = results_root or paths.results_root()
+    todo = []
+    for sub in discover():
+        try:
+            record = read_record(record_path(root, benchmark_id, sub.id, split))
+            current = isinstance(record, SubmissionRecord) and record.submission.code_hash == sub.code_hash()
+        except InvalidRecord:
+            current = False
+        if not current:
+            todo.append(sub.path)
+    return todo

@@ -38,7 +38,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -378,7 +378,7 @@ def child_env(
 # running
 
 
-def _load_prctl():
+def _load_prctl() -> Callable[..., int] | None:
     """libc's prctl, resolved now: dlopen after fork is not async-signal-safe."""
     try:
         return ctypes.CDLL(None, use_errno=True).prctl
@@ -396,7 +396,7 @@ def _set_pdeathsig() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
-def _preexec(limits: Limits, sandboxed: bool):
+def _preexec(limits: Limits, sandboxed: bool) -> Callable[[], None]:
     """Runs in the forked child before exec: address-space cap, parent-death signal."""
 
     def fn() -> None:
@@ -613,6 +613,7 @@ def run_isolated(
         start_new_session=True,
         preexec_fn=_preexec(limits, sandboxed),
     )
+    assert proc.stdout is not None and proc.stderr is not None  # both are PIPEs
     tree = _Tree(proc.pid)
     pumps = [
         _Pump(proc.stdout, sys.stdout if stream_output else None),

@@ -7,6 +7,7 @@ contract this small lets a student add a model without touching itbench.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import re
@@ -125,6 +126,26 @@ def _from_metadata(path: Path, meta: dict[str, Any]) -> Submission:
         params=dict(meta.get("params", {})),
         sizes={k: dict(v) for k, v in sizes.items()},
     )
+
+
+def find_submission(arg: str | Path, root: Path | None = None) -> Path:
+    """A submission folder from a path or a bare id; an unknown one names the closest ids."""
+    path = Path(arg)
+    if path.is_dir():
+        return path.resolve()
+    folder = (root or project_root()) / "submissions"
+    if (folder / str(arg)).is_dir():
+        return (folder / str(arg)).resolve()
+    known = (
+        sorted(p.name for p in folder.iterdir() if (p / METADATA_FILE).is_file()) if folder.is_dir() else []
+    )
+    close = difflib.get_close_matches(path.name, known, n=3, cutoff=0.5)
+    hint = (
+        f"did you mean {', '.join(close)}?"
+        if close
+        else "pass a folder such as submissions/pixels_ridge (`itbench new ID` makes one)"
+    )
+    raise SubmissionError(f"no submission folder at {arg}", hint)
 
 
 def discover(root: Path | None = None) -> list[Submission]:

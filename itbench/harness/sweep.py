@@ -18,11 +18,19 @@ import torch
 
 from itbench import paths
 from itbench.harness.device import resolve_device
-from itbench.harness.record import SCHEMA, locked, now, package_versions, platform_info, write_record
+from itbench.harness.record import (
+    BenchmarkRef,
+    Provenance,
+    Scores,
+    SweepLayer,
+    SweepRecord,
+    locked,
+    sweep_path,
+    write_record,
+)
 from itbench.models.features import default_layers, extract
 from itbench.models.pretrained import build_model
-from itbench.models.readouts import PCA, RidgeGCV
-from itbench.models.recipes import DEFAULT_ALPHAS
+from itbench.models.readouts import DEFAULT_ALPHAS, PCA, RidgeGCV
 from itbench.scoring.benchmark import load_benchmark
 
 FLATTEN_MAX_DIM = 60_000
@@ -76,7 +84,7 @@ def run_sweep(
     results_root: Path | None = None,
     n_boot: int = 1000,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-) -> dict[str, Any]:
+) -> SweepRecord:
     """Score each layer and store one sweep record; returns it (with ``path``)."""
     started = time.perf_counter()
     device = resolve_device(device)
@@ -97,42 +105,25 @@ def run_sweep(
         pred = score_layer(x[:n_train], x[n_train:], train_y, n_components, device, seed)
         scored = bench.score(pred, split, n_boot=n_boot, seed=seed)
         entries.append(
-            {
-                "layer": layer,
-                "depth": depth,
-                "dim": int(x.shape[1]),
-                "reducer": reducers if isinstance(reducers, str) else reducers[layer],
-                "scores": scored["scores"],
-            }
+            SweepLayer(
+                layer=layer,
+                depth=depth,
+                dim=int(x.shape[1]),
+                reducer=reducers if isinstance(reducers, str) else reducers[layer],
+                scores=Scores.model_validate(scored["scores"]),
+            )
         )
-    weights = "pretrained" if pretrained else "random"
-    record = {
-        "schema": SCHEMA,
-        "kind": "sweep",
-        "model": model_name,
-        "weights": weights,
-        "benchmark": {
-            "id": bench.id,
-            "synthetic": bench.synthetic,
-            "data_checksum": bench.checksum,
-            "split_hash": bench.split_hash,
-        },
-        "split": split,
-        "readout": f"PCA({n_components}) + RidgeGCV (alpha per neuroid)",
-        "created": now(),
-        "status": "ok",
-        "layers": entries,
-        "provenance": {
-            "device": device,
-            "seed": seed,
-            "batch_size": batch_size,
-            "packages": package_versions(),
-            "platform": platform_info(),
-            "wall_time_s": round(time.perf_counter() - started, 2),
-        },
-    }
-    root = results_root or paths.results_root()
-    path = root / bench.id / "sweeps" / f"{model_name}-{weights}.json"
+    record = SweepRecord(
+        model=model_name,
+        weights="pretrained" if pretrained else "random",
+        benchmark=BenchmarkRef.of(bench),
+        split=split,
+        readout=f"PCA({n_components}) + RidgeGCV (alpha per neuroid)",
+        layers=entries,
+        provenance=Provenance(device=device, seed=seed, batch_size=batch_size),
+    )
+    record.provenance.stamp(time.perf_counter() - started)
+    path = sweep_path(results_root or paths.results_root(), bench.id, model_name, record.weights)
     with locked(path):
-        record["path"] = str(write_record(record, path))
+        record.path = write_record(record, path)
     return record

@@ -19,7 +19,7 @@ Why this shape:
   without caching (one warning), and entries already there are still served.
 
 :func:`info` and :func:`clear` serve ``itbench cache info|clear`` for every
-cache kind under the data home (``activations``, ``fitted``, ...).
+cache kind in :data:`KINDS`; the runner's cache keys and layout live here too.
 """
 
 from __future__ import annotations
@@ -33,18 +33,21 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from itbench import paths
 from itbench.errors import ItbenchError
-from itbench.models.features import FeatureExtractor, Images, Reducer, resolve_layers
+
+if TYPE_CHECKING:  # torch is imported where activations are computed: a warm re-score never needs it
+    import torch
+    from torch import nn
+
+    from itbench.models.features import Images, Reducer
 
 __all__ = [
     "ActivationCache",
@@ -96,6 +99,8 @@ def stimulus_hash(stimulus_ids: Sequence[str]) -> str:
 
 def weights_hash(model: nn.Module) -> str:
     """SHA-1 over the model's state dict (names, dtypes, shapes, bytes): identifies its weights."""
+    import torch
+
     digest = hashlib.sha1()
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu().contiguous().reshape(-1)
@@ -227,7 +232,7 @@ class ActivationCache:
             return _CORRUPT
         return array
 
-    def _evict(self, entries: dict[str, dict[str, Any]], protect: set[str] = frozenset()) -> None:
+    def _evict(self, entries: dict[str, dict[str, Any]], protect: Container[str] = frozenset()) -> None:
         """Drop least-recently-used entries until the total fits the limit; remove stale temp files.
 
         Entries in ``protect`` (those just written) go last, so a write evicts older work first.
@@ -423,6 +428,8 @@ def cached_extract(
     ``images`` as a callable to avoid loading images at all on a full hit.
     ``weights_id`` defaults to a hash of the model's state dict.
     """
+    from itbench.models.features import FeatureExtractor, resolve_layers
+
     layers = resolve_layers(model, layers)
     cache = cache if cache is not None else ActivationCache()
     extractor = FeatureExtractor(
@@ -475,6 +482,28 @@ def cached_extract(
 
 # --------------------------------------------------------------------------- all cache kinds (CLI)
 
+#: Every cache kind, with what it holds: the one list ``itbench cache`` offers.
+KINDS: dict[str, str] = {
+    "activations": "layer activations of in-process extraction (sweeps, perf scripts)",
+    "predictions": "validated predictions, keyed by submission code, data, split, params, seed and sandbox",
+    "submissions": "each submission's own namespace: its fitted state and its activation cache",
+}
+
+
+def run_key(*parts: Any) -> str:
+    """A short stable key for a run's inputs (JSON of the parts, SHA-1, 20 hex digits)."""
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def prediction_file(fit_key: str, split: str) -> Path:
+    """Where the validated predictions of one fitted run on one split are kept."""
+    return paths.cache_dir("predictions") / f"{run_key(fit_key, split)}.npy"
+
+
+def submission_namespace(submission_id: str) -> Path:
+    """The only cache folder a sandboxed submission may write (its fitted state, activations)."""
+    return paths.cache_dir("submissions") / submission_id
+
 
 def _cache_root() -> Path:
     """Root of every cache kind (``$ITBENCH_CACHE`` or ``<data home>/cache``)."""
@@ -482,10 +511,8 @@ def _cache_root() -> Path:
 
 
 def _kind_dir(kind: str) -> Path:
-    if not kind or "/" in kind or "\\" in kind or kind.startswith("."):
-        raise CacheError(
-            f"bad cache kind {kind!r}", hint="kinds are folder names such as 'activations' or 'fitted'"
-        )
+    if kind not in KINDS:
+        raise CacheError(f"unknown cache kind {kind!r}", hint=f"kinds: {', '.join(KINDS)}")
     return _cache_root() / kind
 
 
@@ -502,7 +529,7 @@ def _folder_usage(folder: Path) -> tuple[int, int]:
 def info(kind: str | None = None) -> dict[str, Any]:
     """Entries and bytes per cache kind (``activations`` also with its index details)."""
     root = _cache_root()
-    kinds = [kind] if kind else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    kinds = [kind] if kind else list(KINDS)
     per_kind: dict[str, dict[str, Any]] = {}
     for name in kinds:
         folder = _kind_dir(name)
@@ -523,8 +550,7 @@ def info(kind: str | None = None) -> dict[str, Any]:
 
 def clear(kind: str | None = None) -> dict[str, int]:
     """Empty one cache kind or all of them; returns entries and bytes freed."""
-    root = _cache_root()
-    kinds = [kind] if kind else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    kinds = [kind] if kind else list(KINDS)
     freed = {"entries": 0, "bytes": 0}
     for name in kinds:
         folder = _kind_dir(name)

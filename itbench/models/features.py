@@ -33,34 +33,8 @@ modules and are rejected with the close matches that are.
 A module called several times in one forward pass (a shared ReLU, say)
 contributes the output of its first call.
 
-Reducer effect on scores (``perf/extraction.py --only reducers``): 600
-images (skimage's photos under random crops, flips and colour changes; 480 fit,
-120 held out), 168 surrogate sites = random linear read-outs of
-EfficientNet-Lite0 (ImageNet weights) ``blocks.5`` plus noise; predictors from
-``blocks.3`` (80 x 14 x 14 = 15,680 values); sklearn PCA(200) + RidgeCV per
-site; mean held-out Pearson r:
-
-    flatten (exact, D=15680)      0.682
-    avgpool(1)  (D=80)            0.673   (-0.009)
-    avgpool(2)  (D=320)           0.702   (+0.020)
-    avgpool(4)  (D=1280)          0.704   (+0.022)
-    random_projection(1000)       0.642   (-0.040)
-    random_projection(4000)       0.670   (-0.012)
-    random_projection(8000)       0.676   (-0.006)
-
-So a projection to >= 8000 values is close to exact, 1000 is too few for a
-PCA(200) read-out, and pooling can even help (it builds in some position
-invariance); pooling changes the features, a projection only approximates them.
-
-Memory (``perf/extraction.py --only memory``): ResNet50 (random weights), stem
-+ 16 bottlenecks, ``random_projection(1000)``, batch 32, CPU: peak RSS 3.28 GiB
-for 3200 images held in memory (1.79 GiB of that is the image tensor, 0.20 GiB
-the features), measured on a 16-core machine; on 2 cores 1.30 GiB at N=32 and
-1.36 GiB at N=96: what grows with N is the images (0.57 MiB each) and the
-reduced features, never a full activation.
-
-Throughput vs a bare ``model(x)`` loop: see ``perf/extraction.py`` (CPU 0.95;
-on an H200 0.98 for hooks alone, less when the reducers' own work is large).
+What the reducers cost in score, memory and speed is measured in ``perf/extraction.py``
+(results and the tables in ``perf/README.md``, "Feature extraction").
 """
 
 from __future__ import annotations
@@ -79,6 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from itbench.console import show_progress
 from itbench.errors import ItbenchError
 
 __all__ = [
@@ -299,7 +274,7 @@ def _block_counts(model: nn.Module | None, parents: Sequence[str], fallback: Seq
     """Numbers of children in each stage, read from the model when there is one."""
     if model is None:
         return list(fallback)
-    return [len(model.get_submodule(p)) for p in parents]
+    return [len(model.get_submodule(p)) for p in parents]  # type: ignore[arg-type]  # stages are Sequentials; Module's stub hides __len__
 
 
 def default_layers(model_name: str, granularity: str = "stages", model: nn.Module | None = None) -> list[str]:
@@ -522,7 +497,7 @@ class FeatureExtractor:
         total = 4 * n * sum(dims.values())
         available = _memory_available()
         if available is not None and total > 0.9 * available:
-            big = max(dims, key=dims.get)
+            big = max(dims, key=dims.__getitem__)
             raise FeatureError(
                 f"the features would take {total / 2**30:.1f} GiB for {n} images "
                 f"(largest: {big!r}, {dims[big]} values per image) but only {available / 2**30:.1f} GiB is free",
@@ -551,7 +526,11 @@ class FeatureExtractor:
             with (
                 torch.inference_mode(),
                 tqdm(
-                    total=n_total, unit="img", desc="features", disable=not self.progress, leave=False
+                    total=n_total,
+                    unit="img",
+                    desc="features",
+                    disable=not (self.progress and show_progress()),
+                    leave=False,
                 ) as bar,
             ):
                 for batch in _pinned_ahead(batches) if on_cuda else batches:

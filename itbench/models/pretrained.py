@@ -131,9 +131,10 @@ def efficientnet_lite0(pretrained: bool = True, seed: int = 0) -> torch.nn.Modul
 # --------------------------------------------------------------------------- torchvision
 
 
-def _torch_hub_checkpoint(url: str) -> Path:
-    """Where torch hub caches the file of ``url`` (so the message can name it)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+def _torch_hub_checkpoint(url: str | tuple[str, str]) -> Path:
+    """Where torch hub caches the file of ``url`` (so the message can name it); timm's (url, file) names it."""
+    name = url[1] if isinstance(url, tuple) else os.path.basename(urlparse(url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
 def _unavailable(what: str, cache: Path, remote: str, err: BaseException | None = None) -> WeightsUnavailable:
@@ -214,9 +215,11 @@ def _timm_model(name: str, pretrained: bool, seed: int) -> torch.nn.Module:
         where = cached or Path(hf_constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
         remote = f"{hf_constants.ENDPOINT}/{repo_id}"
     else:
+        if cfg.url is None:
+            raise WeightsUnavailable(f"timm names no download URL for {name!r}", hint="use pretrained=False")
         where = _torch_hub_checkpoint(cfg.url)
         cached = where if where.is_file() else None
-        remote = cfg.url
+        remote = cfg.url[0] if isinstance(cfg.url, tuple) else cfg.url
     what = f"{name} weights ({cfg.hf_hub_id or cfg.url})"
     if cached is None and not _reachable(remote):
         raise _unavailable(what, where, remote, OSError(f"{remote} is unreachable (offline?)"))

@@ -70,7 +70,8 @@ from itbench.errors import ItbenchError
 __all__ = ["DEFAULT_ALPHAS", "OLS", "PCA", "ReadoutError", "Ridge", "RidgeGCV"]
 
 #: The default ridge grid: 10 values, 1e-3 ... 1e6.
-DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-3, 6, 10))
+#: The alpha grid of every ridge readout in itbench (Table I rows, sweeps): 1e-2 ... 1e7.
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 7, 19))
 
 _BLOCK_ELEMENTS = 1 << 23  # ~64 MB of float64 per centred block
 
@@ -148,8 +149,8 @@ def _eigh_desc(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if m.device.type == "cpu" and m.shape[0] > 512:
         with _blas_threads(_idle_cores()):
-            w, v = np.linalg.eigh(m.numpy())
-        w, v = torch.from_numpy(w), torch.from_numpy(v)
+            w_np, v_np = np.linalg.eigh(m.numpy())
+        w, v = torch.from_numpy(w_np), torch.from_numpy(v_np)
     else:
         w, v = torch.linalg.eigh(m)
     return w.flip(0), v.flip(1)
@@ -334,7 +335,7 @@ class _Linear:
             )
         self._device = x.device
         self.n_features_in_ = x.shape[1]
-        x_mean = _checked_mean("X", x)
+        x_mean: torch.Tensor | None = _checked_mean("X", x)
         x_mean = x_mean if self.fit_intercept else None
         y_mean = (
             y.mean(0) if self.fit_intercept else torch.zeros(y.shape[1], dtype=torch.float64, device=x.device)
@@ -713,6 +714,7 @@ class PCA:
         self.n_components_, self.n_samples_, self.n_features_in_ = k, n, p
         if not want_scores:
             return None
+        assert scores_u is not None  # _fit_* return U*S whenever want_scores
         scores = scores_u * signs[None, :]
         if self.whiten:
             scores = scores * math.sqrt(n - 1) / torch.where(s > 0, s, torch.ones_like(s)) * (s > 0)

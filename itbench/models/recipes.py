@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from itbench.models.readouts import OLS, PCA, RidgeGCV
+from itbench.models.readouts import DEFAULT_ALPHAS, OLS, PCA, RidgeGCV
 
 READOUTS = ("ols", "ridge", "ridge_cv")
-DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 7, 19))
 
 Featurizer = Callable[[torch.Tensor], Any]
 
@@ -28,7 +27,9 @@ def pixels(images: torch.Tensor) -> torch.Tensor:
     return images.flatten(1)
 
 
-def make_readout(kind: str, alpha: float | None = None, alphas: tuple[float, ...] | None = None):
+def make_readout(
+    kind: str, alpha: float | None = None, alphas: tuple[float, ...] | None = None
+) -> OLS | RidgeGCV:
     """OLS, ridge with a fixed alpha, or ridge with alpha per neuroid by LOO-CV."""
     if kind == "ols":
         return OLS()
@@ -101,7 +102,7 @@ def tensor_hash(images: torch.Tensor) -> str:
 
     array = images.detach().cpu().contiguous().numpy()
     digest = hashlib.sha1(str((array.shape, array.dtype.str)).encode())
-    digest.update(memoryview(array).cast("B"))
+    digest.update(array.data.cast("B"))
     return digest.hexdigest()
 
 
@@ -219,6 +220,7 @@ class _TrainedModel(abc.ABC):
 
         options = _train_options(self.params, self.device, self.seed)
         options.update(extra)
+        assert self.network is not None  # fit() builds the network before training it
         result = fit_regressor(self.network, inputs, targets, **options)
         self.network, self.history = result.model, result.history
 
@@ -234,6 +236,7 @@ class _TrainedModel(abc.ABC):
     def predict(self, images: torch.Tensor) -> np.ndarray:
         from itbench.models.training import predict
 
+        assert self.network is not None and self.targets is not None, "call fit() or load() first"
         out = predict(
             self.network,
             self._inputs(images),
@@ -243,6 +246,7 @@ class _TrainedModel(abc.ABC):
         return self.targets.invert(out.astype(np.float64))
 
     def save(self, directory: Path) -> None:
+        assert self.network is not None, "call fit() or load() first"
         torch.save(
             {"network": self.network.state_dict(), "targets": self.targets, "extra": self._extra_state()},
             Path(directory) / "network.pt",
@@ -281,6 +285,8 @@ class FrozenHeadModel(_TrainedModel):
         from itbench.models.training import MLPHead
 
         self.n_inputs = n_inputs
+        if n_inputs is None:
+            raise ValueError("the featurizer must return (N, D) features for an MLP head; flatten them")
         return MLPHead(
             n_inputs,
             n_outputs,
@@ -318,10 +324,10 @@ class BackboneRegressor(torch.nn.Module):
         from itbench.models.training import MLPHead
 
         if hasattr(backbone, "reset_classifier"):  # timm
-            backbone.reset_classifier(0)
-            dim = backbone.num_features
-        elif isinstance(getattr(backbone, "fc", None), torch.nn.Linear):  # torchvision ResNet
-            dim = backbone.fc.in_features
+            backbone.reset_classifier(0)  # type: ignore[operator]  # timm method; Module.__getattr__ says Tensor | Module
+            dim: int = backbone.num_features  # type: ignore[assignment]  # timm's int attribute, typed as above
+        elif isinstance(fc := getattr(backbone, "fc", None), torch.nn.Linear):  # torchvision ResNet
+            dim = fc.in_features
             backbone.fc = torch.nn.Identity()
         else:
             raise ValueError(f"cannot find the classifier of {type(backbone).__name__}")

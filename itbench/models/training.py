@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from itbench.console import show_progress
 from itbench.errors import ItbenchError
 
 __all__ = [
@@ -147,6 +148,9 @@ class ImageAugment(nn.Module):
     and re-normalised. torchvision.transforms.v2 draws one set of parameters
     per call, hence the loop over the batch.
     """
+
+    mean: Tensor  # buffers registered in __init__
+    std: Tensor
 
     def __init__(
         self, size: int = 224, scale: tuple[float, float] = (0.8, 1.0), flip: bool = True, jitter: float = 0.1
@@ -417,7 +421,7 @@ class Trainer:
         amp = on_cuda if cfg.amp is None else bool(cfg.amp) and on_cuda
         channels_last = on_cuda if cfg.channels_last is None else bool(cfg.channels_last) and on_cuda
         dataset = _as_dataset(train_inputs, train_targets)
-        train_idx, hold_idx = _split_holdout(len(dataset), cfg.holdout_fraction, cfg.seed)
+        train_idx, hold_idx = _split_holdout(len(dataset), cfg.holdout_fraction, cfg.seed)  # type: ignore[arg-type]  # _as_dataset checked len()
         loss_fn = loss_function(cfg.loss)
 
         torch.manual_seed(cfg.seed)
@@ -451,7 +455,11 @@ class Trainer:
         with (
             _deterministic(not on_cuda),
             tqdm(
-                range(cfg.epochs), desc="training", unit="epoch", disable=not cfg.progress, leave=False
+                range(cfg.epochs),
+                desc="training",
+                unit="epoch",
+                disable=not (cfg.progress and show_progress()),
+                leave=False,
             ) as bar,
         ):
             for epoch in bar:

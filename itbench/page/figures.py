@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import matplotlib
 import matplotlib.colors
@@ -25,8 +26,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.typing import RcKeyType
+
 # Deterministic SVG: salted ids instead of random ones, text as <text>, small fonts.
-RC: dict[str, object] = {
+RC: dict[RcKeyType, object] = {
     "svg.hashsalt": "itbench",
     "svg.fonttype": "none",
     "font.family": ["DejaVu Sans"],
@@ -46,7 +51,6 @@ RC: dict[str, object] = {
     "lines.linewidth": 1.2,
     "path.simplify": False,  # keep every point of the dot clouds (see _dots)
 }
-SAVE_KW: dict[str, object] = {"format": "svg", "metadata": {"Date": None}}
 
 # Okabe-Ito: distinguishable under the common colour-vision deficiencies.
 BLUE, ORANGE, GREEN, VERMILION, PURPLE, GREY = (
@@ -88,11 +92,11 @@ def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
 def _to_svg(fig: Figure) -> str:
     buf = io.StringIO()
     with matplotlib.rc_context(RC):
-        fig.savefig(buf, **SAVE_KW)
+        fig.savefig(buf, format="svg", metadata={"Date": None})
     return buf.getvalue()
 
 
-def _clear(ax) -> None:
+def _clear(ax: Axes) -> None:
     """Remove data artists but keep the axes (re-creating axes and ticks is the slow part)."""
     for artist in (*ax.collections, *ax.patches, *ax.lines, *ax.texts):
         artist.remove()
@@ -105,7 +109,7 @@ def _clear(ax) -> None:
         axis.set_major_formatter(ScalarFormatter())
 
 
-def _fix_label_positions(ax, x_offset: float, y_offset: float) -> None:
+def _fix_label_positions(ax: Axes, x_offset: float, y_offset: float) -> None:
     """Place axis labels at fixed offsets instead of measuring every tick label each draw."""
     ax.xaxis.set_label_coords(0.5, x_offset)
     ax.yaxis.set_label_coords(y_offset, 0.5)
@@ -118,7 +122,7 @@ def _padded(lo: float, hi: float, frac: float = 0.05) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _dots(ax, x: np.ndarray, y: np.ndarray, color: str, size: float = 2.6, alpha: float = 0.7) -> None:
+def _dots(ax: Axes, x: np.ndarray, y: np.ndarray, color: str, size: float = 2.6, alpha: float = 0.7) -> None:
     """A point cloud as ONE path of zero-length round-capped strokes.
 
     A scatter writes one SVG element per point (thousands per page, most of
@@ -135,7 +139,7 @@ def _dots(ax, x: np.ndarray, y: np.ndarray, color: str, size: float = 2.6, alpha
     )
 
 
-def _no_data(ax, message: str) -> None:
+def _no_data(ax: Axes, message: str) -> None:
     ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color=GREY, fontsize=7)
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.0)
@@ -189,7 +193,7 @@ class SubmissionFigures:
         return _to_svg(fig)
 
 
-def _hist(ax, values: np.ndarray, title: str, xlabel: str, color: str, floor: float | None) -> None:
+def _hist(ax: Axes, values: np.ndarray, title: str, xlabel: str, color: str, floor: float | None) -> None:
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     if values.size == 0:
@@ -242,7 +246,7 @@ def _hist(ax, values: np.ndarray, title: str, xlabel: str, color: str, floor: fl
     ax.set_ylim(0.0, max(1.0, float(counts.max())) * 1.45)  # room for the labels
 
 
-def _examples(ax, examples: Mapping[str, Sequence] | None) -> None:
+def _examples(ax: Axes, examples: Mapping[str, Sequence] | None) -> None:
     ax.set_title("example neuroids")
     ax.set_xlabel("measured")
     ax.set_ylabel("predicted")
@@ -283,7 +287,7 @@ def _examples(ax, examples: Mapping[str, Sequence] | None) -> None:
     ax.set_ylim(y_lo, y_hi + 0.35 * (y_hi - y_lo))  # headroom for the neuroid labels
 
 
-def _r_vs_ceiling(ax, r: Sequence[float], ceiling: Sequence[float]) -> None:
+def _r_vs_ceiling(ax: Axes, r: Sequence[float], ceiling: Sequence[float]) -> None:
     ax.set_title("r vs ceiling")
     ax.set_xlabel("ceiling (split-half)")
     ax.set_ylabel("Pearson r")

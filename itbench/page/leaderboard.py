@@ -36,19 +36,27 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from itbench import __version__
 from itbench.errors import DataError
+from itbench.harness.record import (
+    InvalidRecord,
+    Scores,
+    SubmissionRecord,
+    SweepRecord,
+    parse_record,
+    read_record,
+)
 
-SCHEMA = "itbench.record/1"
-STATUSES = ("ok", "failed", "skipped")
+if TYPE_CHECKING:
+    import jinja2
+
 SCORE_KEYS = ("mean_ev", "median_ev", "mean_r", "median_r", "ceiling", "normalized_r")
 CI_KEYS = ("mean_ev", "median_ev", "mean_r", "median_r", "normalized_r")
 COUNT_KEYS = ("n_neuroids", "n_images", "n_nan_r")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # ids become file names: no dots, no slashes
-_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 #: Benchmark ids may hold inner dots (``majajhong2015.V4``): the registry's pattern.
 _BENCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)*")
 
@@ -69,10 +77,6 @@ SPLIT_NAMES = {"val": "validation split", "test": "test split", "train": "train 
 
 
 # --- parsed records ------------------------------------------------------------------
-
-
-class InvalidRecord(ValueError):
-    """A record file that is not a usable itbench.record/1 record (reason in the message)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class SubmissionResult:
     per_neuroid: dict[str, list[float] | None] | None
     examples: dict[str, Any] | None
     provenance: dict[str, Any]
-    record: dict[str, Any]
+    record: SubmissionRecord
 
     @property
     def stem(self) -> str:
@@ -159,199 +163,97 @@ class RenderReport:
         return "\n".join(lines)
 
 
-# --- validation ----------------------------------------------------------------------
+# --- from typed records to the page's view ---------------------------------------------
 
 
-def _num(value: Any, where: str) -> float:
-    """A JSON number (or null/NaN, meaning undefined) as a float."""
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidRecord(f"{where} should be a number, got {type(value).__name__}")
-    return float(value)
-
-
-def _numbers(values: Any, where: str) -> list[float]:
-    if not isinstance(values, list):
-        raise InvalidRecord(f"{where} should be a list of numbers")
-    return [_num(v, where) for v in values]
-
-
-def _dict(value: Any, where: str, required: bool = True) -> dict[str, Any]:
-    if value is None and not required:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidRecord(f"{where} should be an object")
-    return value
-
-
-def _name(value: Any, where: str, pattern: re.Pattern[str] = _NAME) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise InvalidRecord(f"{where} should be a name of letters, digits, '_' or '-', got {value!r}")
-    return value
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 def _scores(
-    raw: Any, where: str
+    scores: Scores | None,
 ) -> tuple[dict[str, float], dict[str, tuple[float, float]], dict[str, int | None]]:
-    data = _dict(raw, where)
-    scores = {k: _num(data.get(k), f"{where}.{k}") for k in SCORE_KEYS}
-    ci_raw = _dict(data.get("ci"), f"{where}.ci", required=False)
-    ci: dict[str, tuple[float, float]] = {}
+    """Scores with NaN for undefined values, as the tables and figures want them."""
+    scores = scores or Scores()
+    values = {key: _nan(getattr(scores, key)) for key in SCORE_KEYS}
+    ci = {}
     for key in CI_KEYS:
-        pair = ci_raw.get(key)
-        if pair is None:
-            ci[key] = (math.nan, math.nan)
-            continue
-        values = _numbers(pair, f"{where}.ci.{key}")
-        if len(values) != 2:
-            raise InvalidRecord(f"{where}.ci.{key} should be [low, high]")
-        ci[key] = (values[0], values[1])
-    counts: dict[str, int | None] = {}
-    for key in COUNT_KEYS:
-        value = data.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise InvalidRecord(f"{where}.{key} should be an integer")
-        counts[key] = value
-    return scores, ci, counts
+        pair = scores.ci.get(key) or (None, None)
+        ci[key] = (_nan(pair[0]), _nan(pair[1]))
+    counts = {key: getattr(scores, key) for key in COUNT_KEYS}
+    return values, ci, counts
 
 
-def _per_neuroid(raw: Any) -> dict[str, list[float] | None] | None:
-    if raw is None:
-        return None
-    data = _dict(raw, "per_neuroid")
-    out: dict[str, list[float] | None] = {
-        "r": _numbers(data.get("r"), "per_neuroid.r"),
-        "ev": _numbers(data.get("ev"), "per_neuroid.ev"),
-        "ceiling": (
-            None if data.get("ceiling") is None else _numbers(data.get("ceiling"), "per_neuroid.ceiling")
-        ),
-    }
-    n = len(out["r"] or [])
-    if any(v is not None and len(v) != n for v in out.values()):
-        raise InvalidRecord("per_neuroid arrays (r, ev, ceiling) differ in length")
-    ids = data.get("neuroid_id")
-    if ids is not None and (not isinstance(ids, list) or len(ids) != n):
-        raise InvalidRecord("per_neuroid.neuroid_id should list one id per neuroid")
-    return out
-
-
-def _examples(raw: Any) -> dict[str, Any] | None:
-    """Examples as neuroid-major rows (the scorer writes measured[k][image])."""
-    if raw is None:
-        return None
-    data = _dict(raw, "examples")
-    ids = data.get("neuroid_id")
-    stim = data.get("stimulus_id") or []
-    if not isinstance(ids, list) or not isinstance(stim, list):
-        raise InvalidRecord("examples.neuroid_id and examples.stimulus_id should be lists")
-    rows: dict[str, list[list[float]]] = {}
-    for key in ("measured", "predicted"):
-        value = data.get(key)
-        if not isinstance(value, list) or not all(isinstance(v, list) for v in value):
-            raise InvalidRecord(f"examples.{key} should be a list of lists")
-        matrix = [_numbers(v, f"examples.{key}") for v in value]
-        if ids and len(matrix) != len(ids) and matrix and len(matrix[0]) == len(ids):
-            matrix = [list(col) for col in zip(*matrix, strict=False)]  # image-major -> neuroid-major
-        if len(matrix) != len(ids) or any(len(row) != len(stim) for row in matrix):
-            raise InvalidRecord(f"examples.{key} should be one row of {len(stim)} values per example neuroid")
-        rows[key] = matrix
-    return {"neuroid_id": [str(i) for i in ids], "stimulus_id": [str(s) for s in stim], **rows}
-
-
-def _reason(record: Mapping[str, Any]) -> str:
-    """The error / skip reason as text, whatever shape the runner stored it in."""
-    value = record.get("error")
-    if value is None:
-        value = record.get("reason")
-    if value is None:
-        return ""
-    if isinstance(value, dict):
-        parts = [str(value[k]) for k in ("type", "message", "phase", "hint") if value.get(k)]
-        return ": ".join(parts) if parts else json.dumps(value, sort_keys=True)
-    return str(value)
-
-
-def _common(record: Any, kind: str) -> tuple[dict[str, Any], str, bool, str, str]:
-    if not isinstance(record, dict):
-        raise InvalidRecord("not a JSON object")
-    if record.get("schema") != SCHEMA:
-        raise InvalidRecord(f"schema is {record.get('schema')!r}, expected {SCHEMA!r}")
-    bench = _dict(record.get("benchmark"), "benchmark")
-    bid = _name(bench.get("id"), "benchmark.id", _BENCH)
-    split = _name(record.get("split", "val"), "split")
-    created = record.get("created") or ""
-    if not isinstance(created, str):
-        raise InvalidRecord("created should be an ISO 8601 string")
-    return record, bid, bool(bench.get("synthetic", False)), split, created
-
-
-def parse_submission(record: Any, rel: str) -> SubmissionResult:
-    """Validate one ``kind: submission`` record; raises ``InvalidRecord`` with the reason."""
-    record, bid, synthetic, split, created = _common(record, "submission")
-    sub = _dict(record.get("submission"), "submission")
-    sub_id = _name(sub.get("id"), "submission.id")
-    row = sub.get("table1_row")
-    if row is not None and (isinstance(row, bool) or not isinstance(row, int)):
-        raise InvalidRecord("submission.table1_row should be an integer or null")
-    status = record.get("status")
-    if status not in STATUSES:
-        raise InvalidRecord(f"status is {status!r}, expected one of {', '.join(STATUSES)}")
-    if status == "ok" or record.get("scores") is not None:
-        scores, ci, counts = _scores(record.get("scores"), "scores")
-    else:
-        scores = dict.fromkeys(SCORE_KEYS, math.nan)
-        ci = dict.fromkeys(CI_KEYS, (math.nan, math.nan))
-        counts = dict.fromkeys(COUNT_KEYS)
+def submission_result(record: SubmissionRecord, rel: str) -> SubmissionResult:
+    """The page's view of one submission record."""
+    scores, ci, counts = _scores(record.scores)
+    pn = record.per_neuroid
+    per_neuroid = (
+        None
+        if pn is None
+        else {
+            "r": [_nan(v) for v in pn.r],
+            "ev": [_nan(v) for v in pn.ev],
+            "ceiling": None if pn.ceiling is None else [_nan(v) for v in pn.ceiling],
+        }
+    )
+    ex = record.examples
+    examples = (
+        None
+        if ex is None
+        else {
+            "neuroid_id": ex.neuroid_id,
+            "stimulus_id": ex.stimulus_id,
+            "measured": [[_nan(v) for v in row] for row in ex.measured],
+            "predicted": [[_nan(v) for v in row] for row in ex.predicted],
+        }
+    )
     return SubmissionResult(
         rel=rel,
-        benchmark=bid,
-        synthetic=synthetic,
-        split=split,
-        sub_id=sub_id,
-        name=str(sub.get("name") or sub_id),
-        table1_row=row,
-        status=status,
-        reason=_reason(record),
-        created=created,
+        benchmark=record.benchmark.id,
+        synthetic=record.benchmark.synthetic,
+        split=record.split,
+        sub_id=record.submission.id,
+        name=record.submission.name or record.submission.id,
+        table1_row=record.submission.table1_row,
+        status=record.status,
+        reason=record.error or "",
+        created=record.created,
         scores=scores,
         ci=ci,
         counts=counts,
-        per_neuroid=_per_neuroid(record.get("per_neuroid")),
-        examples=_examples(record.get("examples")),
-        provenance=_dict(record.get("provenance"), "provenance", required=False),
+        per_neuroid=per_neuroid,
+        examples=examples,
+        provenance=record.provenance.model_dump(mode="json", exclude_unset=True),
         record=record,
     )
 
 
-def parse_sweep(record: Any, rel: str) -> SweepResult:
-    """Validate one ``kind: sweep`` record; raises ``InvalidRecord`` with the reason."""
-    record, bid, synthetic, split, created = _common(record, "sweep")
-    model = _name(record.get("model"), "model", _MODEL)
-    weights = _name(record.get("weights"), "weights", _MODEL)
-    layers_raw = record.get("layers")
-    if not isinstance(layers_raw, list) or not layers_raw:
-        raise InvalidRecord("layers should be a non-empty list")
+def sweep_result(record: SweepRecord, rel: str) -> SweepResult:
+    """The page's view of one layer-sweep record."""
     layers = []
-    for i, layer in enumerate(layers_raw):
-        layer = _dict(layer, f"layers[{i}]")
-        name = layer.get("layer")
-        if not isinstance(name, str) or not name:
-            raise InvalidRecord(f"layers[{i}].layer should be a layer name")
-        depth = _num(layer.get("depth", i), f"layers[{i}].depth")
-        scores, ci, _ = _scores(layer.get("scores"), f"layers[{i}].scores")
-        layers.append(SweepLayer(name, i if math.isnan(depth) else depth, scores, ci))
+    for layer in record.layers:
+        scores, ci, _ = _scores(layer.scores)
+        layers.append(SweepLayer(layer.layer, float(layer.depth), scores, ci))
     return SweepResult(
         rel=rel,
-        benchmark=bid,
-        synthetic=synthetic,
-        split=split,
-        model=model,
-        weights=weights,
-        readout=str(record.get("readout") or ""),
-        created=created,
+        benchmark=record.benchmark.id,
+        synthetic=record.benchmark.synthetic,
+        split=record.split,
+        model=record.model,
+        weights=record.weights,
+        readout=record.readout,
+        created=record.created,
         layers=layers,
     )
+
+
+def parse_submission(data: Any, rel: str) -> SubmissionResult:
+    """Validate parsed JSON as a submission record; raises ``InvalidRecord`` saying why."""
+    record = parse_record(data)
+    if not isinstance(record, SubmissionRecord):
+        raise InvalidRecord("kind: expected a submission record")
+    return submission_result(record, rel)
 
 
 # --- loading -------------------------------------------------------------------------
@@ -367,7 +269,11 @@ class BenchmarkResults:
 
     @property
     def synthetic(self) -> bool:
-        return self.id == "demo" or any(r.synthetic for r in (*self.submissions, *self.sweeps))
+        return (
+            self.id == "demo"
+            or any(r.synthetic for r in self.submissions)
+            or any(r.synthetic for r in self.sweeps)
+        )
 
 
 def _record_files(bench_dir: Path) -> list[Path]:
@@ -438,20 +344,10 @@ def load_results(
 
 
 def _load_one(path: Path, rel: str) -> SubmissionResult | SweepResult:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InvalidRecord(f"cannot read: {err}") from None
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InvalidRecord(f"not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
-    kind = record.get("kind", "submission") if isinstance(record, dict) else None
-    if kind == "sweep":
-        return parse_sweep(record, rel)
-    if kind == "submission":
-        return parse_submission(record, rel)
-    raise InvalidRecord(f"kind is {kind!r}, expected 'submission' or 'sweep'")
+    record = read_record(path)
+    if isinstance(record, SweepRecord):
+        return sweep_result(record, rel)
+    return submission_result(record, rel)
 
 
 # --- Table I -------------------------------------------------------------------------
@@ -513,7 +409,7 @@ def _rank(subs: list[SubmissionResult]) -> list[tuple[int | None, SubmissionResu
 
     def key(s: SubmissionResult) -> tuple:
         scored = s.status == "ok" and _finite(s.scores["mean_r"])
-        group = (0 if scored else 1) if s.status == "ok" else STATUSES.index(s.status) + 1
+        group = (0 if scored else 1) if s.status == "ok" else ("ok", "failed", "skipped").index(s.status) + 1
         return (group, -s.scores["mean_r"] if scored else 0.0, s.sub_id)
 
     ordered = sorted(subs, key=key)
@@ -562,10 +458,9 @@ def flat_row(
     row["report_mean_r"] = ref.mean_r if ref else None
     row["delta_mean_ev"] = sub.scores["mean_ev"] - ref.mean_ev if ref else None
     row["delta_mean_r"] = sub.scores["mean_r"] - ref.mean_r if ref else None
-    prov = sub.provenance
-    row["code_hash"] = prov.get("code_hash") or sub.record["submission"].get("code_hash")
-    row["data_checksum"] = prov.get("data_checksum") or sub.record["benchmark"].get("data_checksum")
-    row["split_hash"] = prov.get("split_hash") or sub.record["benchmark"].get("split_hash")
+    row["code_hash"] = sub.record.submission.code_hash
+    row["data_checksum"] = sub.record.benchmark.data_checksum
+    row["split_hash"] = sub.record.benchmark.split_hash
     row["record"] = sub.rel
     row["detail"] = f"submissions/{sub.benchmark}/{sub.stem}.html"
     row["figure"] = (
@@ -649,7 +544,7 @@ def _atomic_write(path: Path, data: str) -> None:
         raise
 
 
-def _environment():
+def _environment() -> jinja2.Environment:
     import jinja2
 
     env = jinja2.Environment(
@@ -745,16 +640,17 @@ def _provenance_rows(sub: SubmissionResult) -> list[tuple[str, str]]:
         else:
             yield prefix, "null" if value is None else str(value)
 
-    head = {"record": sub.rel, "created": sub.created or None}
-    for section, key in (
-        ("submission", "code_hash"),
-        ("benchmark", "data_checksum"),
-        ("benchmark", "split_hash"),
-    ):
-        if key not in sub.provenance:  # the runner copies these into provenance
-            head[key] = sub.record[section].get(key)
+    head = {
+        "record": sub.rel,
+        "created": sub.created or None,
+        "code_hash": sub.record.submission.code_hash,
+        "data_checksum": sub.record.benchmark.data_checksum,
+        "split_hash": sub.record.benchmark.split_hash,
+    }
+    # records before the typed record module copied the hashes into provenance too
+    provenance = {k: v for k, v in sub.provenance.items() if k not in head}
     rows = [(k, "null" if v is None else str(v)) for k, v in head.items()]
-    return rows + list(walk("", sub.provenance))
+    return rows + list(walk("", provenance))
 
 
 def render(
@@ -831,7 +727,7 @@ def render(
                     synthetic=bench.synthetic,
                     figure=inline,
                     provenance=_provenance_rows(sub),
-                    table1=table1.get(sub.table1_row) if sub.table1_row else None,  # type: ignore[arg-type]
+                    table1=table1.get(sub.table1_row) if sub.table1_row else None,
                     css=_asset("lb_style.css"),
                     root="../../",
                 )

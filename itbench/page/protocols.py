@@ -23,9 +23,16 @@ FIXED = "fixed-split"
 BRAINSCORE = "brainscore"
 
 
-def protocol_of(record: dict[str, Any]) -> str:
+def _as_dict(record: Any) -> dict[str, Any]:
+    """A typed record (or a plain dict, e.g. in tests) as JSON-like data."""
+    if hasattr(record, "model_dump"):
+        return dict(record.model_dump(mode="json", by_alias=True))
+    return dict(record)
+
+
+def protocol_of(record: Any) -> str:
     """A record's protocol; records from before protocols existed are fixed-split."""
-    return str(record.get("protocol") or FIXED)
+    return str(_as_dict(record).get("protocol") or FIXED)
 
 
 def take_protocol_records(benches: list[Any]) -> list[Any]:
@@ -56,8 +63,9 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def cell(record: dict[str, Any]) -> Cell:
+def cell(record: Any) -> Cell:
     """The numbers of one record under its protocol (normalisations recomputed for old records)."""
+    record = _as_dict(record)
     scores = record.get("scores") or {}
     block = record.get("brainscore") or {}
     if protocol_of(record) == BRAINSCORE:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ from itbench.data.split import file_hash, load_split, split_path
 from itbench.errors import BenchmarkError
 from itbench.scoring import metrics
 from itbench.scoring.brainscore import normalisations
+
+if TYPE_CHECKING:
+    import torch
 
 SPLITS = ("train", "val", "test")
 N_EXAMPLE_NEUROIDS = 4
@@ -81,7 +84,7 @@ class Benchmark:
             self._cache[key] = metrics.trials_array(self.source.trials, self.stimulus_ids(split))
         return self._cache[key]
 
-    def images(self, split: str):
+    def images(self, split: str) -> torch.Tensor:
         """ImageNet-normalised image tensor (N, 3, 224, 224) for a split.
 
         Decoded once per process: a leaderboard run scores many submissions on
@@ -127,7 +130,6 @@ class Benchmark:
         )
         # Brain-Score's two ceiled conventions of this split's median r and ceiling, labelled, so a
         # fixed-split number can be read beside a Brain-Score one (itbench's own is normalized_r)
-        result["protocol"] = "fixed-split"
         result["normalisations"] = normalisations(result["scores"]["median_r"], result["scores"]["ceiling"])
         return result
 

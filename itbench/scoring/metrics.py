@@ -206,7 +206,7 @@ def _masked_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- ceilings
 
 
-def trials_array(da: xr.DataArray, stimulus_ids: Sequence[Any] | None = None) -> np.ndarray:
+def trials_array(da: xr.DataArray, stimulus_ids: Sequence[Any] | np.ndarray | None = None) -> np.ndarray:
     """Turn a trial-level assembly into an array ``(n_images, n_reps, n_neuroids)``.
 
     ``da`` has dims ``presentation`` x ``neuroid`` with a ``stimulus_id`` coord
@@ -568,7 +568,7 @@ def _json_list(a: np.ndarray) -> list[float | None]:
     return [_json_float(v) for v in np.asarray(a, dtype=np.float64).ravel()]
 
 
-def _json_ids(ids: Sequence[Any]) -> list[Any]:
+def _json_ids(ids: Sequence[Any] | np.ndarray) -> list[Any]:
     """Neuroid ids as JSON-native values (numpy scalars unwrapped, bytes decoded)."""
     out = []
     for v in ids:
@@ -581,7 +581,7 @@ def summarize(
     pred: Any,
     target: Any,
     trials: Any = None,
-    neuroid_ids: Sequence[Any] | None = None,
+    neuroid_ids: Sequence[Any] | np.ndarray | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,

@@ -24,7 +24,15 @@ import pytest
 
 from itbench.errors import ItbenchError
 from itbench.harness import sandbox
-from itbench.harness.record import SCHEMA, dumps, failure_path, read_record, record_path
+from itbench.harness.record import (
+    BenchmarkRef,
+    Scores,
+    SubmissionRecord,
+    SubmissionRef,
+    failure_path,
+    read_record,
+    record_path,
+)
 
 FIXTURES = Path(__file__).resolve().parent / "submissions"
 GRANDCHILD_MARK = "itbench-hostile-grandchild"
@@ -86,14 +94,14 @@ def run_case(demo, tmp_path, monkeypatch, capfd, find_procs):
         )
         out = capfd.readouterr().out
         # a record was written, and an earlier ok record was not damaged
-        assert record["status"] in ("ok", "failed"), record
-        written = Path(record["path"])
-        assert read_record(written)["status"] == record["status"]
-        if record["status"] == "failed":
+        assert record.status in ("ok", "failed"), record
+        written = record.path
+        assert read_record(written).status == record.status
+        if record.status == "failed":
             assert written == failure_path(good)
             assert good.read_bytes() == good_bytes, "the earlier good record was changed"
-            assert record["error"], "a failed record must say why"
-        assert expect_ok == (record["status"] == "ok"), record["error"]
+            assert record.error, "a failed record must say why"
+        assert expect_ok == (record.status == "ok"), record.error
         # nothing left behind: temp folders, files, half-written caches, processes
         assert list(scratch.iterdir()) == [], "runner left files in its temp folder"
         assert not HOSTILE_TMP_FILE.exists(), "the child wrote into the real /tmp"
@@ -106,18 +114,14 @@ def run_case(demo, tmp_path, monkeypatch, capfd, find_procs):
 
 def _plant_good_record(path: Path, case: str) -> bytes:
     """An ok record from an earlier run that a failing run must not touch."""
-    record = {
-        "schema": SCHEMA,
-        "kind": "submission",
-        "status": "ok",
-        "error": None,
-        "submission": {"id": case, "name": case, "table1_row": None, "code_hash": "0" * 40},
-        "split": "val",
-        "scores": {"mean_r": 0.42},
-        "created": "2026-01-01T00:00:00+00:00",
-    }
+    record = SubmissionRecord(
+        submission=SubmissionRef(id=case, name=case, code_hash="0" * 40),
+        benchmark=BenchmarkRef(id="demo", synthetic=True),
+        scores=Scores(mean_r=0.42),
+        created="2026-01-01T00:00:00+00:00",
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dumps(record))
+    path.write_text(record.to_json())
     return path.read_bytes()
 
 
@@ -144,8 +148,8 @@ FAILURES = {
 def test_crashing_and_malformed_submissions_fail_cleanly(run_case, case):
     record, _ = run_case(case)
     for fragment in FAILURES[case]:
-        assert fragment in record["error"], record["error"]
-    assert record["scores"] is None and record["per_neuroid"] is None
+        assert fragment in record.error, record.error
+    assert record.scores is None and record.per_neuroid is None
 
 
 def test_wrong_predictions_are_rejected_with_the_problem(run_case, demo):
@@ -158,22 +162,22 @@ def test_wrong_predictions_are_rejected_with_the_problem(run_case, demo):
     }
     for case, fragment in expected.items():
         record, _ = run_case(case)
-        assert fragment in record["error"], (case, record["error"])
-        assert record["scores"] is None
+        assert fragment in record.error, (case, record.error)
+        assert record.scores is None
 
 
 def test_hang_is_killed_at_the_timeout_with_its_grandchild(run_case):
     t0 = time.monotonic()
     record, out = run_case("hang")
     assert "HANG-STARTED" in out, "the hang (and its grandchild) was never reached"
-    assert "timed out after 15 s" in record["error"]
+    assert "timed out after 15 s" in record.error
     assert time.monotonic() - t0 < 15 + 30  # limit + setup + grace, not forever
 
 
 def test_memory_hog_is_killed_at_the_limit(run_case):
     record, _ = run_case("oom")
-    assert "ran out of memory" in record["error"] and "1.5 GiB" in record["error"]
-    assert "allocated 20 GiB" not in record["error"]
+    assert "ran out of memory" in record.error and "1.5 GiB" in record.error
+    assert "allocated 20 GiB" not in record.error
 
 
 # --- isolation ----------------------------------------------------------------
@@ -219,20 +223,20 @@ def _sha1(path: Path) -> str:
 
 def test_reading_held_out_responses_is_blocked(run_case, need_sandbox):
     record, _out = run_case("peek_raise")
-    assert "FileNotFoundError in fit" in record["error"]
-    assert "benchmark/demo/assembly.nc" in record["error"]
-    assert "the sandbox failed" not in record["error"]
-    assert record["provenance"]["sandboxed"] is None or record["provenance"]["sandboxed"]
+    assert "FileNotFoundError in fit" in record.error
+    assert "benchmark/demo/assembly.nc" in record.error
+    assert "the sandbox failed" not in record.error
+    assert record.provenance.sandboxed is None or record.provenance.sandboxed
 
 
 def test_network_is_blocked(run_case, need_sandbox, listener):
     port, received = listener
     record, _ = run_case("net", port=port)
-    assert "in fit" in record["error"] and "network reachable" not in record["error"]
+    assert "in fit" in record.error and "network reachable" not in record.error
     assert any(
-        name in record["error"]
+        name in record.error
         for name in ("Network is unreachable", "Connection refused", "ConnectionRefusedError", "OSError")
-    ), record["error"]
+    ), record.error
     time.sleep(0.3)
     assert received == []
 
@@ -249,8 +253,8 @@ def test_swallowed_peeks_see_nothing_and_the_run_is_scored(run_case, need_sandbo
         canary.unlink()
     seen = _report(out, "ITBENCH-PEEK")
     # the run was scored, and the record says it ran sandboxed
-    assert record["scores"]["n_images"] == len(demo.stimulus_ids("val"))
-    assert record["provenance"]["sandboxed"] is True
+    assert record.scores.n_images == len(demo.stimulus_ids("val"))
+    assert record.provenance.sandboxed is True
     # the demo's responses, the results and the data home were invisible
     demo_files = sorted(p for p in benchmark_dir().rglob("*") if p.is_file())
     assert demo_files, "nothing to hide? the demo benchmark files are missing"
@@ -283,7 +287,7 @@ def test_tampering_with_trusted_files_is_blocked(run_case, need_sandbox):
     results = project_root() / "leaderboard" / "results" / "demo" / "tampered.json"
     record, out = run_case("tamper")
     seen = _report(out, "ITBENCH-TAMPER")
-    assert "RuntimeError in fit: tamper attempts done" in record["error"]
+    assert "RuntimeError in fit: tamper attempts done" in record.error
     assert seen["package"].startswith("error:") and not (package / "_tampered.py").exists()
     assert seen["own_folder"].startswith("error:")
     # refused, or (when the checkout itself lives under /tmp) swallowed by the sandbox's
@@ -303,7 +307,7 @@ def test_unsandboxed_fallback_still_records_faults_and_warns(run_case, monkeypat
     monkeypatch.setenv(sandbox.NO_SANDBOX_ENV, "1")
     with pytest.warns(RuntimeWarning, match="submission is NOT sandboxed"):
         record, _ = run_case("crash_predict")
-    assert "ValueError in predict: boom in predict" in record["error"]
+    assert "ValueError in predict: boom in predict" in record.error
 
 
 def test_ctrl_c_during_a_run_records_it_and_leaves_nothing(demo, tmp_path, find_procs):
@@ -370,7 +374,7 @@ def test_ctrl_c_during_a_run_records_it_and_leaves_nothing(demo, tmp_path, find_
     assert "DRIVER-INTERRUPTED" in "".join(lines)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     interrupted = read_record(failure_path(good))
-    assert interrupted["status"] == "failed" and "interrupted" in interrupted["error"]
+    assert interrupted.status == "failed" and "interrupted" in interrupted.error
     assert good.read_bytes() == good_bytes
     assert list(scratch.iterdir()) == []
     deadline = time.monotonic() + 5

@@ -27,6 +27,7 @@ from itbench.data import registry
 from itbench.errors import DataError, ItbenchError
 
 if TYPE_CHECKING:  # importing stimuli pulls in torch; only loading a source needs it
+    import pandas as pd
     import xarray as xr
 
     from itbench.data.registry import BenchmarkSpec
@@ -105,7 +106,7 @@ def _repetition_stats(trials: xr.DataArray | None, ids: np.ndarray) -> dict[str,
     return {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}
 
 
-def split_summary(data: SourceData, split: Any) -> dict[str, dict[str, Any]]:
+def split_summary(data: SourceData, split: pd.Series) -> dict[str, dict[str, Any]]:
     """Per split: images, images with responses, neuroids, repetitions per image."""
     have = set(np.asarray(data.responses.coords["stimulus_id"].values).astype(str))
     out = {}
@@ -132,6 +133,7 @@ def describe(benchmark_id: str, splits: bool = True) -> dict[str, Any]:
     module, spec = _module(benchmark_id)
     benchmark_id = spec.benchmark_id
     location = getattr(module, "location", None)
+    assert module.__file__ is not None  # sources are .py modules
     info: dict[str, Any] = {
         "benchmark_id": benchmark_id,
         "title": spec.title,

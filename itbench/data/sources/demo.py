@@ -137,6 +137,7 @@ def load_generator() -> ModuleType:
         )
     name = "itbench_demo_generate"
     spec = importlib.util.spec_from_file_location(name, script)
+    assert spec is not None and spec.loader is not None  # a .py file always gets a source loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)

@@ -75,14 +75,14 @@ def installed() -> bool:
     return (location() / FILENAME).is_file() and (location() / MANIFEST).is_file()
 
 
-def _dtype_ok(dataset, kind: str) -> bool:
+def _dtype_ok(dataset: Any, kind: str) -> bool:  # h5py.Dataset (untyped)
     """Float data must be float; object names may be fixed or variable-length bytes/str."""
     if kind == "f":
         return dataset.dtype.kind == "f"
     return dataset.dtype.kind in ("S", "O", "U")
 
 
-def _has_nonfinite(dataset) -> bool:
+def _has_nonfinite(dataset: Any) -> bool:
     """Scan a float dataset for NaN/inf in chunks (the image arrays are ~2 GB)."""
     for start in range(0, dataset.shape[0], SCAN_CHUNK):
         if not np.isfinite(dataset[start : start + SCAN_CHUNK]).all():
@@ -90,7 +90,7 @@ def _has_nonfinite(dataset) -> bool:
     return False
 
 
-def _problems(handle, shapes: Shapes, scan_values: bool) -> list[str]:
+def _problems(handle: Any, shapes: Shapes, scan_values: bool) -> list[str]:  # an open h5py.File
     """Everything wrong with an open course file, one line per key."""
     problems = []
     for key, (shape, kind) in shapes.expected().items():
