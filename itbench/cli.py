@@ -463,7 +463,8 @@ def leaderboard(benchmarks: tuple[str, ...], run_missing: bool, out: Path | None
     epilog="""\b
 Examples:
   itbench sweep efficientnet_lite0 --benchmark demo
-  itbench sweep resnet50 --random --layers layer2,layer3,layer4 --reducer "avgpool(2)\""""
+  itbench sweep resnet50 --random --layers layer2,layer3,layer4 --reducer "avgpool(2)"
+  itbench sweep efficientnet_lite0 -b demo --select-on train-cv"""
 )
 @click.argument("model")
 @click.option(
@@ -484,6 +485,14 @@ Examples:
 @click.option(
     "--pca", "n_components", type=click.IntRange(1), default=1000, show_default=True, help="PCA size."
 )
+@click.option(
+    "--select-on",
+    type=click.Choice(["scored-split", "train-cv"]),
+    default="scored-split",
+    show_default=True,
+    help="How the best layer is chosen: on the scored split itself (optimistic, flagged in the record) "
+    "or by 5-fold CV on the train split only.",
+)
 def sweep(
     model: str,
     layers: str | None,
@@ -494,6 +503,7 @@ def sweep(
     batch_size: int,
     reducer: str,
     n_components: int,
+    select_on: str,
 ) -> None:
     """Score every chosen layer of MODEL with PCA + ridge from one pass (Fig. 1)."""
     from itbench import api
@@ -512,10 +522,15 @@ def sweep(
         batch_size=batch_size,
         reducer=reducer,
         n_components=n_components,
+        select_on=select_on,
     )
     for layer in record.layers:
         s = layer.scores
         click.echo(f"{layer.layer:<14} EV {_fmt(s.mean_ev)}  r {_fmt(s.mean_r, s.ci.get('mean_r'))}")
+    sel = record.layer_selection
+    if sel is not None:
+        chosen = sel.chosen_scores.mean_r if sel.chosen_scores else None
+        click.echo(f"chosen layer: {sel.chosen} ({record.split} mean r {_fmt(chosen)}): {sel.note}")
     click.echo(f"record: {record.path}", err=True)
 
 

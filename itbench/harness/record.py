@@ -216,6 +216,25 @@ class SweepLayer(_Strict):
     scores: Scores
 
 
+class LayerSelection(_Strict):
+    """Which layer a sweep would commit to, and on what data it was chosen.
+
+    ``method``: ``scored-split`` (the best layer by mean r on the split the sweep
+    also reports: optimistic, as Brain-Score's layer commitment on the public
+    set is) or ``train-cv`` (k-fold CV on the train split only: the chosen
+    layer's score on the scored split is an honest estimate).
+    """
+
+    method: Literal["scored-split", "train-cv"]
+    chosen: str
+    metric: str = "mean r"
+    folds: StrictInt | None = None
+    cv_scores: dict[str, Number] | None = None
+    chosen_scores: Scores | None = None
+    leaks: bool
+    note: str = ""
+
+
 class SweepRecord(_Record):
     """One model x weights scored layer by layer (Fig. 1)."""
 
@@ -225,6 +244,7 @@ class SweepRecord(_Record):
     weights: ModelName
     readout: str = ""
     layers: list[SweepLayer] = Field(min_length=1)
+    layer_selection: LayerSelection | None = None
     path: Path | None = Field(default=None, exclude=True)  # where write_record put it; not stored
 
 

@@ -136,6 +136,7 @@ class SweepResult:
     readout: str
     created: str
     layers: list[SweepLayer]
+    layer_selection: Any = None  # the record's LayerSelection (chosen layer, on what data)
 
 
 @dataclass
@@ -245,6 +246,7 @@ def sweep_result(record: SweepRecord, rel: str) -> SweepResult:
         readout=record.readout,
         created=record.created,
         layers=layers,
+        layer_selection=record.layer_selection,
     )
 
 
@@ -690,6 +692,7 @@ def render(
     protocol_tables = protocols.group_tables(
         [*protocols.take_protocol_records(benches), *(r for b in benches for r in b.submissions)]
     )
+    selections = [s for b in benches for s in b.sweeps if s.layer_selection is not None]
     for bench in benches:
         title, description = benchmark_info(bench.id)
         tables = []
@@ -750,8 +753,8 @@ def render(
         "skipped": skipped,
         "table1": table1,
         "n_records": report.n_submissions + report.n_sweeps,
-        "protocols_html": protocols.render_html(protocol_tables),
-        "protocols_md": protocols.render_markdown(protocol_tables),
+        "protocols_html": protocols.render_html(protocol_tables, selections),
+        "protocols_md": protocols.render_markdown(protocol_tables, selections),
     }
     written[out_dir / "index.html"] = env.get_template("lb_index.html.j2").render(
         css=_asset("lb_style.css"), js=_asset("lb_sort.js"), **context

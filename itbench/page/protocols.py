@@ -166,9 +166,23 @@ def _value(c: Cell | None, what: str) -> str:
     return _f(c.norms.get(what))
 
 
-def render_html(tables: list[GroupTable]) -> str:
+def _selection_lines(sweeps: list[Any]) -> list[tuple[str, str, bool]]:
+    """(label, text, leaks) per sweep with a recorded layer selection."""
+    out = []
+    for sw in sorted(sweeps, key=lambda s: (s.benchmark, s.model, s.weights)):
+        sel = sw.layer_selection
+        scores = sel.chosen_scores
+        mean_r = None if scores is None else scores.mean_r
+        label = f"{sw.model} ({sw.weights}) on {sw.benchmark}"
+        text = f"layer {sel.chosen}, {sw.split} mean r {_f(mean_r)}: {sel.note}"
+        out.append((label, text, bool(sel.leaks)))
+    return out
+
+
+def render_html(tables: list[GroupTable], sweeps: list[Any] | None = None) -> str:
     """The section as an HTML fragment (empty when there is nothing to compare)."""
-    if not tables:
+    lines = _selection_lines(sweeps or [])
+    if not tables and not lines:
         return ""
     parts = [
         '<section class="protocols" id="protocols">',
@@ -209,14 +223,24 @@ def render_html(tables: list[GroupTable]) -> str:
         )
     parts.append(
         "<dt>†</dt><dd>the layer was chosen on the scored split itself (as Brain-Score's layer commitment "
-        "does on the public set): the score is optimistic.</dd></dl></section>"
+        "does on the public set): the score is optimistic.</dd></dl>"
     )
+    if lines:
+        parts.append('<h3>Layer selection in the sweeps</h3><ul class="layer-selection">')
+        for what, text, leaks in lines:
+            flag = ' class="leaks"' if leaks else ""
+            parts.append(
+                f"<li{flag}><strong>{html.escape(what)}</strong>: {html.escape(text)}{' †' if leaks else ''}</li>"
+            )
+        parts.append("</ul>")
+    parts.append("</section>")
     return "\n".join(parts)
 
 
-def render_markdown(tables: list[GroupTable]) -> str:
+def render_markdown(tables: list[GroupTable], sweeps: list[Any] | None = None) -> str:
     """The same section in GitHub Markdown (for leaderboard/README.md)."""
-    if not tables:
+    selection = _selection_lines(sweeps or [])
+    if not tables and not selection:
         return ""
     lines = ["## Protocols and regions side by side", ""]
     for table in tables:
@@ -232,4 +256,7 @@ def render_markdown(tables: list[GroupTable]) -> str:
     for label in NORMALISATIONS.values():
         lines.append(f"- **{label['formula']}**: {label['name']} ({label['dates']}): {label['definition']}.")
     lines.append("- **†**: layer chosen on the scored split itself; the score is optimistic.")
+    if selection:
+        lines += ["", "### Layer selection in the sweeps", ""]
+        lines += [f"- **{what}**: {text}{' †' if leaks else ''}" for what, text, leaks in selection]
     return "\n".join(lines) + "\n"
