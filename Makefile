@@ -11,9 +11,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-## demo: install, then score the two starter submissions on the embedded (synthetic) demo benchmark
+DEMO_SUBS := submissions/pixels_ridge submissions/effnet_lite0_ridge
+
+## demo: install (plus bubblewrap where possible), then score the two starter submissions on the
+## embedded (synthetic) demo benchmark, sandboxed; without bubblewrap it says so and runs the
+## project's own starter code with the explicit --unsandboxed flag
 demo: $(STAMP)
-	$(BIN)/itbench score submissions/pixels_ridge submissions/effnet_lite0_ridge --benchmark demo
+	-@bash .ci/setup-system.sh sandbox
+	@if $(BIN)/python -c "import sys; from itbench.harness import sandbox; sys.exit(0 if sandbox.available() else 1)"; then \
+	  $(BIN)/itbench score $(DEMO_SUBS) --benchmark demo; \
+	else \
+	  echo "NOTE: no working bubblewrap here ($$($(BIN)/python -c 'from itbench.harness import sandbox; print(sandbox.unavailable_reason())'))."; \
+	  echo "NOTE: the demo runs the project's OWN starter submissions with --unsandboxed; never score code you did not write that way."; \
+	  echo "NOTE: install bubblewrap (sudo apt-get install bubblewrap) to score submissions sandboxed."; \
+	  $(BIN)/itbench score $(DEMO_SUBS) --benchmark demo --unsandboxed; \
+	fi
 
 ## test: install (plus bubblewrap and headless Chromium when possible), check the house style, run the tests
 test: $(STAMP)

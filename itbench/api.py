@@ -61,14 +61,20 @@ def score_all(
 ) -> list[SubmissionRecord]:
     """Score every submission (by default only those without a current record)."""
     from itbench.harness.runner import RunOptions, score_submission, stale_submissions
-    from itbench.harness.submission import discover
+    from itbench.harness.submission import Submission, discover_all
     from itbench.scoring.benchmark import default_benchmark
 
     bid = benchmark or default_benchmark()
     opts = RunOptions(**options)
-    folders = (
-        stale_submissions(bid, opts.split, opts.results_root) if stale_only else [s.path for s in discover()]
-    )
+    invalid: list[str] = []
+    if stale_only:
+        folders = stale_submissions(bid, opts.split, opts.results_root, invalid=invalid)
+    else:
+        found = discover_all()
+        folders = [p for p, s in found if isinstance(s, Submission)]
+        invalid += [str(s) for _, s in found if not isinstance(s, Submission)]
+    for problem in invalid:  # a bad folder is reported, never stops the others
+        log(f"skipping an invalid submission: {problem}")
     return [score_submission(folder, bid, opts, log=log) for folder in folders]
 
 

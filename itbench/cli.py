@@ -93,6 +93,10 @@ def format_scores(record: SubmissionRecord) -> str:
     for norm in (record.normalisations or {}).values():
         lines.append(f"  {norm.name:<36} {norm.formula:<16} {_fmt(norm.value)}  [{norm.dates}]")
     prov = record.provenance.model_dump()
+    if prov.get("sandboxed") is False:
+        lines.append("  UNSANDBOXED run (--unsandboxed): ranked below every sandboxed record")
+    if record.test_evaluations:
+        lines.append(f"  test-split evaluations of this submission so far: {record.test_evaluations}")
     lines.append(
         f"  device {prov.get('device')}, size {prov.get('size')}, "
         f"{prov.get('wall_time_s')} s" + (", cached fit" if prov.get("fit_cached") else "")
@@ -161,6 +165,18 @@ Examples:
 )
 @click.option("--no-cache", is_flag=True, help="Refit and re-predict even when cached.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record(s) as JSON.")
+@click.option(
+    "--unsandboxed",
+    is_flag=True,
+    help="Run without the bubblewrap sandbox: for your own trusted code only. The record is marked "
+    "`sandboxed: false`, never ranks above sandboxed ones, and its caches are kept apart.",
+)
+@click.option(
+    "--confirm-test",
+    is_flag=True,
+    help="Required with --split test: you are done tuning. Every test evaluation is counted in the "
+    "record and shown on the leaderboard.",
+)
 def score(
     submissions: tuple[str, ...],
     run_all: bool,
@@ -176,6 +192,8 @@ def score(
     protocol: str | None,
     no_cache: bool,
     as_json: bool,
+    unsandboxed: bool,
+    confirm_test: bool,
 ) -> None:
     """Fit, predict and score SUBMISSIONS (folders or ids under submissions/), writing records."""
     from itbench.data import registry
@@ -189,11 +207,21 @@ def score(
             + (" (synthetic demo; fetch or import real data to score on it)" if bid == "demo" else ""),
             err=True,
         )
-    folders: list[str | Path] = list(submissions) or (list(stale_submissions(bid, split)) if run_all else [])
+    if split == "test" and not confirm_test:
+        raise click.UsageError(
+            "--split test needs --confirm-test: tune on val, score test once you are done "
+            "(every test evaluation is counted and shown on the leaderboard)"
+        )
+    invalid: list[str] = []
+    folders: list[str | Path] = list(submissions) or (
+        list(stale_submissions(bid, split, invalid=invalid)) if run_all else []
+    )
+    for problem in invalid:
+        click.echo(f"skipping an invalid submission: {problem}", err=True)
     if not folders:
         if run_all:
-            click.echo("every submission has a current record; nothing to score", err=True)
-            return
+            click.echo("every valid submission has a current record; nothing to score", err=True)
+            sys.exit(1 if invalid else 0)
         raise click.UsageError("name at least one submission folder, or use --all")
     opts = RunOptions(
         split=split,
@@ -206,6 +234,8 @@ def score(
         use_cache=not no_cache,
         n_boot=n_boot,
         protocol=protocol or registry.get(bid).default_protocol,
+        unsandboxed=unsandboxed,
+        confirm_test=confirm_test,
     )
     offered = registry.get(bid).protocols
     if opts.protocol not in offered:
@@ -217,7 +247,7 @@ def score(
         click.echo(record.to_json() if as_json else format_scores(record))
         if not as_json:
             click.echo(f"  record: {record.path}", err=True)
-    if all(r.status == "failed" for r in records):
+    if invalid or all(r.status == "failed" for r in records):
         sys.exit(1)
 
 

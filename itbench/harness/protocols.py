@@ -52,12 +52,15 @@ from itbench.harness.runner import (
     validate_predictions,
 )
 from itbench.harness.submission import Submission, load_submission
+from itbench.harness.untrusted import ChildStatus, read_predictions, read_rows
 from itbench.models.cache import run_key, submission_namespace
 from itbench.paths import cache_dir, results_root
 from itbench.scoring import brainscore
 from itbench.scoring.benchmark import Benchmark
 
 PROTOCOLS = ("fixed-split", "brainscore")
+#: The most bytes of features read back from a child (pixels of 3200 images are 1.9 GB as float32).
+MAX_FEATURE_BYTES = 16 * 2**30
 CV_SPLIT = "cv"  # the record's split label: every stimulus, cross-validated
 
 
@@ -178,11 +181,16 @@ def _run(
             np.save(workdir / worker.EVAL_IMAGES, all_images)
             (workdir / worker.JOB).write_text(json.dumps({**job, "mode": "features"}))
 
+        def read_features(workdir: Path, status: ChildStatus) -> np.ndarray | None:
+            return (
+                read_rows(workdir / worker.FEATURES, len(ids), MAX_FEATURE_BYTES) if status.features else None
+            )
+
         out, status = _run_child(
-            sub, bench, opts, job, own_cache, own_cache, provenance, log, features_inputs, worker.FEATURES
+            sub, bench, opts, job, own_cache, own_cache, provenance, log, features_inputs, read_features
         )
         del all_images
-        if status.get("features") and out is not None:
+        if status.features and out is not None:
             features = _validate_features(out, len(ids), sub.id)
             if opts.use_cache:
                 tmp = feat_file.with_suffix(".tmp.npy")
@@ -265,7 +273,11 @@ def _per_split_fits(
             (workdir / worker.JOB).write_text(json.dumps(job))
 
         fitted = own_cache / "fitted" / "brainscore-unused"
-        pred, _status = _run_child(sub, bench, opts, job, own_cache, fitted, provenance, log, inputs)
+
+        def read(workdir: Path, status: ChildStatus) -> np.ndarray:
+            return read_predictions(workdir / worker.PREDICTIONS, (len(test), len(neuroids)))
+
+        pred, _status = _run_child(sub, bench, opts, job, own_cache, fitted, provenance, log, inputs, read)
         if pred is None:
             raise SubmissionError(f"submission '{sub.id}': the worker wrote no predictions")
         return validate_predictions(pred, len(test), len(neuroids), sub.id)

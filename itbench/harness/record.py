@@ -194,6 +194,10 @@ class SubmissionRecord(_Record):
     protocol: Protocol = "fixed-split"
     normalisations: dict[str, Normalisation] | None = None
     brainscore: BrainScoreResult | None = None
+    test_evaluations: Annotated[StrictInt, Field(ge=0)] | None = None
+    """Test-split records: how many scored test evaluations this submission has had (issue 10)."""
+    error_traceback: str | None = None
+    """Failed runs: the child's full traceback, sanitised and capped (the terminal gets one line)."""
     path: Path | None = Field(default=None, exclude=True)  # where write_record put it; not stored
 
     @property

@@ -24,7 +24,8 @@ import numpy as np
 
 from itbench import paths
 from itbench.console import show_progress
-from itbench.errors import SubmissionError, WeightsUnavailable
+from itbench.errors import ItbenchError, SubmissionError, WeightsUnavailable
+from itbench.harness import sandbox as sandbox_mod
 from itbench.harness import worker
 from itbench.harness.device import resolve_device
 from itbench.harness.record import (
@@ -37,12 +38,30 @@ from itbench.harness.record import (
     Scores,
     SubmissionRecord,
     SubmissionRef,
+    failure_path,
     locked,
     read_record,
     record_path,
     write_record,
 )
-from itbench.harness.submission import Submission, discover, find_submission, load_submission
+from itbench.harness.submission import (
+    Submission,
+    check_module,
+    discover_all,
+    find_submission,
+    load_submission,
+    submission_identity,
+)
+from itbench.harness.untrusted import (
+    ChildStatus,
+    UntrustedOutput,
+    clean_text,
+    is_marker,
+    plain_dir_chain,
+    read_predictions,
+    read_status,
+    summarize,
+)
 from itbench.models.cache import prediction_file, run_key, submission_namespace
 from itbench.paths import benchmark_dir, data_home, project_root
 from itbench.scoring.benchmark import Benchmark, load_benchmark
@@ -65,7 +84,16 @@ class RunOptions:
     use_cache: bool = True
     n_boot: int = 1000
     results_root: Path | None = None
-    protocol: str = "fixed-split"  # or "brainscore" (itbench.harness.protocols)
+    unsandboxed: bool = False
+    """Run without bubblewrap (your own trusted code only): the record says so, it never
+    ranks above sandboxed ones, and its caches are never reused by a sandboxed run."""
+    confirm_test: bool = False
+    """Required for ``split='test'``: each test evaluation is counted in the record."""
+    submissions_root: Path | None = None
+    """Where record identities come from (default: the project's ``submissions/``)."""
+    disk_gb: float | None = None
+    protocol: str = "fixed-split"
+    """``fixed-split`` (Table I) or ``brainscore`` (Brain-Score's cross-validation: harness/protocols.py)."""
 
 
 def resolve_size(sub: Submission, size: str, device: str) -> str:
@@ -163,21 +191,28 @@ def _write_inputs(
     (workdir / worker.JOB).write_text(json.dumps(job))
 
 
-def _child_failure(result: Any, status: dict[str, Any] | None, limits: Any) -> str:
-    """One line saying why the child did not deliver predictions."""
+DEFAULT_DISK_GB = 20.0
+TEST_SPLIT = "test"
+
+
+def _child_failure(result: Any, status: ChildStatus | None, limits: Any) -> str:
+    """One line saying why the child did not deliver predictions (all of it sanitised)."""
     if result.killed_reason == "timeout":
         return f"timed out after {limits.timeout_s:.0f} s (limit; raise with --timeout)"
     if result.killed_reason == "memory":
         return (
             f"ran out of memory: exceeded the {limits.memory_gb} GiB limit "
-            f"(peak {result.peak_rss_gb:.1f} GiB; raise with --memory-gb)"
+            f"(peak {result.peak_rss_gb:.1f} GiB, {result.limiter}; raise with --memory-gb)"
         )
+    if result.killed_reason == "disk":
+        return f"exceeded the {limits.disk_gb} GiB disk quota of its writable folders (workdir, own cache)"
     if result.killed_reason == "interrupted":
         return "interrupted by the user (Ctrl-C)"
-    if status and not status.get("ok"):
-        return f"{status['error_type']} in {status['phase']}: {status['error']}"
-    tail = (result.stderr_tail or "").strip().splitlines()[-1:] or ["no output"]
-    return f"the submission process {result.describe()}: {tail[0][:300]}"
+    if status is not None and not status.ok:
+        where = f" at {status.where}" if status.where else ""
+        return f"{summarize(status.error_type, 100)} in {status.phase}{where}: {summarize(status.error, 500)}"
+    lines = (result.stderr_tail or "").strip().splitlines()[-1:] or ["no output"]
+    return f"the submission process {result.describe()}: {summarize(lines[0], 300)}"
 
 
 def _run_child(
@@ -190,21 +225,27 @@ def _run_child(
     provenance: dict[str, Any],
     log: Callable[[str], None],
     write_inputs: Callable[[Path], None] | None = None,
-    output: str = worker.PREDICTIONS,
-) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """Run the worker in the sandbox; return its ``output`` array (None if it wrote none) and its status.
+    read_output: Callable[[Path, ChildStatus], np.ndarray | None] | None = None,
+) -> tuple[np.ndarray | None, ChildStatus]:
+    """Run the worker in the sandbox; return its predictions and status, read as untrusted input.
 
-    ``provenance`` learns whether the run was sandboxed and its peak memory
-    even when the run fails. ``write_inputs(workdir)`` replaces the default
-    inputs (the fixed split's train data and eval images): other protocols
-    hand the child other subsets, never held-out responses.
+    Other protocols pass ``write_inputs(workdir)`` (what the child may see
+    instead of the fixed split's train data and eval images; never held-out
+    responses) and ``read_output(workdir, status)`` (how to read what it wrote).
+
+    ``provenance`` learns whether the run was sandboxed, what limited it and
+    its peak memory even when the run fails. Nothing the child wrote is
+    believed: the status is schema-checked, the predictions are read with
+    their header checked against the expected shape, and a child's claim of
+    missing weights is a failure, not a skip (only the parent's own check
+    before launch may skip).
     """
     from itbench.harness import sandbox
 
     workdir = Path(tempfile.mkdtemp(prefix="itbench-run-"))
     try:
         if write_inputs is None:
-            need_train = not (fitted / "COMPLETE").exists()
+            need_train = not is_marker(fitted / "COMPLETE")
             _write_inputs(workdir, bench, opts.split, job, need_train=need_train, log=log)
         else:
             write_inputs(workdir)
@@ -212,6 +253,7 @@ def _run_child(
             timeout_s=opts.timeout_s or sub.timeout_s or DEFAULT_TIMEOUT_S,
             memory_gb=opts.memory_gb or sub.memory_gb or default_memory_gb(),
             cpu_threads=None,
+            disk_gb=opts.disk_gb or sub.disk_gb or DEFAULT_DISK_GB,
         )
         package_dir = Path(__file__).resolve().parents[1]
         torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
@@ -232,7 +274,6 @@ def _run_child(
             [sys.executable, "-m", "itbench.harness.worker", str(workdir)],
             limits=limits,
             ro_paths=[
-                Path(sys.prefix),
                 sub.path,
                 package_dir,
                 *[p for p in (torch_home, hf_home) if p.exists()],
@@ -243,25 +284,72 @@ def _run_child(
                 benchmark_dir(),
                 project_root() / "leaderboard",
                 paths.results_root(),
-                Path.home(),
+                project_root() / ".git",
+                project_root() / "submissions",
             ],
             env=env,
+            unsandboxed=opts.unsandboxed,
         )
-        status_file = workdir / worker.STATUS
-        status = json.loads(status_file.read_text()) if status_file.exists() else None
-        provenance.update(sandboxed=result.sandboxed, peak_rss_gb=round(result.peak_rss_gb, 3))
+        provenance.update(
+            sandboxed=result.sandboxed,
+            peak_rss_gb=round(result.peak_rss_gb, 3),
+            limiter=result.limiter,
+        )
         if result.killed_reason == "interrupted":
             raise KeyboardInterrupt
-        if result.returncode != 0 or not status or not status.get("ok"):
-            error_type = (status or {}).get("error_type")
-            message = _child_failure(result, status, limits)
-            if status and error_type == "WeightsUnavailable":
-                raise WeightsUnavailable(status["error"], status.get("hint"))
-            raise SubmissionError(f"submission '{sub.id}': {message}")
-        out_file = workdir / output
-        return (np.load(out_file, allow_pickle=False) if out_file.exists() else None), status
+        try:
+            status = read_status(workdir / worker.STATUS)
+        except UntrustedOutput as err:
+            if result.ok:
+                raise SubmissionError(f"submission '{sub.id}': {err}") from None
+            status = None  # a crash explains it better than its half-written status
+        if not result.ok or status is None or not status.ok:
+            error = SubmissionError(f"submission '{sub.id}': {_child_failure(result, status, limits)}")
+            error.traceback = (status.traceback if status else None) or result.stderr_tail  # type: ignore[attr-defined]
+            raise error
+        if read_output is not None:
+            return read_output(workdir, status), status
+        n = len(bench.stimulus_ids(opts.split))
+        try:
+            pred = read_predictions(workdir / worker.PREDICTIONS, (n, len(bench.neuroid_ids)))
+        except UntrustedOutput as err:
+            raise SubmissionError(
+                f"submission '{sub.id}': {err}",
+                f"predict(images) must return an array of shape ({n}, {len(bench.neuroid_ids)})",
+            ) from None
+        return pred, status
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check_location(folder: Path) -> None:
+    """Refuse a submission folder that is, holds or sits inside what the child must not see.
+
+    The folder is bound into the sandbox, so ``submissions/x -> ../../benchmark``
+    (or a folder inside the data home) would hand the child held-out data.
+    """
+    guarded = [data_home(), benchmark_dir(), project_root() / "leaderboard", paths.results_root()]
+    guarded += [project_root() / ".git", Path(__file__).resolve().parents[1]]
+    for place in guarded:
+        place = place.resolve()
+        if folder == place or folder.is_relative_to(place) or place.is_relative_to(folder):
+            raise SubmissionError(
+                f"submission folder {folder} overlaps {place}, which a submission may not see",
+                "a submission folder lives in submissions/ and is not a link elsewhere",
+            )
+
+
+def previous_test_evaluations(path: Path) -> int:
+    """How many test-split evaluations the records at ``path`` (and its failure) have counted."""
+    counts = [0]
+    for candidate in (path, failure_path(path)):
+        try:
+            value = getattr(read_record(candidate), "test_evaluations", None)
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            counts.append(value)
+    return max(counts)
 
 
 def score_submission(
@@ -279,6 +367,17 @@ def score_submission(
     opts = options or RunOptions()
     for name, value in overrides.items():
         setattr(opts, name, value)
+    if opts.split == TEST_SPLIT and not opts.confirm_test:
+        raise ItbenchError(
+            "scoring on the held-out test split needs --confirm-test",
+            "tune on val; score test once you are done (every test evaluation is counted "
+            "in the record and shown on the leaderboard)",
+        )
+    if not (opts.unsandboxed or sandbox_mod.unsandboxed_requested()) and not sandbox_mod.available():
+        raise sandbox_mod.SandboxUnavailable(  # fail closed, before anything is loaded or recorded
+            f"refusing to run a submission without a sandbox: {sandbox_mod.unavailable_reason()}",
+            sandbox_mod.INSTALL_HINT,
+        )
     bench = load_benchmark(benchmark_id)
     if opts.protocol == "fixed-split":
         bench.stimulus_ids(opts.split)  # validates the split name early
@@ -287,9 +386,13 @@ def score_submission(
         from itbench.harness.protocols import score_protocol
 
         return score_protocol(sub_path, bench, opts, log)
-    path = record_path(opts.results_root or paths.results_root(), bench.id, sub_path.name, opts.split)
+    sub_id = submission_identity(sub_path, opts.submissions_root)
+    path = record_path(opts.results_root or paths.results_root(), bench.id, sub_id, opts.split)
     with locked(path):
         record = _score_locked(sub_path, bench, opts, log, path)
+        if opts.split == TEST_SPLIT:
+            before = previous_test_evaluations(path)
+            record.test_evaluations = before + (1 if record.status == "ok" else 0)
         record.path = write_record(record, path)
     return record
 
@@ -308,11 +411,13 @@ def _score_locked(
 ) -> SubmissionRecord:
     """The run itself; on Ctrl-C the interrupted record is written before re-raising."""
     started = time.perf_counter()
-    record = _new_record(None, sub_path.name, bench, opts.split)
+    record = _new_record(None, submission_identity(sub_path, opts.submissions_root), bench, opts.split)
     provenance: dict[str, Any] = {}
     try:
-        sub = load_submission(sub_path)
+        sub = load_submission(sub_path, opts.submissions_root)
         record = _new_record(sub, sub.id, bench, opts.split)
+        check_location(sub.path)
+        check_module(sub)  # a syntax error or no build(): fail now, before any data is loaded
         pred = _predictions(sub, bench, opts, provenance, log)
         log("scoring ...")
         scored = bench.score(pred, opts.split, n_boot=opts.n_boot, seed=opts.seed)
@@ -329,7 +434,10 @@ def _score_locked(
     except WeightsUnavailable as err:
         record.mark("skipped", str(err))
     except SubmissionError as err:
-        record.mark("failed", str(err))
+        record.mark("failed", clean_text(str(err), 2000))
+        detail = getattr(err, "traceback", None)
+        if detail:  # the full story goes to the record; the terminal gets one line
+            record.error_traceback = clean_text(str(detail), 8000)
     return _finish(record, provenance, started)
 
 
@@ -344,12 +452,16 @@ def _predictions(
     device = resolve_device(opts.device)
     size = resolve_size(sub, opts.size, device)
     params = sub.params_for(size)
-    fit_key = run_key(sub.code_hash(), bench.checksum, bench.split_hash, params, opts.seed, size, bench.id)
+    unsandboxed = opts.unsandboxed or sandbox_mod.unsandboxed_requested()
+    trust = "unsandboxed" if unsandboxed else "sandboxed"  # never share caches across trust levels
+    fit_key = run_key(
+        sub.code_hash(), bench.checksum, bench.split_hash, params, opts.seed, size, bench.id, trust
+    )
     pred_file = prediction_file(fit_key, opts.split)
     # A submission writes only its own cache namespace (fitted state, activations):
     # it can never plant predictions or states for another submission.
     own_cache = submission_namespace(sub.id)
-    fitted = own_cache / "fitted" / fit_key
+    fitted = plain_dir_chain(own_cache, "fitted", fit_key)
     provenance.update(
         device=device,
         size=size,
@@ -358,11 +470,13 @@ def _predictions(
         batch_size=opts.batch_size,
         fit_cached=False,
         predictions_cached=False,
-        sandboxed=None,
+        sandboxed=not unsandboxed,
     )
     if opts.use_cache and pred_file.exists() and pred_file.with_suffix(".json").exists():
         pred = np.load(pred_file, allow_pickle=False)
-        provenance.update(json.loads(pred_file.with_suffix(".json").read_text()))
+        cached_how = json.loads(pred_file.with_suffix(".json").read_text())
+        cached_how["sandboxed"] = not unsandboxed  # the key says so; never trust the side file
+        provenance.update(cached_how)
         provenance.update(fit_cached=True, predictions_cached=True)
         log(f"using cached predictions of {sub.id} (fitted state unchanged)")
     else:
@@ -383,7 +497,7 @@ def _predictions(
         pred, status = _run_child(sub, bench, opts, job, own_cache, fitted, provenance, log)
         if pred is None:
             raise SubmissionError(f"submission '{sub.id}': the worker wrote no predictions")
-        provenance["fit_cached"] = status.get("fit_cached", False)
+        provenance["fit_cached"] = status.fit_cached
     n = len(bench.stimulus_ids(opts.split))
     pred = validate_predictions(pred, n, len(bench.neuroid_ids), sub.id)
     if opts.use_cache and not provenance["predictions_cached"]:
@@ -398,11 +512,21 @@ def _finish(record: SubmissionRecord, provenance: dict[str, Any], started: float
     return record
 
 
-def stale_submissions(benchmark_id: str, split: str = "val", results_root: Path | None = None) -> list[Path]:
-    """Submissions whose record is missing, unreadable or stale (their code changed since)."""
+def stale_submissions(
+    benchmark_id: str, split: str = "val", results_root: Path | None = None, invalid: list[str] | None = None
+) -> list[Path]:
+    """Submissions whose record is missing, unreadable or stale (their code changed since).
+
+    Folders whose metadata is invalid are skipped, their problem appended to
+    ``invalid`` (when given), so one bad folder never stops ``score --all``.
+    """
     root = results_root or paths.results_root()
     todo = []
-    for sub in discover():
+    for _path, sub in discover_all():
+        if isinstance(sub, SubmissionError):
+            if invalid is not None:
+                invalid.append(str(sub))
+            continue
         try:
             record = read_record(record_path(root, benchmark_id, sub.id, split))
             current = isinstance(record, SubmissionRecord) and record.submission.code_hash == sub.code_hash()

@@ -32,6 +32,7 @@ import os
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -46,19 +47,28 @@ from typing import IO, Literal
 import psutil
 
 from itbench.errors import ItbenchError
+from itbench.harness.limits import RunCgroup, make_cgroup
+from itbench.harness.untrusted import clean_text, scan_tree
 
 log = logging.getLogger(__name__)
 
 NO_SANDBOX_ENV = "ITBENCH_NO_SANDBOX"
-"""Set to ``1`` to run submissions without bubblewrap (recorded as unsandboxed)."""
+"""``1`` means the same as ``--unsandboxed``: an explicit opt-out, recorded as such."""
+INSTALL_HINT = (
+    "install bubblewrap (Debian/Ubuntu: sudo apt-get install bubblewrap; Fedora: sudo dnf install "
+    "bubblewrap), or, for your own trusted code only, pass --unsandboxed (the record is marked and "
+    "never ranked above sandboxed ones)"
+)
 
 GIB = 2**30
-KilledReason = Literal["timeout", "memory", "signal", "interrupted"]
+KilledReason = Literal["timeout", "memory", "disk", "signal", "interrupted"]
 
 # Paths hidden from every sandboxed child, whatever the caller passes: the
 # user's home (credentials, the default data home) and runtime sockets.
 _ALWAYS_HIDDEN = ("/home", "/root", "/run")
 _TAIL_CHARS = 8000
+_HEAD_CHARS = 8000
+TERMINAL_CHARS = 64 * 1024  # streamed to the terminal before the rest is only kept as a tail
 _HIDDEN_TMPFS_BYTES = 1 << 20  # holds only the mount points of binds inside it
 
 
@@ -83,6 +93,9 @@ class Limits:
     rlimit_as: bool = False
     grace_s: float = 3.0
     poll_s: float = 0.1
+    max_pids: int | None = 1024
+    disk_gb: float | None = None
+    """Quota on what the run may add to its writable folders (and the largest file)."""
 
 
 @dataclass
@@ -105,6 +118,8 @@ class IsolatedResult:
     sandboxed: bool
     wall_s: float
     argv: list[str] = field(default_factory=list)
+    limiter: str = "rss poll"
+    """What enforced the memory limit: ``cgroup v1 (memory, pids)``, ..., or ``rss poll``."""
 
     @property
     def ok(self) -> bool:
@@ -117,6 +132,8 @@ class IsolatedResult:
             return f"timed out after {self.wall_s:.1f} s and was killed"
         if self.killed_reason == "memory":
             return f"exceeded the memory limit (peak {self.peak_rss_gb:.2f} GiB) and was killed"
+        if self.killed_reason == "disk":
+            return "exceeded its disk quota and was killed"
         if self.killed_reason == "interrupted":
             return "was interrupted (Ctrl-C) and killed"
         if self.killed_reason == "signal" and self.returncode is not None:
@@ -139,26 +156,14 @@ def bwrap_path() -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def _probe_bwrap(exe: str) -> tuple[bool, str]:
-    """Run a trivial sandbox once; containers without user namespaces fail here."""
-    cmd = [
-        exe,
-        "--ro-bind",
-        "/",
-        "/",
-        "--unshare-net",
-        "--unshare-pid",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "true",
-    ]
+    """Run a trivial sandbox once, as submissions will run; containers without user namespaces fail here."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as err:
+        cmd = sandbox_argv(["true"], cwd="/")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired, ItbenchError) as err:
         return False, f"bwrap probe failed: {err}"
     if proc.returncode != 0:
-        return False, f"bwrap probe failed: {proc.stderr.strip() or proc.returncode}"
+        return False, f"bwrap probe failed: {clean_text(proc.stderr.strip(), 500) or proc.returncode}"
     return True, ""
 
 
@@ -179,17 +184,39 @@ def available() -> bool:
 
 
 def unavailable_reason() -> str:
-    """Why submissions would run unsandboxed ('' when they would not)."""
-    if os.environ.get(NO_SANDBOX_ENV, "") not in ("", "0"):
-        return f"{NO_SANDBOX_ENV} is set"
+    """Why submissions cannot be sandboxed here ('' when they can)."""
     exe = bwrap_path()
     if exe is None:
-        return "bubblewrap (bwrap) is not installed (apt-get install bubblewrap)"
+        return "bubblewrap (bwrap) is not installed"
     return _probe_bwrap(exe)[1]
+
+
+def unsandboxed_requested() -> bool:
+    """``ITBENCH_NO_SANDBOX=1``: the environment form of the explicit ``--unsandboxed`` flag."""
+    return os.environ.get(NO_SANDBOX_ENV, "") not in ("", "0")
 
 
 # ---------------------------------------------------------------------------
 # the bwrap command line
+
+SANDBOX_UID = 65534
+"""The unprivileged uid/gid (``nobody``) a submission runs as, inside and on the host."""
+
+# What a Python process needs from the system besides its own prefix: the OS
+# files (usr-merged links or folders) and a few harmless /etc entries.
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_ETC_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/alternatives",
+    "/etc/fonts",
+)
+_CPU_INFO = "/sys/devices/system/cpu"  # torch's cpuinfo reads it; read-only, harmless
 
 
 def _norm(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -207,6 +234,28 @@ def _gpu_devices() -> list[Path]:
     return [p for p in found if p.exists()]
 
 
+def privilege_drop() -> list[str]:
+    """The command that turns root into ``nobody`` with no capabilities, before the inner bwrap."""
+    setpriv = shutil.which("setpriv")
+    uid = str(SANDBOX_UID)
+    if setpriv:
+        return [
+            setpriv,
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ]
+    code = (
+        f"import os,sys;os.setgroups([]);os.setresgid({uid},{uid},{uid});os.setresuid({uid},{uid},{uid});"
+        "os.execv(sys.argv[1],sys.argv[1:])"
+    )
+    return [sys.executable, "-I", "-S", "-c", code]
+
+
 def sandbox_argv(
     argv: Sequence[str],
     *,
@@ -217,75 +266,97 @@ def sandbox_argv(
     cwd: str | os.PathLike[str] | None = None,
     gpu: bool | None = None,
     tmp_bytes: int | None = None,
+    as_root: bool | None = None,
 ) -> list[str]:
-    """The bubblewrap command that runs ``argv`` with the given view of the disk.
+    """The bubblewrap command that runs ``argv`` seeing only what it must.
 
-    Everything is visible read-only; each hidden path (plus the user's home,
-    ``/run`` and ``/tmp``) is covered by an empty tmpfs (a hidden *file* by
-    ``/dev/null``); ``ro_paths`` and ``rw_paths`` are bound back in. Mounts are
-    applied shallowest first, so a deeper path wins: a cache dir under the
-    hidden data home stays writable, and a hidden ``benchmark/`` inside a
-    read-only repo stays hidden. ``gpu`` (default: whenever the host has them)
-    passes the NVIDIA device nodes through, which ``--dev /dev`` would drop.
-    Hidden folders are read-only; ``tmp_bytes`` caps the private ``/tmp`` and
-    ``/dev/shm`` (tmpfs pages are RAM that the RSS limit does not see).
+    An allow-list: the new root is an empty tmpfs (read-only once set up) into
+    which only the system's ``/usr`` (and its ``/lib``, ``/bin`` links), a few
+    ``/etc`` files, ``ro_paths`` (the Python prefix, the itbench package, the
+    submission folder, the weights) and ``rw_paths`` (the workdir, the
+    submission's own cache) are bound; ``/tmp`` and ``/dev/shm`` are private
+    tmpfs of at most ``tmp_bytes``. ``hidden_paths`` that lie inside a bound
+    folder are covered again (deeper mounts win). The command runs as uid/gid
+    ``nobody`` in a user namespace that cannot create further user namespaces,
+    with no capabilities and ``no_new_privs``, in its own PID, IPC, UTS,
+    network (unless ``network``) and cgroup namespaces.
+
+    Run as root (``as_root``, default: when our euid is 0), an outer privileged
+    bwrap builds the view (it can bind paths below root-only folders such as
+    ``/root/.pyenv``), drops to ``nobody`` on the host with ``setpriv``, and an
+    inner unprivileged bwrap adds the user namespace; so the child's uid is
+    ``nobody`` on the host too, and root-owned files (``/proc/sys``) refuse it.
     """
     exe = bwrap_path()
     if exe is None:
-        raise SandboxUnavailable(
-            "bubblewrap (bwrap) is not installed",
-            hint="apt-get install bubblewrap, or set ITBENCH_NO_SANDBOX=1",
-        )
-    hidden = _norm([*_ALWAYS_HIDDEN, Path.home(), "/tmp", *hidden_paths])
+        raise SandboxUnavailable("bubblewrap (bwrap) is not installed", hint=INSTALL_HINT)
+    as_root = os.geteuid() == 0 if as_root is None else as_root
+    hidden = _norm(hidden_paths)
     ro, rw = _norm(ro_paths), _norm(rw_paths)
     rw_set = set(rw)
     ro = [p for p in ro if p not in rw_set]
     clash = set(hidden) & (set(ro) | rw_set)
-    clash -= {Path(p).resolve() for p in (*_ALWAYS_HIDDEN, Path.home(), "/tmp")}
     if clash:
         raise ValueError(f"paths both hidden and bound: {sorted(map(str, clash))}")
-
-    mounts: list[tuple[int, int, Path]] = []  # (depth, priority, path)
-    mounts += [(len(p.parts), 0, p) for p in hidden if p not in rw_set and p not in set(ro)]
-    mounts += [(len(p.parts), 1, p) for p in ro]
-    mounts += [(len(p.parts), 2, p) for p in rw]
-    mounts.sort(key=lambda m: (m[0], m[1], str(m[2])))
 
     def size(n_bytes: int | None) -> list[str]:
         return ["--size", str(n_bytes)] if n_bytes and _bwrap_has_option(exe, "--size") else []
 
-    cmd = [
-        exe,
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        *size(tmp_bytes),
-        "--tmpfs",
-        "/dev/shm",
-    ]
+    cmd = [exe, "--proc", "/proc", "--dev", "/dev"]
     if gpu or gpu is None:
         for dev in _gpu_devices():
             cmd += ["--dev-bind", str(dev), str(dev)]
+        if _gpu_devices():  # the CUDA driver reads PCI topology from /sys
+            cmd += ["--ro-bind", "/sys", "/sys"]
+    if Path(_CPU_INFO).is_dir() and not _gpu_devices():
+        cmd += ["--ro-bind", _CPU_INFO, _CPU_INFO]
+    for name in _SYSTEM_DIRS:
+        path = Path(name)
+        if path.is_symlink():
+            cmd += ["--symlink", os.readlink(path), name]
+        elif path.is_dir():
+            cmd += ["--ro-bind", name, name]
+    for name in _ETC_FILES:
+        if Path(name).exists():
+            cmd += ["--ro-bind", name, name]
+
+    # (depth, kind, path): 0 hide, 1 read-only, 2 writable, 3 private tmpfs
+    mounts: list[tuple[int, int, Path]] = [(2, 3, Path("/tmp")), (3, 3, Path("/dev/shm"))]
+    mounts += [(len(p.parts), 1, p) for p in ro]
+    mounts += [(len(p.parts), 2, p) for p in rw]
+    mounts += [(len(p.parts), 0, p) for p in hidden]
+    mounts.sort(key=lambda m: (m[0], m[1] if m[1] else 9, str(m[2])))
+    made: set[Path] = {Path("/")}
+
+    def parents_traversable(path: Path) -> list[str]:
+        """``--dir`` for the folders above a mount point: traversable by nobody, whatever the umask."""
+        out: list[str] = []
+        for parent in reversed(path.parents):
+            if parent not in made and str(parent) not in _SYSTEM_DIRS:
+                made.add(parent)
+                out += ["--perms", "0755", "--dir", str(parent)]
+        return out
+
     emitted: list[tuple[Path, int]] = []
     read_only_tmpfs: list[Path] = []
     for _, kind, path in mounts:
-        parent_kind = next((k for p, k in reversed(emitted) if path.is_relative_to(p)), 1)
-        if kind == 0:  # hide: an empty tmpfs over a folder, /dev/null over a file
-            if parent_kind == 0 and path != Path("/tmp"):
-                continue  # already inside a hidden folder
-            if path == Path("/tmp"):
-                cmd += [*size(tmp_bytes), "--tmpfs", str(path)]
-            elif path.is_dir():
+        if kind in (0, 3):  # a tmpfs covers whatever folders were made below it
+            made -= {m for m in made if m != path and m.is_relative_to(path)}
+        elif path.exists():
+            cmd += parents_traversable(path)
+        parent_kind = next((k for p, k in reversed(emitted) if path.is_relative_to(p)), None)
+        if kind == 0:  # hide what a bound folder would show: empty tmpfs, or /dev/null
+            if parent_kind in (None, 0, 3):
+                continue  # not visible anyway
+            if path.is_dir():
                 cmd += [*size(_HIDDEN_TMPFS_BYTES), "--tmpfs", str(path)]
                 read_only_tmpfs.append(path)
             elif path.exists():
                 cmd += ["--ro-bind", "/dev/null", str(path)]
             else:
                 continue
+        elif kind == 3:  # world-writable with the sticky bit, like the real /tmp
+            cmd += ["--perms", "1777", *size(tmp_bytes), "--tmpfs", str(path)]
         elif kind == 1:
             if not path.exists():
                 continue
@@ -295,6 +366,7 @@ def sandbox_argv(
         emitted.append((path, kind))
     for path in read_only_tmpfs:  # after the binds inside them created their mount points
         cmd += ["--remount-ro", str(path)]
+    cmd += ["--remount-ro", "/"]
     if not network:
         cmd.append("--unshare-net")
     cmd += [
@@ -305,9 +377,22 @@ def sandbox_argv(
         "--die-with-parent",
         "--new-session",
     ]
-    if cwd is not None:
-        cmd += ["--chdir", str(Path(cwd).resolve())]
-    cmd += ["--", *argv]
+    chdir = ["--chdir", str(Path(cwd).resolve())] if cwd is not None else []
+    user = [
+        "--unshare-user",
+        "--disable-userns",
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_UID),
+        "--cap-drop",
+        "ALL",
+    ]
+    if as_root:
+        cmd += [*chdir, "--", *privilege_drop(), exe, "--dev-bind", "/", "/", *user, "--die-with-parent"]
+    else:
+        cmd += user
+    cmd += [*chdir, "--", *argv]
     return cmd
 
 
@@ -396,30 +481,50 @@ def _set_pdeathsig() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
-def _preexec(limits: Limits, sandboxed: bool) -> Callable[[], None]:
-    """Runs in the forked child before exec: address-space cap, parent-death signal."""
+def _preexec(limits: Limits, sandboxed: bool, cgroup: RunCgroup | None) -> Callable[[], None]:
+    """Runs in the forked child before exec: join the cgroup, set rlimits, parent-death signal.
+
+    Joining here (not after ``Popen`` returns) means no process of the run ever
+    runs outside its cgroup. Without a cgroup, ``RLIMIT_NPROC`` stands in for
+    the pids limit (it counts the sandbox uid's processes host-wide).
+    """
 
     def fn() -> None:
+        if cgroup is not None:
+            cgroup.enter()
         if not sandboxed:  # bwrap has --die-with-parent
             _set_pdeathsig()
         if limits.rlimit_as and limits.memory_gb:
             cap = int(limits.memory_gb * GIB)
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        if limits.disk_gb:
+            cap = int(limits.disk_gb * GIB)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+        if sandboxed and limits.max_pids and (cgroup is None or cgroup.pids is None):
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_pids, limits.max_pids))
 
     return fn
 
 
 class _Pump(threading.Thread):
-    """Copies a child's pipe to our stream as it arrives, keeping a tail.
+    """Copies a child's pipe to our stream as it arrives, sanitised and capped.
 
     Reads raw chunks, not lines, so tqdm's carriage-return updates show live.
+    Escape sequences and control characters are dropped before anything is
+    shown or kept. The terminal gets the first ``TERMINAL_CHARS`` characters;
+    after that only a tail is kept and shown at the end with a note of how
+    much was left out. ``text()`` is head and tail, for error messages.
     """
 
     def __init__(self, pipe: IO[bytes], sink: IO[str] | None):
         super().__init__(daemon=True)
         self.pipe, self.sink = pipe, sink
+        self.head: list[str] = []
+        self.head_size = 0
         self.tail: deque[str] = deque()
         self.size = 0
+        self.total = 0
+        self.shown = 0
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def run(self) -> None:
@@ -433,23 +538,53 @@ class _Pump(threading.Thread):
                 break
             self._add(self.decoder.decode(chunk))
         self._add(self.decoder.decode(b"", final=True))
+        self._finish()
 
     def _add(self, text: str) -> None:
+        text = clean_text(text, keep_cr=True)
         if not text:
             return
-        if self.sink is not None:
-            try:
-                self.sink.write(text)
-                self.sink.flush()
-            except (OSError, ValueError):
-                self.sink = None
+        self.total += len(text)
+        if self.head_size < _HEAD_CHARS:
+            part = text[: _HEAD_CHARS - self.head_size]
+            self.head.append(part)
+            self.head_size += len(part)
+        if self.sink is not None and self.shown < TERMINAL_CHARS:
+            part = text[: TERMINAL_CHARS - self.shown]
+            self.shown += len(part)
+            self._show(part)
         self.tail.append(text)
         self.size += len(text)
         while self.size - len(self.tail[0]) >= _TAIL_CHARS and len(self.tail) > 1:
             self.size -= len(self.tail.popleft())
 
+    def _show(self, text: str) -> None:
+        if self.sink is None:
+            return
+        try:
+            self.sink.write(text)
+            self.sink.flush()
+        except (OSError, ValueError):
+            self.sink = None
+
+    def _finish(self) -> None:
+        if self.sink is not None and self.total > self.shown:
+            tail = "".join(self.tail)[-_TAIL_CHARS:]
+            omitted = self.total - self.shown - len(tail)
+            if omitted > 0:
+                self._show(f"\n[itbench: {omitted} characters of submission output not shown]\n{tail}")
+            else:
+                self._show(tail[len(tail) - (self.total - self.shown) :])
+
     def text(self) -> str:
-        return "".join(self.tail)[-_TAIL_CHARS:]
+        """Head and tail of everything the child wrote (sanitised)."""
+        tail = "".join(self.tail)[-_TAIL_CHARS:]
+        if self.total <= _TAIL_CHARS:
+            return tail
+        if self.total <= _HEAD_CHARS + _TAIL_CHARS:
+            return tail
+        head = "".join(self.head)
+        return f"{head}\n[... {self.total - len(head) - len(tail)} characters omitted ...]\n{tail}"
 
 
 class _Tree:
@@ -538,6 +673,79 @@ def _normalise_rc(rc: int | None, sandboxed: bool) -> int | None:
     return rc
 
 
+def _chown_tree(root: Path, uid: int) -> None:
+    """Hand a writable folder to the sandbox uid, never following a link (lchown).
+
+    Entries already owned by ``uid`` are skipped; a regular file with several
+    links is left alone (a hard link to someone else's file must not change hands).
+    """
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        with contextlib.suppress(OSError):
+            info = os.lstat(folder)
+            if info.st_uid != uid:
+                os.lchown(folder, uid, uid)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                stack.append(Path(entry.path))
+            elif info.st_uid != uid and not (stat.S_ISREG(info.st_mode) and info.st_nlink > 1):
+                with contextlib.suppress(OSError):
+                    os.lchown(entry.path, uid, uid)
+
+
+def _tmpfs_bytes(procs: list[psutil.Process]) -> int:
+    """Bytes the sandbox holds in its private /tmp and /dev/shm (seen via /proc/PID/root).
+
+    The RSS fallback's view of tmpfs memory, which RSS does not count; the
+    first process found in another mount namespace than ours shows it.
+    """
+    try:
+        own = os.stat("/proc/self/ns/mnt").st_ino
+    except OSError:
+        return 0
+    best = 0
+    for p in procs:
+        try:
+            if os.stat(f"/proc/{p.pid}/ns/mnt").st_ino == own:
+                continue
+        except OSError:
+            continue
+        total = 0
+        for sub in ("tmp", "dev/shm"):
+            with contextlib.suppress(OSError):
+                st = os.statvfs(f"/proc/{p.pid}/root/{sub}")
+                total += (st.f_blocks - st.f_bfree) * st.f_frsize
+        best = max(best, total)
+    return best
+
+
+def _memfd_bytes(procs: list[psutil.Process]) -> int:
+    """Bytes held in memfds (anonymous files) the tree has open: invisible to RSS."""
+    total = 0
+    for p in procs:
+        try:
+            fds = os.listdir(f"/proc/{p.pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            path = f"/proc/{p.pid}/fd/{fd}"
+            try:
+                if os.readlink(path).startswith("/memfd:"):
+                    total += os.stat(path).st_size
+            except OSError:
+                continue
+    return total
+
+
 def run_isolated(
     argv: Sequence[str],
     *,
@@ -551,18 +759,22 @@ def run_isolated(
     network: bool = False,
     gpu: bool | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
-    require_sandbox: bool = False,
+    unsandboxed: bool = False,
 ) -> IsolatedResult:
-    """Run ``argv`` in the sandbox (if available) under ``limits``; never leaves strays.
+    """Run ``argv`` in the sandbox under ``limits``; never leaves strays.
 
+    Fails closed: without a working bubblewrap it raises
+    :class:`SandboxUnavailable` with the install command, unless the caller
+    asked for ``unsandboxed`` (or ``ITBENCH_NO_SANDBOX=1``) explicitly.
     ``cwd`` is the workdir: always writable, the child's HOME and working
     directory (default: the first of ``rw_paths``). ``env`` adds variables to
-    the minimal environment of :func:`child_env`. The memory limit applies to
-    the summed RSS of the process tree (pages shared between forked workers
-    count once per process, so it errs on the strict side). Submission faults
-    (crash, hang, memory) are reported in the result, never raised; a
-    KeyboardInterrupt kills the child and is re-raised with the result
-    attached as ``err.isolated_result``.
+    the minimal environment of :func:`child_env`. Memory and processes are
+    limited by a cgroup per run when one can be made (every kind of memory
+    counts), else by polling the tree's RSS plus its tmpfs and memfd bytes.
+    The writable folders may grow by at most ``limits.disk_gb``. Submission
+    faults (crash, hang, memory, disk) are reported in the result, never
+    raised; a KeyboardInterrupt kills the child and is re-raised with the
+    result attached as ``err.isolated_result``.
     """
     rw_list = _norm(rw_paths)
     if cwd is None:
@@ -573,22 +785,14 @@ def run_isolated(
     rw_list = _norm([cwd, *rw_list])
     for p in rw_list:
         p.mkdir(parents=True, exist_ok=True)
-    reason = unavailable_reason()
-    sandboxed = not reason
-    if not sandboxed:
-        if require_sandbox:
+    unsandboxed = unsandboxed or unsandboxed_requested()
+    sandboxed = not unsandboxed
+    if sandboxed:
+        reason = unavailable_reason()
+        if reason:
             raise SandboxUnavailable(
-                f"cannot sandbox the submission: {reason}",
-                hint="install bubblewrap (apt-get install bubblewrap)",
+                f"refusing to run a submission without a sandbox: {reason}", INSTALL_HINT
             )
-        msg = (
-            f"submission is NOT sandboxed: {reason}; it can read every file this user "
-            "can (including held-out responses) and use the network"
-        )
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
-        log.warning(msg)
-        cmd = list(argv)
-    else:
         weights = [weights_dir] if weights_dir is not None else []
         cmd = sandbox_argv(
             argv,
@@ -600,21 +804,41 @@ def run_isolated(
             gpu=gpu,
             tmp_bytes=int(limits.memory_gb * GIB) if limits.memory_gb else None,
         )
+        if os.geteuid() == 0:
+            for p in rw_list:
+                _chown_tree(p, SANDBOX_UID)
+    else:
+        msg = (
+            "submission is NOT sandboxed (explicitly requested): it can read every file this user "
+            "can (including held-out responses) and use the network; its record is marked so"
+        )
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        log.warning(msg)
+        cmd = list(argv)
     child_environ = child_env(home=cwd, limits=limits, extra=env, weights_dir=weights_dir)
+    memory_cap = int(limits.memory_gb * GIB) if limits.memory_gb else None
+    cgroup = make_cgroup(memory_cap, limits.max_pids)
+    disk_cap = int(limits.disk_gb * GIB) if limits.disk_gb else None
+    disk_base = {p: scan_tree(p)[0] for p in rw_list} if disk_cap else {}
 
     start = time.monotonic()
-    proc = subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        env=child_environ,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=_preexec(limits, sandboxed),
-    )
-    assert proc.stdout is not None and proc.stderr is not None  # both are PIPEs
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=child_environ,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_preexec(limits, sandboxed, cgroup),
+        )
+    except BaseException:
+        if cgroup is not None:
+            cgroup.remove()
+        raise
     tree = _Tree(proc.pid)
+    assert proc.stdout is not None and proc.stderr is not None
     pumps = [
         _Pump(proc.stdout, sys.stdout if stream_output else None),
         _Pump(proc.stderr, sys.stderr if stream_output else None),
@@ -627,23 +851,43 @@ def run_isolated(
     rc: int | None = None
     maxrss = 0.0
     interrupt: BaseException | None = None
+    next_disk_check = start
     try:
         while True:
             rc, maxrss = _reap(proc, 0)
             if rc is not None:
                 break
-            peak = max(peak, tree.rss_bytes())
-            if limits.memory_gb is not None and peak > limits.memory_gb * GIB:
+            if cgroup is not None and cgroup.memory is not None:
+                used = tree.rss_bytes()  # the kernel enforces the cgroup limit (all memory kinds)
+            else:
+                members = tree.members()
+                used = tree.rss_bytes() + _memfd_bytes(members)
+                if sandboxed:
+                    used += _tmpfs_bytes(members)
+            peak = max(peak, used)
+            if memory_cap is not None and used > memory_cap:
                 killed = "memory"
                 break
             if limits.timeout_s is not None and time.monotonic() - start > limits.timeout_s:
                 killed = "timeout"
                 break
+            if disk_cap is not None and time.monotonic() >= next_disk_check:
+                next_disk_check = time.monotonic() + 1.0
+                grown = sum(max(scan_tree(p)[0] - base, 0) for p, base in disk_base.items())
+                if grown > disk_cap:
+                    killed = "disk"
+                    break
             time.sleep(limits.poll_s)
     except BaseException as err:  # KeyboardInterrupt, SystemExit: clean up, then re-raise
         killed, interrupt = "interrupted", err
     finally:
         rc, maxrss = _terminate(proc, tree, limits.grace_s, rc, maxrss)
+        if cgroup is not None:
+            peak = max(peak, cgroup.peak_bytes())
+            cgroup_oom = cgroup.oom_killed()
+            cgroup.remove()
+        else:
+            cgroup_oom = False
         for pump in pumps:
             pump.join(timeout=2.0)
         for pipe in (proc.stdout, proc.stderr):
@@ -651,6 +895,14 @@ def run_isolated(
                 pipe.close()
 
     rc = _normalise_rc(rc, sandboxed)
+    if killed is None and cgroup_oom and rc != 0:
+        killed = "memory"
+    if killed is None and rc and disk_cap is not None:
+        # Python ignores SIGXFSZ: a write past RLIMIT_FSIZE fails with EFBIG instead, so look
+        scans = {p: scan_tree(p) for p in disk_base}
+        grown = sum(max(used - disk_base[p], 0) for p, (used, _) in scans.items())
+        if rc == -signal.SIGXFSZ or grown > disk_cap or max(s[1] for s in scans.values()) >= disk_cap:
+            killed = "disk"
     if killed is None and rc is not None and rc < 0:
         killed = "signal"
     stderr_tail = pumps[1].text()
@@ -666,6 +918,7 @@ def run_isolated(
         sandboxed=sandboxed,
         wall_s=time.monotonic() - start,
         argv=cmd,
+        limiter=cgroup.describe() if cgroup is not None else "rss poll",
     )
     if interrupt is not None:
         interrupt.isolated_result = result  # type: ignore[attr-defined]

@@ -7,35 +7,114 @@ contract this small lets a student add a model without touching itbench.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
 import importlib.util
+import os
 import re
+import stat
 import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from itbench.contract import Context, contract_problems
 from itbench.errors import SubmissionError
+from itbench.harness.untrusted import SOURCE_MAX_BYTES, UntrustedOutput, clean_text, read_bytes, summarize
 from itbench.paths import project_root
 
-ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 METADATA_FILE = "submission.toml"
 MODULE_FILE = "model.py"
-KNOWN_KEYS = {
-    "name",
-    "description",
-    "table1_row",
-    "authors",
-    "needs",
-    "limits",
-    "params",
-    "sizes",
-    "reference",
-}
+METADATA_MAX_BYTES = 64 * 1024
+CODE_MAX_BYTES = 4 * 2**30
+EXTERNAL_PREFIX = "external-"
+
+# Printable text on one line (names, authors) or several (description): no
+# control characters, escapes or bidi overrides, which would reach terminals
+# and published pages.
+_LINE = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$"
+_TEXT = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$"
+Line = Annotated[str, StringConstraints(pattern=_LINE, max_length=200)]
+Name = Annotated[str, StringConstraints(pattern=_LINE, min_length=1, max_length=120, strip_whitespace=True)]
+Text = Annotated[str, StringConstraints(pattern=_TEXT, max_length=4000)]
+Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+Scalar = bool | int | float | str
+ParamValue = Scalar | list[Scalar] | dict[str, Scalar]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class NeedsMeta(_Strict):
+    """``[needs]``: what the submission needs from the machine."""
+
+    gpu: bool = False
+    weights: Annotated[list[Token], Field(max_length=20)] = []
+
+
+class LimitsMeta(_Strict):
+    """``[limits]``: per-run limits the submission asks for (the CLI may override)."""
+
+    timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
+    memory_gb: Annotated[float, Field(gt=0, le=4096)] | None = None
+    disk_gb: Annotated[float, Field(gt=0, le=4096)] | None = None
+
+
+class Metadata(_Strict):
+    """The schema of ``submission.toml``: types, ranges, no unknown keys."""
+
+    name: Name
+    description: Text = ""
+    table1_row: Annotated[int, Field(ge=1, le=12)] | None = None
+    authors: Annotated[list[Line], Field(max_length=50)] = []
+    reference: Line | None = None
+    needs: NeedsMeta = NeedsMeta()
+    limits: LimitsMeta = LimitsMeta()
+    params: Annotated[dict[Token, ParamValue], Field(max_length=200)] = {}
+    sizes: Annotated[dict[Token, dict[Token, ParamValue]], Field(max_length=20)] = {}
+
+
+KNOWN_KEYS = set(Metadata.model_fields)
+
+
+def _schema_problem(err: ValidationError) -> str:
+    """The schema violations (unknown keys first, at most three), each naming its field."""
+    problems = []
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    for item in errors[:3]:
+        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-")) or "(top level)"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {clean_text(repr(got), 60)})"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown key `{loc}`")
+        elif item["type"] == "missing":
+            problems.append(f"missing `{loc}`")
+        else:
+            problems.append(f"`{loc}`: {item['msg']}{shown}")
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return f"{METADATA_FILE}: " + "; ".join(problems) + more
+
+
+def submission_identity(path: Path, submissions_root: Path | None = None) -> str:
+    """The id records and caches are filed under: the folder name inside ``submissions/``.
+
+    A folder anywhere else gets ``external-<name>-<sha1 of its path>``, so a
+    folder that merely shares a name with a project submission can never
+    overwrite that submission's record or read its cache.
+    """
+    path = Path(path).resolve()
+    root = Path(submissions_root or project_root() / "submissions").resolve()
+    if path.parent == root and not path.name.startswith(EXTERNAL_PREFIX):
+        return path.name
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    return f"{EXTERNAL_PREFIX}{path.name[:40]}-{digest}"
 
 
 @dataclass
@@ -52,6 +131,7 @@ class Submission:
     weights: list[str] = field(default_factory=list)
     timeout_s: float | None = None
     memory_gb: float | None = None
+    disk_gb: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -62,12 +142,38 @@ class Submission:
         return merged
 
     def code_hash(self) -> str:
-        """sha1 over every file in the folder (names and bytes), so any edit refits."""
+        """sha1 over every file in the folder (names and bytes), so any edit refits.
+
+        The folder is the submitter's: links are hashed as their target text,
+        never followed; FIFOs and devices are never opened; reading stops at
+        ``CODE_MAX_BYTES`` in all (a SubmissionError), so a planted link to
+        ``/proc/kcore`` or a FIFO cannot exhaust or hang the parent.
+        """
         digest = hashlib.sha1()
-        for file in sorted(self.path.rglob("*")):
-            if file.is_file() and "__pycache__" not in file.parts and file.suffix != ".pyc":
-                digest.update(file.relative_to(self.path).as_posix().encode())
-                digest.update(file.read_bytes())
+        budget = CODE_MAX_BYTES
+        entries: list[tuple[str, Path]] = []
+        for root, dirs, files in os.walk(self.path, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            entries += [(Path(root, f).relative_to(self.path).as_posix(), Path(root, f)) for f in files]
+            entries += [
+                (Path(root, d).relative_to(self.path).as_posix(), Path(root, d))
+                for d in dirs
+                if Path(root, d).is_symlink()
+            ]
+        for rel, file in sorted(entries):
+            if file.suffix == ".pyc":
+                continue
+            info = os.lstat(file)
+            digest.update(rel.encode())
+            if stat.S_ISLNK(info.st_mode):
+                digest.update(b"link:" + os.readlink(file).encode(errors="surrogateescape"))
+            elif stat.S_ISREG(info.st_mode):
+                budget -= info.st_size
+                if budget < 0:
+                    raise _fail(self.path, f"the folder holds more than {CODE_MAX_BYTES // 2**20} MiB")
+                digest.update(read_bytes(file, info.st_size))
+            else:
+                digest.update(b"special")
         return digest.hexdigest()
 
 
@@ -75,57 +181,105 @@ def _fail(path: Path, problem: str, hint: str | None = None) -> SubmissionError:
     return SubmissionError(f"submission '{path.name}': {problem}", hint)
 
 
-def load_submission(path: str | Path) -> Submission:
-    """Parse and validate a submission folder's metadata (does not import it)."""
+def load_submission(path: str | Path, submissions_root: Path | None = None) -> Submission:
+    """Parse and validate a submission folder's metadata (does not import it).
+
+    The id is :func:`submission_identity`: the folder name for a folder in
+    the project's ``submissions/`` (or ``submissions_root``), an
+    ``external-...`` id otherwise.
+    """
     path = Path(path).resolve()
     if not path.is_dir():
         raise SubmissionError(
             f"no submission folder at {path}", "pass a folder such as submissions/pixels_ridge"
         )
     if not ID_PATTERN.match(path.name):
-        raise _fail(path, "folder name must be lower-case letters, digits, '_' or '-'")
+        raise _fail(path, "folder name must be lower-case letters, digits, '_' or '-' (at most 64)")
     meta_file = path / METADATA_FILE
     if not meta_file.is_file():
         raise _fail(path, f"missing {METADATA_FILE}", "run `itbench new <id>` for a template")
     if not (path / MODULE_FILE).is_file():
         raise _fail(path, f"missing {MODULE_FILE}", "it must define build(ctx)")
     try:
-        meta = tomllib.loads(meta_file.read_text(encoding="utf-8"))
+        raw = read_bytes(meta_file, METADATA_MAX_BYTES)
+        meta = tomllib.loads(raw.decode("utf-8"))
+    except UntrustedOutput as err:
+        raise _fail(path, f"{METADATA_FILE}: {err}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise _fail(path, f"{METADATA_FILE} is not valid TOML: {err}") from None
-    return _from_metadata(path, meta)
+        raise _fail(path, f"{METADATA_FILE} is not valid TOML: {summarize(err)}") from None
+    except (RecursionError, MemoryError):  # "a = [[[[...": the parser gives up, we must not crash
+        raise _fail(path, f"{METADATA_FILE} is nested too deeply to parse") from None
+    return _from_metadata(path, meta, submission_identity(path, submissions_root))
 
 
-def _from_metadata(path: Path, meta: dict[str, Any]) -> Submission:
-    unknown = set(meta) - KNOWN_KEYS
-    if unknown:
+def _from_metadata(path: Path, meta: dict[str, Any], sub_id: str) -> Submission:
+    try:
+        parsed = Metadata.model_validate(meta)
+    except ValidationError as err:
         raise _fail(
-            path, f"unknown keys in {METADATA_FILE}: {sorted(unknown)}", f"known keys: {sorted(KNOWN_KEYS)}"
-        )
-    if not isinstance(meta.get("name"), str) or not meta["name"].strip():
-        raise _fail(path, f"{METADATA_FILE} needs a non-empty `name`")
-    row = meta.get("table1_row")
-    if row is not None and (not isinstance(row, int) or not 1 <= row <= 12):
-        raise _fail(path, f"table1_row must be an integer 1-12, got {row!r}")
-    needs = meta.get("needs", {})
-    limits = meta.get("limits", {})
-    sizes = meta.get("sizes", {})
-    if not all(isinstance(v, dict) for v in sizes.values()):
-        raise _fail(path, "[sizes.<name>] entries must be tables of params")
+            path,
+            _schema_problem(err),
+            f"known keys: {', '.join(sorted(KNOWN_KEYS))}; the schema is Metadata in itbench/harness/submission.py",
+        ) from None
     return Submission(
-        id=path.name,
+        id=sub_id,
         path=path,
-        name=meta["name"].strip(),
-        table1_row=row,
-        authors=list(meta.get("authors", [])),
-        description=meta.get("description", ""),
-        needs_gpu=bool(needs.get("gpu", False)),
-        weights=list(needs.get("weights", [])),
-        timeout_s=limits.get("timeout_s"),
-        memory_gb=limits.get("memory_gb"),
-        params=dict(meta.get("params", {})),
-        sizes={k: dict(v) for k, v in sizes.items()},
+        name=parsed.name,
+        table1_row=parsed.table1_row,
+        authors=list(parsed.authors),
+        description=parsed.description,
+        needs_gpu=parsed.needs.gpu,
+        weights=list(parsed.needs.weights),
+        timeout_s=parsed.limits.timeout_s,
+        memory_gb=parsed.limits.memory_gb,
+        disk_gb=parsed.limits.disk_gb,
+        params=dict(parsed.params),
+        sizes={k: dict(v) for k, v in parsed.sizes.items()},
     )
+
+
+def check_module(sub: Submission) -> None:
+    """Compile ``model.py`` (without running it) and look for a top-level ``build``.
+
+    Catches the commonest broken submissions in the parent within a second,
+    before any data is loaded: a syntax error (reported with file and line)
+    or no ``build`` defined. Compiling runs none of the submission's code.
+    """
+    file = sub.path / MODULE_FILE
+    try:
+        source = read_bytes(file, SOURCE_MAX_BYTES)
+    except (UntrustedOutput, FileNotFoundError) as err:
+        raise _fail(sub.path, f"{MODULE_FILE}: {summarize(err)}") from None
+    try:
+        tree = ast.parse(source, filename=MODULE_FILE)
+    except SyntaxError as err:
+        line = f" line {err.lineno}" if err.lineno else ""
+        raise _fail(
+            sub.path, f"{MODULE_FILE}{line}: {type(err).__name__}: {summarize(err.msg, 200)}"
+        ) from None
+    except ValueError as err:  # null bytes
+        raise _fail(sub.path, f"{MODULE_FILE}: {summarize(err)}") from None
+    except (RecursionError, MemoryError):  # pathological nesting: the parser gives up
+        raise _fail(sub.path, f"{MODULE_FILE} is nested too deeply to compile") from None
+    if not _binds_build(tree):
+        raise _fail(sub.path, f"{MODULE_FILE} does not define build(ctx)", "add: def build(ctx): ...")
+
+
+def _binds_build(tree: ast.Module) -> bool:
+    """Whether the module's top level can bind the name ``build`` (def, assignment, import)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == "build":
+            return True
+        if isinstance(node, ast.Name) and node.id == "build" and isinstance(node.ctx, ast.Store):
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+            (a.asname or a.name).split(".")[0] in ("build", "*") for a in node.names
+        ):
+            return True
+        if isinstance(node, ast.Global) and "build" in node.names:
+            return True
+    # globals()["build"] = ... and the like: let the worker decide
+    return any(isinstance(n, ast.Constant) and n.value == "build" for n in ast.walk(tree))
 
 
 def find_submission(arg: str | Path, root: Path | None = None) -> Path:
@@ -149,13 +303,32 @@ def find_submission(arg: str | Path, root: Path | None = None) -> Path:
 
 
 def discover(root: Path | None = None) -> list[Submission]:
-    """Every valid submission under ``submissions/``; invalid ones raise."""
+    """Every valid submission under ``submissions/``; the first invalid one raises."""
+    found = []
+    for _path, sub in discover_all(root):
+        if isinstance(sub, SubmissionError):
+            raise sub
+        found.append(sub)
+    return found
+
+
+def discover_all(root: Path | None = None) -> list[tuple[Path, Submission | SubmissionError]]:
+    """Every folder under ``submissions/`` with metadata: its submission, or why it is invalid.
+
+    ``itbench score --all`` reports the invalid ones and scores the rest.
+    """
     folder = (root or project_root()) / "submissions"
     if not folder.is_dir():
         return []
-    return [
-        load_submission(p) for p in sorted(folder.iterdir()) if p.is_dir() and (p / METADATA_FILE).exists()
-    ]
+    out: list[tuple[Path, Submission | SubmissionError]] = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_dir() or not (path / METADATA_FILE).exists():
+            continue
+        try:
+            out.append((path, load_submission(path, folder)))
+        except SubmissionError as err:
+            out.append((path, err))
+    return out
 
 
 def import_module(sub: Submission) -> ModuleType:

@@ -80,6 +80,25 @@ def _fit_or_restore(model: Any, job: dict[str, Any], workdir: Path) -> bool:
     return False
 
 
+def _where(err: BaseException, folder: Path) -> str | None:
+    """``model.py:12``: the deepest frame of the error inside the submission's folder."""
+    found = None
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, SyntaxError) and cause.filename and cause.lineno:
+            path = Path(cause.filename)
+            if path.is_relative_to(folder):
+                return f"{path.relative_to(folder)}:{cause.lineno}"
+        for frame in traceback.extract_tb(cause.__traceback__):
+            path = Path(frame.filename)
+            if path.is_relative_to(folder):
+                found = f"{path.relative_to(folder)}:{frame.lineno}"
+        if found:
+            return found
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def run(workdir: Path) -> int:
     """Build, fit (or restore) and predict; report the outcome in status.json."""
     import torch
@@ -120,18 +139,21 @@ def run(workdir: Path) -> int:
         _write_status(workdir, {"ok": True, "fit_cached": restored})
         return 0
     except BaseException as err:  # report everything, including SystemExit from user code
+        hint = getattr(err, "hint", None)
         _write_status(
             workdir,
             {
                 "ok": False,
                 "phase": phase,
-                "error_type": type(err).__name__,
+                "error_type": type(err).__name__[:200],
                 "error": str(err).splitlines()[0][:500] if str(err) else type(err).__name__,
-                "hint": getattr(err, "hint", None),
+                "where": _where(err, Path(job["submission_path"])),
+                "hint": hint[:2000] if isinstance(hint, str) else None,
                 "traceback": traceback.format_exc()[-4000:],
             },
         )
-        traceback.print_exc()
+        # one line for the terminal; the full traceback travels in status.json to the record
+        print(f"submission failed: {type(err).__name__} in {phase}", file=sys.stderr)
         return 1
 
 

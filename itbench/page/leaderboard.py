@@ -411,7 +411,9 @@ def _rank(subs: list[SubmissionResult]) -> list[tuple[int | None, SubmissionResu
 
     def key(s: SubmissionResult) -> tuple:
         scored = s.status == "ok" and _finite(s.scores["mean_r"])
-        group = (0 if scored else 1) if s.status == "ok" else ("ok", "failed", "skipped").index(s.status) + 1
+        group = (0 if scored else 2) if s.status == "ok" else ("ok", "failed", "skipped").index(s.status) + 2
+        if scored and not sandboxed(s):
+            group = 1  # unsandboxed runs never rank above a sandboxed one
         return (group, -s.scores["mean_r"] if scored else 0.0, s.sub_id)
 
     ordered = sorted(subs, key=key)
@@ -419,12 +421,24 @@ def _rank(subs: list[SubmissionResult]) -> list[tuple[int | None, SubmissionResu
     rank, prev = 0, None
     for i, sub in enumerate(ordered, start=1):
         if sub.status == "ok" and _finite(sub.scores["mean_r"]):
-            if sub.scores["mean_r"] != prev:
-                rank, prev = i, sub.scores["mean_r"]
+            mark = (sandboxed(sub), sub.scores["mean_r"])
+            if mark != prev:
+                rank, prev = i, mark
             out.append((rank, sub))
         else:
             out.append((None, sub))
     return out
+
+
+def sandboxed(sub: SubmissionResult) -> bool:
+    """False only for a record that says it ran unsandboxed (``--unsandboxed``)."""
+    return sub.provenance.get("sandboxed") is not False
+
+
+def test_evaluations(sub: SubmissionResult) -> int | None:
+    """How many times this submission has been scored on the test split (test records only)."""
+    value = sub.record.test_evaluations  # validated by the record schema (an int >= 0 or None)
+    return value if sub.split == "test" else None
 
 
 def compares_table1(sub: SubmissionResult) -> bool:
@@ -449,6 +463,8 @@ def flat_row(
         "status": sub.status,
         "reason": sub.reason or None,
         "created": sub.created or None,
+        "sandboxed": sandboxed(sub),
+        "test_evaluations": test_evaluations(sub),
     }
     for key in SCORE_KEYS:
         row[key] = sub.scores[key]
@@ -783,9 +799,24 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     for row in rows:
         writer.writerow(
-            {k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()}
+            {
+                k: ("" if v is None else repr(v) if isinstance(v, float) else csv_cell(v))
+                for k, v in row.items()
+            }
         )
     return buf.getvalue()
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
+
+
+def csv_cell(value: Any) -> Any:
+    """Text a spreadsheet will not run: a leading ``=``/``+``/``-``/``@`` gets a quote (OWASP)."""
+    if isinstance(value, str):
+        value = "".join(ch for ch in value if ch >= " " or ch == "\t")  # no control characters
+        if value.startswith(_FORMULA_START):
+            return "'" + value
+    return value
 
 
 def _remove_stale(out_dir: Path, keep: set[Path]) -> None:
