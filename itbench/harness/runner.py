@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from itbench import paths
-from itbench.console import show_progress
 from itbench.errors import ItbenchError, SubmissionError, WeightsUnavailable
 from itbench.harness import sandbox as sandbox_mod
 from itbench.harness import worker
@@ -60,6 +59,7 @@ from itbench.harness.untrusted import (
     plain_dir_chain,
     read_predictions,
     read_status,
+    scan_tree,
     summarize,
 )
 from itbench.models.cache import prediction_file, run_key, submission_namespace
@@ -256,19 +256,8 @@ def _run_child(
             disk_gb=opts.disk_gb or sub.disk_gb or DEFAULT_DISK_GB,
         )
         package_dir = Path(__file__).resolve().parents[1]
-        torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-        hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-        env = {
-            "ITBENCH_CACHE": str(own_cache),
-            "PYTHONPATH": str(package_dir.parent),
-            "TORCH_HOME": str(torch_home),
-            "HF_HOME": str(hf_home),
-            "HF_HUB_OFFLINE": "1",
-            "ITBENCH_PROGRESS": "1" if show_progress() else "0",
-        }
-        for name in ("ITBENCH_RANDOM_WEIGHTS", "CUDA_VISIBLE_DEVICES"):
-            if name in os.environ:
-                env[name] = os.environ[name]
+        weights = [p for p in sandbox.weight_homes() if p.exists()]
+        _trim_own_cache(own_cache, limits.disk_gb, log)
         log(f"running {sub.id} (fit + predict) in an isolated process ...")
         result = sandbox.run_isolated(
             [sys.executable, "-m", "itbench.harness.worker", str(workdir)],
@@ -276,7 +265,7 @@ def _run_child(
             ro_paths=[
                 sub.path,
                 package_dir,
-                *[p for p in (torch_home, hf_home) if p.exists()],
+                *weights,
             ],
             rw_paths=[workdir, own_cache],
             hidden_paths=[
@@ -287,7 +276,7 @@ def _run_child(
                 project_root() / ".git",
                 project_root() / "submissions",
             ],
-            env=env,
+            env={"ITBENCH_CACHE": str(own_cache)},  # the rest: sandbox.child_env, the one place
             unsandboxed=opts.unsandboxed,
         )
         provenance.update(
@@ -317,9 +306,26 @@ def _run_child(
                 f"submission '{sub.id}': {err}",
                 f"predict(images) must return an array of shape ({n}, {len(bench.neuroid_ids)})",
             ) from None
+        status.fit_cached = status.fit_cached and not need_train  # a claim the parent can check
         return pred, status
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _trim_own_cache(own_cache: Path, disk_gb: float | None, log: Callable[[str], None]) -> None:
+    """Empty the submission's cache namespace when an earlier run left it over the quota.
+
+    The quota counts what a run adds; without this, a run could flood the
+    namespace (files or bytes) and every later run would start over the limit
+    (or with a file walk too long to be a useful check).
+    """
+    if not disk_gb:
+        return
+    used, _largest = scan_tree(own_cache)
+    if used > disk_gb * 2**30:
+        log(f"the cache of this submission exceeds its {disk_gb} GiB quota: emptying it")
+        shutil.rmtree(own_cache, ignore_errors=True)
+        own_cache.mkdir(parents=True, exist_ok=True)
 
 
 def check_location(folder: Path) -> None:

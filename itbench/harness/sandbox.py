@@ -1,24 +1,28 @@
 """Isolation of submission processes: a bubblewrap sandbox plus resource limits.
 
-A submission is untrusted code that must not see the held-out responses it is
-scored on. The runner therefore executes each submission in a child process
-(``python -m itbench.harness.worker <workdir>``) through :func:`run_isolated`, which
+A submission is hostile code, run by root as often as not, that must not see
+the held-out responses it is scored on. The runner therefore executes each
+submission in a child process (``python -m itbench.harness.worker <workdir>``)
+through :func:`run_isolated`, which
 
-- wraps the command in bubblewrap (``bwrap``) when it is available: the whole
-  file system read-only, the data home / demo responses / results / the user's
-  home replaced by empty tmpfs mounts, a private ``/tmp``, only the workdir and
-  an explicit cache dir writable, no network (own network namespace), own PID,
-  IPC and UTS namespaces, so nothing survives the run;
-- enforces a wall-clock timeout and a memory limit (RSS of the process tree,
-  polled with psutil, so it also works with CUDA; ``RLIMIT_AS`` is an option
-  for CPU-only runs), killing the whole process tree (SIGTERM, then SIGKILL);
-- forwards the child's output as it comes (tqdm bars keep working) and keeps a
-  tail of it for error messages;
+- wraps the command in bubblewrap (``bwrap``) as an allow-list
+  (:func:`sandbox_argv`): only the system's ``/usr``, the Python prefix, the
+  itbench package, the submission folder, the weights and its own cache exist
+  inside; it runs as ``nobody`` (on the host too) with no capabilities, no
+  new privileges, no further user namespaces, no network, own PID, IPC and
+  UTS namespaces, so it can neither undo its mounts nor survive the run;
+- fails closed: without a working bwrap it raises :class:`SandboxUnavailable`
+  with the install command, unless the caller explicitly asked for
+  ``unsandboxed`` (``--unsandboxed`` or ``ITBENCH_NO_SANDBOX=1``), in which
+  case the result says ``sandboxed=False`` for the record;
+- enforces a wall-clock timeout, a memory and a process limit (a cgroup per
+  run from :mod:`itbench.harness.limits`, so tmpfs and memfd pages count; the
+  RSS poll plus tmpfs and memfd sizes where no cgroup can be made) and a disk
+  quota on the writable folders, killing the whole tree (SIGTERM, then SIGKILL);
+- forwards the child's output as it comes (tqdm bars keep working), with
+  escape sequences and control characters removed and the amount capped
+  (head and tail kept), for the terminal and for error messages;
 - kills the child on Ctrl-C in the parent and re-raises the interrupt.
-
-Without bubblewrap (or with ``ITBENCH_NO_SANDBOX=1``) the child runs with the
-same limits but *unsandboxed*: a loud warning says so and the result carries
-``sandboxed=False`` so the runner can record it in the provenance.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from typing import IO, Literal
 
 import psutil
 
+from itbench.console import show_progress
 from itbench.errors import ItbenchError
 from itbench.harness.limits import RunCgroup, make_cgroup
 from itbench.harness.untrusted import clean_text, scan_tree
@@ -423,6 +428,17 @@ def python_paths() -> list[Path]:
     return sorted(p for p in paths if p.exists())
 
 
+def weight_homes() -> tuple[Path, Path]:
+    """Where torchvision (``TORCH_HOME``) and timm / Hugging Face (``HF_HOME``) keep weights here."""
+    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    return torch_home, hf_home
+
+
+#: Variables of the operator's environment a submission may see (all others are dropped).
+PASSED_THROUGH = ("CUDA_VISIBLE_DEVICES", "TERM", "COLUMNS", "LC_ALL", "ITBENCH_RANDOM_WEIGHTS")
+
+
 def child_env(
     *,
     home: str | os.PathLike[str],
@@ -430,11 +446,16 @@ def child_env(
     extra: Mapping[str, str] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, str]:
-    """A minimal environment: no secrets, no ``ITBENCH_HOME``, threads from limits.
+    """The child's whole environment, built here only: no secrets, no ``ITBENCH_HOME``.
 
-    ``weights_dir`` (read-only pretrained weights) becomes ``TORCH_HOME`` and
-    ``HF_HOME`` so torchvision/timm find cached weights without the network.
+    Pretrained weights are found offline through ``TORCH_HOME`` / ``HF_HOME``:
+    ``weights_dir`` when given, else this machine's own weight folders (bound
+    read-only by the runner). Threads follow the limits; progress bars follow
+    the operator's terminal (``itbench.console``).
     """
+    torch_home, hf_home = (
+        (Path(weights_dir), Path(weights_dir)) if weights_dir is not None else weight_homes()
+    )
     env = {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "HOME": str(home),
@@ -443,17 +464,17 @@ def child_env(
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "MPLCONFIGDIR": str(Path(home) / ".mplconfig"),
+        "TORCH_HOME": str(torch_home),
+        "HF_HOME": str(hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "ITBENCH_PROGRESS": "1" if show_progress() else "0",
     }
-    for key in ("CUDA_VISIBLE_DEVICES", "TERM", "COLUMNS", "LC_ALL"):
+    for key in PASSED_THROUGH:
         if key in os.environ:
             env[key] = os.environ[key]
     if limits is not None and limits.cpu_threads:
         for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
             env[key] = str(limits.cpu_threads)
-    if weights_dir is not None:
-        env["TORCH_HOME"] = str(weights_dir)
-        env["HF_HOME"] = str(weights_dir)
-        env["HF_HUB_OFFLINE"] = "1"
     env.update(extra or {})
     env.pop("ITBENCH_HOME", None)  # the data home is never the child's business
     return env

@@ -533,4 +533,10 @@ def test_child_env_is_minimal(tmp_path, monkeypatch):
     assert env["HOME"] == str(tmp_path) and env["FOO"] == "bar"
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2"
     assert env["CUDA_VISIBLE_DEVICES"] == "1"
-    assert env["TORCH_HOME"] == env["HF_HOME"] == str(tmp_path / "w")
+    assert env["TORCH_HOME"] == env["HF_HOME"] == str(tmp_path / "w") and env["HF_HUB_OFFLINE"] == "1"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.setenv("ITBENCH_RANDOM_WEIGHTS", "1")
+    monkeypatch.setenv("ITBENCH_PROGRESS", "0")
+    env = child_env(home=tmp_path)  # no weights_dir: the machine's own weight folders, offline
+    assert env["TORCH_HOME"] == str(tmp_path / "th") and env["HF_HUB_OFFLINE"] == "1"
+    assert env["ITBENCH_RANDOM_WEIGHTS"] == "1" and env["ITBENCH_PROGRESS"] == "0"
