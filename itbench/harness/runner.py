@@ -244,6 +244,7 @@ def _run_child(
 
     workdir = Path(tempfile.mkdtemp(prefix="itbench-run-"))
     try:
+        need_train = True
         if write_inputs is None:
             need_train = not is_marker(fitted / "COMPLETE")
             _write_inputs(workdir, bench, opts.split, job, need_train=need_train, log=log)
