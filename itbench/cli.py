@@ -24,6 +24,27 @@ if TYPE_CHECKING:
 SPLIT = click.Choice(["train", "val", "test"])
 
 
+class BenchmarkId(click.ParamType):
+    """A registered benchmark id or alias (the registry's manifests are the choices)."""
+
+    name = "benchmark"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from itbench.data import registry
+
+        try:
+            return registry.resolve(str(value))
+        except ItbenchError:
+            known = ", ".join(registry.benchmark_ids())
+            self.fail(f"unknown benchmark {value!r}; known: {known} (add one with `itbench data add`)")
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "ID"
+
+
+BENCHMARK = BenchmarkId()
+
+
 SIZES = ("auto", "full", "small", "ci")
 DEVICES = ("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8)))
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -81,6 +102,14 @@ def format_scores(record: SubmissionRecord) -> str:
         f"  {scores.n_images} images x {scores.n_neuroids} neuroids"
         + (f"; {scores.n_nan_r} neuroids with undefined r (constant)" if scores.n_nan_r else "")
     )
+    block = record.brainscore
+    if block:
+        lines.append(
+            f"  Brain-Score protocol: raw r {_fmt(block.raw_r)} ± {_fmt(block.raw_r_error)} "
+            f"(mean over {block.settings.get('n_splits')} splits of median r; {block.settings.get('readout')})"
+        )
+    for norm in (record.normalisations or {}).values():
+        lines.append(f"  {norm.name:<36} {norm.formula:<16} {_fmt(norm.value)}  [{norm.dates}]")
     prov = record.provenance.model_dump()
     if prov.get("sandboxed") is False:
         lines.append("  UNSANDBOXED run (--unsandboxed): ranked below every sandboxed record")
@@ -117,15 +146,18 @@ Examples:
   itbench score submissions/pixels_ridge --benchmark demo
   itbench score pixels_ridge effnet_lite0_ridge --json > records.json
   itbench score --all --benchmark nx414 --device cuda
-  itbench score --all --executor ray --address auto   on a Ray cluster"""
+  itbench score --all --executor ray --address auto   on a Ray cluster
+  itbench score effnet_lite0_ridge -b demo --protocol brainscore"""
 )
 @click.argument("submissions", nargs=-1)
 @click.option("--all", "run_all", is_flag=True, help="Score every submission without a current record.")
 @click.option(
     "--benchmark",
     "-b",
+    type=BENCHMARK,
     default=None,
-    help="Benchmark id (default: majajhong2015 or nx414 when installed, else demo).",
+    help="Benchmark id or alias (see `itbench data list`; default: majajhong2015 or nx414 when "
+    "installed, else demo).",
 )
 @click.option("--split", type=SPLIT, default="val", show_default=True, help="Split to score on.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to run.")
@@ -142,6 +174,13 @@ Examples:
 @click.option("--memory-gb", type=float, default=None, help="Memory limit per run, GiB.")
 @click.option(
     "--n-boot", type=click.IntRange(0), default=1000, show_default=True, help="Bootstrap resamples."
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["fixed-split", "brainscore"]),
+    default=None,
+    help="fixed-split (Table I: fit on train, score --split) or brainscore (Brain-Score's 10x 90/10 "
+    "cross-validation over every stimulus, PLS(25) on a model's features); default: the benchmark's.",
 )
 @click.option("--no-cache", is_flag=True, help="Refit and re-predict even when cached.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record(s) as JSON.")
@@ -177,6 +216,7 @@ def score(
     timeout_s: float | None,
     memory_gb: float | None,
     n_boot: int,
+    protocol: str | None,
     no_cache: bool,
     as_json: bool,
     unsandboxed: bool,
@@ -186,6 +226,7 @@ def score(
     max_retries: int,
 ) -> None:
     """Fit, predict and score SUBMISSIONS (folders or ids under submissions/), writing records."""
+    from itbench.data import registry
     from itbench.harness.executors import make_executor
     from itbench.harness.runner import RunOptions, stale_submissions
     from itbench.scoring.benchmark import default_benchmark
@@ -223,9 +264,15 @@ def score(
         memory_gb=memory_gb,
         use_cache=not no_cache,
         n_boot=n_boot,
+        protocol=protocol or registry.get(bid).default_protocol,
         unsandboxed=unsandboxed,
         confirm_test=confirm_test,
     )
+    offered = registry.get(bid).protocols
+    if opts.protocol not in offered:
+        raise click.UsageError(f"benchmark {bid} offers protocols {', '.join(offered)}, not {opts.protocol}")
+    if executor == "ray" and opts.protocol != "fixed-split":
+        raise click.UsageError("the brainscore protocol runs with the local executor only (for now)")
 
     def show(record: SubmissionRecord) -> None:
         click.echo(record.to_json() if as_json else format_scores(record))
@@ -245,20 +292,33 @@ def data() -> None:
     """Fetch, import and inspect benchmark data."""
 
 
-@data.command("list", epilog="Example:\n\n  itbench data list")
-def data_list() -> None:
-    """Which benchmarks are installed, and where."""
-    from itbench.data.sources import KNOWN, describe
+@data.command("list", epilog="Examples:\n\n  itbench data list\n\n  itbench data list --markdown")
+@click.option("--markdown", is_flag=True, help="Print the README's benchmark table instead.")
+def data_list(markdown: bool) -> None:
+    """Every registered benchmark (one manifest each under benchmark/), installed or not."""
+    from itbench.data import registry
+    from itbench.data.sources import describe
 
-    for bid in KNOWN:
-        info = describe(bid, splits=False)
+    if markdown:
+        click.echo(registry.markdown_table())
+        return
+    for spec in registry.all_specs():
+        info = describe(spec.benchmark_id, splits=False)
         state = "installed" if info.get("installed") else "not installed"
-        click.echo(f"{bid:<15} {state:<14} {info.get('location', '')}")
+        tag = " [synthetic]" if spec.synthetic else ""
+        click.echo(f"{spec.benchmark_id:<18} {state:<14} {spec.title}{tag}  ({info.get('location', '')})")
 
 
 def _summary(info: dict[str, Any]) -> str:
     """``data info`` for a person: what it is, its files, and the split sizes."""
     lines = [f"{info['benchmark_id']}: {'installed' if info.get('installed') else 'not installed'}"]
+    if info.get("title"):
+        lines.append(
+            f"  {info['title']}"
+            + (f" (aliases: {', '.join(info['aliases'])})" if info.get("aliases") else "")
+        )
+    if info.get("protocols"):
+        lines.append(f"  protocols: {', '.join(info['protocols'])}; manifest {info.get('manifest')}")
     if info.get("description"):
         lines.append(f"  {info['description']}")
     if info.get("n_stimuli") is not None:
@@ -279,7 +339,7 @@ def _summary(info: dict[str, Any]) -> str:
 
 
 @data.command("info", epilog="Examples:\n\n  itbench data info demo\n\n  itbench data info nx414 --json")
-@click.argument("benchmark_id")
+@click.argument("benchmark_id", type=BENCHMARK)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw description as JSON.")
 def data_info(benchmark_id: str, as_json: bool) -> None:
     """Files, sizes, checksums and split sizes of one benchmark."""
@@ -289,20 +349,113 @@ def data_info(benchmark_id: str, as_json: bool) -> None:
     click.echo(json.dumps(info, indent=2, default=str) if as_json else _summary(info))
 
 
-@data.command("fetch", epilog="Example:\n\n  itbench data fetch majajhong2015")
-@click.argument("benchmark_id", type=click.Choice(["majajhong2015"]))
+@data.command(
+    "fetch",
+    epilog="Example:\n\n  itbench data fetch majajhong2015   (also installs majajhong2015.V4: one download)",
+)
+@click.argument("benchmark_id", type=BENCHMARK)
 @click.option(
     "--mirror",
     envvar="ITBENCH_MIRROR",
     default=None,
-    help="Base URL to download from instead of Brain-Score's bucket (env ITBENCH_MIRROR).",
+    help="Base URL to download from instead of the manifest's (env ITBENCH_MIRROR).",
 )
 def data_fetch(benchmark_id: str, mirror: str | None) -> None:
-    """Download Brain-Score's public MajajHong2015 files (sha1-verified)."""
-    from itbench.data.sources import majajhong2015
+    """Download a benchmark's files (sha1-verified) as its manifest lists them."""
+    import importlib
 
-    majajhong2015.fetch(mirror=mirror)
+    from itbench.data import registry
+    from itbench.errors import BenchmarkError
+
+    spec = registry.get(benchmark_id)
+    module = importlib.import_module(f"itbench.data.sources.{spec.loader}")
+    fetch = getattr(module, "fetch", None)
+    if not callable(fetch):
+        hint = "it is embedded (nothing to fetch)" if spec.synthetic else "see `itbench data info` for how"
+        raise BenchmarkError(f"benchmark {benchmark_id} is not downloaded by `data fetch`", hint=hint)
+    fetch(mirror=mirror)
     click.echo(f"{benchmark_id} installed; score with --benchmark {benchmark_id}")
+
+
+@data.command(
+    "add",
+    epilog="""\b
+Example:
+  itbench data add mydata --assembly assy_my_data.nc --stimuli stimulus_my.csv \\
+      --images stimulus_my.zip --region IT --time-bin 70,170""",
+)
+@click.argument("benchmark_id")
+@click.option("--assembly", required=True, help="BrainIO NetCDF assembly: a path or an https URL.")
+@click.option("--assembly-sha1", default=None, help="sha1 of the assembly (required for a URL).")
+@click.option(
+    "--stimuli", "stimuli_csv", required=True, help="Stimulus-set CSV (stimulus_id, filename, ...)."
+)
+@click.option("--stimuli-sha1", default=None, help="sha1 of the CSV (required for a URL).")
+@click.option("--images", required=True, help="Stimulus images: a zip or a folder (or a zip URL).")
+@click.option("--images-sha1", default=None, help="sha1 of the zip (required for a URL).")
+@click.option("--region", default=None, help="Keep the neuroids of this region (e.g. IT, V4).")
+@click.option("--time-bin", default=None, help="START,END in ms when the assembly has several time bins.")
+@click.option(
+    "--split", "fractions", default="0.8,0.1,0.1", show_default=True, help="train,val,test fractions."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--title", default=None, help="Title on the page (default: the id).")
+@click.option("--description", default=None, help="One paragraph on the data (default: generated).")
+@click.option("--citation", default="", help="How to cite the data.")
+@click.option("--synthetic", is_flag=True, help="Label the data synthetic everywhere it appears.")
+def data_add(
+    benchmark_id: str,
+    assembly: str,
+    assembly_sha1: str | None,
+    stimuli_csv: str,
+    stimuli_sha1: str | None,
+    images: str,
+    images_sha1: str | None,
+    region: str | None,
+    time_bin: str | None,
+    fractions: str,
+    seed: int,
+    title: str | None,
+    description: str | None,
+    citation: str,
+    synthetic: bool,
+) -> None:
+    """Register a BrainIO assembly + stimulus set as benchmark BENCHMARK_ID (writes its manifest and split)."""
+    from itbench.data.add import AddRequest, add_benchmark
+
+    def numbers(text: str, n: int, what: str, kind: type) -> tuple[Any, ...]:
+        try:
+            values = tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != n:
+            raise click.BadParameter(f"{what} takes {n} comma-separated numbers, got {text!r}")
+        return values
+
+    spec = add_benchmark(
+        AddRequest(
+            benchmark_id=benchmark_id,
+            assembly=assembly,
+            assembly_sha1=assembly_sha1,
+            stimuli_csv=stimuli_csv,
+            stimuli_csv_sha1=stimuli_sha1,
+            images=images,
+            images_sha1=images_sha1,
+            region=region,
+            time_bin=numbers(time_bin, 2, "--time-bin", int) if time_bin else None,
+            fractions=numbers(fractions, 3, "--split", float),
+            seed=seed,
+            title=title,
+            description=description,
+            citation=citation,
+            synthetic=synthetic,
+        )
+    )
+    click.echo(
+        f"{spec.benchmark_id} registered: {spec.description}\n  manifest: benchmark/{spec.benchmark_id}/"
+        f"manifest.json, split: {spec.split.path} ({spec.split.n_train}/{spec.split.n_val}/{spec.split.n_test}); "
+        f"score with --benchmark {spec.benchmark_id}"
+    )
 
 
 @data.command("import", epilog="Example:\n\n  itbench data import ~/Downloads/IT_data.h5")
@@ -344,7 +497,7 @@ Examples:
   itbench leaderboard --run --benchmark nx414 score what is stale first
   itbench leaderboard --run --executor ray --address auto"""
 )
-@click.option("--benchmark", "-b", "benchmarks", multiple=True, help="Only these benchmarks.")
+@click.option("--benchmark", "-b", "benchmarks", type=BENCHMARK, multiple=True, help="Only these benchmarks.")
 @click.option(
     "--run", "run_missing", is_flag=True, help="First score every submission without a current record."
 )
@@ -379,14 +532,15 @@ def leaderboard(
 Examples:
   itbench sweep efficientnet_lite0 --benchmark demo
   itbench sweep resnet50 --random --layers layer2,layer3,layer4 --reducer "avgpool(2)"
-  itbench sweep resnet50 --executor ray --address auto   on a GPU node of a Ray cluster"""
+  itbench sweep resnet50 --executor ray --address auto   on a GPU node of a Ray cluster
+  itbench sweep efficientnet_lite0 -b demo --select-on train-cv"""
 )
 @click.argument("model")
 @click.option(
     "--layers", default=None, help="Comma-separated node names (default: the model's standard set)."
 )
 @click.option("--pretrained/--random", default=True, show_default=True, help="ImageNet or random weights.")
-@click.option("--benchmark", "-b", default=None, help="Benchmark id (default as for score).")
+@click.option("--benchmark", "-b", type=BENCHMARK, default=None, help="Benchmark id (default as for score).")
 @click.option("--split", type=SPLIT, default="val", show_default=True, help="Split to score on.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to run.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Images per batch.")
@@ -401,6 +555,14 @@ Examples:
     "--pca", "n_components", type=click.IntRange(1), default=1000, show_default=True, help="PCA size."
 )
 @executor_options
+@click.option(
+    "--select-on",
+    type=click.Choice(["scored-split", "train-cv"]),
+    default="scored-split",
+    show_default=True,
+    help="How the best layer is chosen: on the scored split itself (optimistic, flagged in the record) "
+    "or by 5-fold CV on the train split only.",
+)
 def sweep(
     model: str,
     layers: str | None,
@@ -413,6 +575,7 @@ def sweep(
     n_components: int,
     executor: str,
     address: str | None,
+    select_on: str,
 ) -> None:
     """Score every chosen layer of MODEL with PCA + ridge from one pass (Fig. 1)."""
     from itbench import api
@@ -433,10 +596,15 @@ def sweep(
         n_components=n_components,
         executor=executor,
         address=address,
+        select_on=select_on,
     )
     for layer in record.layers:
         s = layer.scores
         click.echo(f"{layer.layer:<14} EV {_fmt(s.mean_ev)}  r {_fmt(s.mean_r, s.ci.get('mean_r'))}")
+    sel = record.layer_selection
+    if sel is not None:
+        chosen = sel.chosen_scores.mean_r if sel.chosen_scores else None
+        click.echo(f"chosen layer: {sel.chosen} ({record.split} mean r {_fmt(chosen)}): {sel.note}")
     click.echo(f"record: {record.path}", err=True)
 
 

@@ -72,8 +72,19 @@ class Persistent(Protocol):
     def load(self, directory: Path) -> None: ...
 
 
+@runtime_checkable
+class Featurizing(Protocol):
+    """Optional: the model's features (its "committed layer"), an array (N, n_features).
+
+    Brain-Score's protocol reads such a model out with its own PLS(25) regression,
+    as Brain-Score maps a model's layer; models without it are fitted per split.
+    """
+
+    def features(self, images: torch.Tensor) -> Any: ...
+
+
 # method name -> number of positional arguments it must accept (besides self)
-_ARITY = {"predict": 1, "fit": 1, "save": 1, "load": 1}
+_ARITY = {"predict": 1, "fit": 1, "save": 1, "load": 1, "features": 1}
 
 
 def _accepts(method: Callable[..., object], n_args: int) -> bool:
@@ -114,3 +125,7 @@ def can_fit(model: object) -> bool:
 
 def can_persist(model: object) -> bool:
     return isinstance(model, Persistent)
+
+
+def has_features(model: object) -> bool:
+    return isinstance(model, Featurizing)

@@ -21,7 +21,7 @@ from helpers_data import (
 )
 
 from itbench.data.hvm import HVM_OBJECTS, hvm_category
-from itbench.data.sources import KNOWN, SourceData, describe, installed, load_source, majajhong2015, nx414
+from itbench.data.sources import SourceData, describe, installed, known, load_source, majajhong2015, nx414
 from itbench.data.split import file_hash, read_split, split_counts
 from itbench.errors import BenchmarkError, DataError
 
@@ -39,10 +39,8 @@ def project(tmp_path, monkeypatch):
 def test_committed_manifest_has_brainscore_files(monkeypatch):
     monkeypatch.setenv("ITBENCH_ROOT", str(REPO))
     files = majajhong2015.read_manifest()["files"]
-    assert files["assembly"] == {
-        "filename": "assy_dicarlo_MajajHong2015_public.nc",
-        "sha1": "13d28ca0ce88ee550b54db3004374ae19096e9b9",
-    }
+    assert files["assembly"]["filename"] == "assy_dicarlo_MajajHong2015_public.nc"
+    assert files["assembly"]["sha1"] == "13d28ca0ce88ee550b54db3004374ae19096e9b9"
     assert files["stimulus_csv"]["sha1"] == "5ca7a3da00d8e9c694a9cd725df5ba0ad6d735af"
     assert files["stimulus_zip"]["sha1"] == "8aa44e038d7b551efa8077467622f9d48d72e473"
 
@@ -201,10 +199,12 @@ def test_nx414_not_installed(project):
 
 
 def test_dispatch_known_and_unknown():
-    assert KNOWN == ("majajhong2015", "nx414", "demo")
+    assert known() == ("majajhong2015", "majajhong2015.V4", "nx414", "demo")
     with pytest.raises(BenchmarkError, match="unknown benchmark 'nope'"):
         load_source("nope")
-    with pytest.raises(BenchmarkError, match="known benchmarks: majajhong2015, nx414, demo"):
+    with pytest.raises(
+        BenchmarkError, match="known benchmarks: majajhong2015, majajhong2015.V4, nx414, demo"
+    ):
         describe("nope")
 
 

@@ -771,9 +771,16 @@ def generate(
 
     manifest = {
         "benchmark_id": "demo",
-        "synthetic": True,
+        "title": "Demo (embedded, synthetic)",
         "description": "SYNTHETIC HvM-like images and surrogate IT responses from EfficientNet-Lite0 "
         f"{cfg.layer}; see README.md",
+        "citation": "itbench demo benchmark (synthetic; benchmark/demo/generate.py). Not neural data.",
+        "loader": "demo",
+        "synthetic": True,
+        "region": "IT (surrogate)",
+        "protocols": ["fixed-split", "brainscore"],
+        "default_protocol": "fixed-split",
+        "order": 30,
         "generator": "benchmark/demo/generate.py",
         "generator_version": GENERATOR_VERSION,
         "settings": asdict(cfg),

@@ -25,8 +25,18 @@ LABELS = ("train", "val", "test")
 
 
 def split_path(benchmark_id: str) -> Path:
-    """Where the committed split of a benchmark lives."""
-    return paths.benchmark_dir() / "splits" / f"{benchmark_id}.csv"
+    """Where the committed split of a benchmark lives: its manifest's ``split.path``.
+
+    Benchmarks that share images share a split (MajajHong2015 IT and V4). An id
+    without a manifest gets the conventional ``benchmark/splits/<id>.csv``.
+    """
+    from itbench.data import registry
+    from itbench.errors import BenchmarkError
+
+    try:
+        return registry.get(benchmark_id).split_path()
+    except BenchmarkError:
+        return paths.benchmark_dir() / "splits" / f"{benchmark_id}.csv"
 
 
 def file_hash(path: str | os.PathLike) -> str:

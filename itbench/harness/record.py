@@ -38,6 +38,9 @@ MAX_RECORD_BYTES = 64 * 2**20  # a 3200-image record is ~1 MB; anything far larg
 
 # ids become file names: no dots, no slashes
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+# benchmark ids may hold inner dots (majajhong2015.V4), as the registry allows
+BenchmarkId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)*$")]
+Protocol = Literal["fixed-split", "brainscore"]
 ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
 Number = StrictFloat | StrictInt | None  # JSON null (or NaN on read) means undefined; "0.5" is not a number
 Interval = tuple[Number, Number]
@@ -61,7 +64,7 @@ class SubmissionRef(_Strict):
 
 
 class BenchmarkRef(_Strict):
-    id: Name
+    id: BenchmarkId
     synthetic: bool = False
     data_checksum: str | None = None
     split_hash: str | None = None
@@ -140,6 +143,29 @@ class BootstrapSummary(_Strict):
                 raise ValueError(f"bootstrap.{name} has {len(values)} values for n_boot = {self.n_boot}")
 
 
+class Normalisation(_Strict):
+    """One ceiled-score convention, labelled (see ``itbench.scoring.brainscore.NORMALISATIONS``)."""
+
+    name: str
+    formula: str
+    dates: str
+    definition: str
+    value: Number = None
+
+
+class BrainScoreResult(_Strict):
+    """The ``brainscore`` protocol's numbers: raw r with its error, ceiling, both conventions, settings."""
+
+    raw_r: Number = None
+    raw_r_error: Number = None
+    split_median_r: list[Number] = Field(default_factory=list)
+    ceiling: Number = None
+    ceiling_error: Number = None
+    split_ceiling: list[Number] | None = None
+    normalisations: dict[str, Normalisation] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
 class Provenance(BaseModel):
     """How a result was made. Open-ended: new facts can be added without a schema bump."""
 
@@ -184,6 +210,12 @@ class SubmissionRecord(_Record):
     per_neuroid: PerNeuroid | None = None
     examples: Examples | None = None
     bootstrap: BootstrapSummary | None = None  # optional: records before it still load
+    # how the score was made: Table I's fixed split, or Brain-Score's cross-validation (records
+    # from before protocols existed have none and read as fixed-split); Brain-Score's two ceiled
+    # conventions of the median r, each labelled with its name and date
+    protocol: Protocol = "fixed-split"
+    normalisations: dict[str, Normalisation] | None = None
+    brainscore: BrainScoreResult | None = None
     test_evaluations: Annotated[StrictInt, Field(ge=0)] | None = None
     """Test-split records: how many scored test evaluations this submission has had (issue 10)."""
     error_traceback: str | None = None
@@ -199,6 +231,7 @@ class SubmissionRecord(_Record):
         """A run that did not end ``ok``: keep the reason, drop any partial scores."""
         self.status, self.error = status, error
         self.scores = self.per_neuroid = self.examples = self.bootstrap = None
+        self.normalisations = self.brainscore = None
 
 
 class SweepLayer(_Strict):
@@ -207,6 +240,25 @@ class SweepLayer(_Strict):
     dim: StrictInt | None = None
     reducer: str | None = None
     scores: Scores
+
+
+class LayerSelection(_Strict):
+    """Which layer a sweep would commit to, and on what data it was chosen.
+
+    ``method``: ``scored-split`` (the best layer by mean r on the split the sweep
+    also reports: optimistic, as Brain-Score's layer commitment on the public
+    set is) or ``train-cv`` (k-fold CV on the train split only: the chosen
+    layer's score on the scored split is an honest estimate).
+    """
+
+    method: Literal["scored-split", "train-cv"]
+    chosen: str
+    metric: str = "mean r"
+    folds: StrictInt | None = None
+    cv_scores: dict[str, Number] | None = None
+    chosen_scores: Scores | None = None
+    leaks: bool
+    note: str = ""
 
 
 class SweepRecord(_Record):
@@ -218,6 +270,7 @@ class SweepRecord(_Record):
     weights: ModelName
     readout: str = ""
     layers: list[SweepLayer] = Field(min_length=1)
+    layer_selection: LayerSelection | None = None
     path: Path | None = Field(default=None, exclude=True)  # where write_record put it; not stored
 
 

@@ -34,6 +34,7 @@ from itbench.harness.record import (
     BootstrapSummary,
     Examples,
     InvalidRecord,
+    Normalisation,
     PerNeuroid,
     Provenance,
     Scores,
@@ -94,6 +95,8 @@ class RunOptions:
     submissions_root: Path | None = None
     """Where record identities come from (default: the project's ``submissions/``)."""
     disk_gb: float | None = None
+    protocol: str = "fixed-split"
+    """``fixed-split`` (Table I) or ``brainscore`` (Brain-Score's cross-validation: harness/protocols.py)."""
 
 
 def resolve_size(sub: Submission, size: str, device: str) -> str:
@@ -224,8 +227,14 @@ def _run_child(
     fitted: Path,
     provenance: dict[str, Any],
     log: Callable[[str], None],
-) -> tuple[np.ndarray, ChildStatus]:
+    write_inputs: Callable[[Path], None] | None = None,
+    read_output: Callable[[Path, ChildStatus], np.ndarray | None] | None = None,
+) -> tuple[np.ndarray | None, ChildStatus]:
     """Run the worker in the sandbox; return its predictions and status, read as untrusted input.
+
+    Other protocols pass ``write_inputs(workdir)`` (what the child may see
+    instead of the fixed split's train data and eval images; never held-out
+    responses) and ``read_output(workdir, status)`` (how to read what it wrote).
 
     ``provenance`` learns whether the run was sandboxed, what limited it and
     its peak memory even when the run fails. Nothing the child wrote is
@@ -238,8 +247,12 @@ def _run_child(
 
     workdir = Path(tempfile.mkdtemp(prefix="itbench-run-"))
     try:
-        need_train = not is_marker(fitted / "COMPLETE")
-        _write_inputs(workdir, bench, opts.split, job, need_train=need_train, log=log)
+        need_train = True
+        if write_inputs is None:
+            need_train = not is_marker(fitted / "COMPLETE")
+            _write_inputs(workdir, bench, opts.split, job, need_train=need_train, log=log)
+        else:
+            write_inputs(workdir)
         limits = sandbox.Limits(
             timeout_s=opts.timeout_s or sub.timeout_s or DEFAULT_TIMEOUT_S,
             memory_gb=opts.memory_gb or sub.memory_gb or default_memory_gb(),
@@ -287,6 +300,8 @@ def _run_child(
             error = SubmissionError(f"submission '{sub.id}': {_child_failure(result, status, limits)}")
             error.traceback = (status.traceback if status else None) or result.stderr_tail  # type: ignore[attr-defined]
             raise error
+        if read_output is not None:
+            return read_output(workdir, status), status
         n = len(bench.stimulus_ids(opts.split))
         try:
             pred = read_predictions(workdir / worker.PREDICTIONS, (n, len(bench.neuroid_ids)))
@@ -384,8 +399,13 @@ def score_submission(
     check_allowed(opts)
     check_sandbox(opts)  # fail closed, before anything is loaded or recorded
     bench = load_benchmark(benchmark_id)
-    bench.stimulus_ids(opts.split)  # validates the split name early
+    if opts.protocol == "fixed-split":
+        bench.stimulus_ids(opts.split)  # validates the split name early
     sub_path = find_submission(submission_path)  # a typo is not a submission fault: no record
+    if opts.protocol != "fixed-split":
+        from itbench.harness.protocols import score_protocol
+
+        return score_protocol(sub_path, bench, opts, log)
     path = record_path_of(sub_path, bench, opts)
     with locked(path):
         return store_record(_score_locked(sub_path, bench, opts, log, path), path, opts)
@@ -555,7 +575,7 @@ def run_child(
     fit_key: str,
     provenance: dict[str, Any],
     log: Callable[[str], None],
-) -> tuple[np.ndarray, ChildStatus]:
+) -> tuple[np.ndarray | None, ChildStatus]:
     """The child part, runnable on any node: predictions and status from the sandboxed worker.
 
     ``inputs`` is the benchmark (local path) or a ``WorkerInputs`` (Ray task):
@@ -587,6 +607,8 @@ def complete_run(
     """Driver side, after the child: validate the untrusted predictions, cache them, score them."""
     if status is not None:
         state.provenance["fit_cached"] = status.fit_cached
+    if pred is None:
+        raise SubmissionError(f"submission '{plan.sub.id}': the worker wrote no predictions")
     n = len(bench.stimulus_ids(opts.split))
     pred = validate_predictions(pred, n, len(bench.neuroid_ids), plan.sub.id)
     if opts.use_cache and not state.provenance["predictions_cached"]:
@@ -598,6 +620,9 @@ def complete_run(
     state.record.examples = Examples.model_validate(scored["examples"])
     if scored.get("bootstrap"):
         state.record.bootstrap = BootstrapSummary.model_validate(scored["bootstrap"])
+    state.record.normalisations = {
+        k: Normalisation.model_validate(v) for k, v in scored.get("normalisations", {}).items()
+    } or None
 
 
 def _finish(record: SubmissionRecord, provenance: dict[str, Any], started: float) -> SubmissionRecord:

@@ -191,6 +191,28 @@ def read_predictions(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return array.astype(np.float64)
 
 
+def read_rows(path: Path, n_rows: int, max_bytes: int) -> np.ndarray:
+    """A child's 2-D ``.npy`` array with ``n_rows`` rows and any number of columns (features).
+
+    Checked like predictions: header first, plain numeric dtype, exact length,
+    never unpickled, never more than ``max_bytes`` read.
+    """
+    try:
+        with open_regular(path, max_bytes) as (fd, size):
+            head = os.read(fd, min(size, NPY_HEADER_MAX))
+            dtype, arr_shape, fortran, offset = _parse_npy_header(head)
+            if len(arr_shape) != 2 or arr_shape[0] != n_rows or arr_shape[1] < 1:
+                raise UntrustedOutput(f"features have shape {arr_shape}, expected ({n_rows}, n_features)")
+            nbytes = int(np.prod(arr_shape)) * dtype.itemsize
+            if size != offset + nbytes:
+                raise UntrustedOutput(f"features file is {size} bytes; its header promises {offset + nbytes}")
+            data = head[offset:] + _read_exact(fd, nbytes - (len(head) - offset))
+    except FileNotFoundError:
+        raise UntrustedOutput("the submission process wrote no features") from None
+    flat = np.frombuffer(data, dtype=dtype)
+    return flat.reshape(arr_shape, order="F") if fortran else flat.reshape(arr_shape)
+
+
 def _parse_npy_header(head: bytes) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     """Parse an ``.npy`` header with ``ast.literal_eval``: dtype, shape, order, data offset."""
     if len(head) < 10 or head[:6] != b"\x93NUMPY":
@@ -230,7 +252,8 @@ class ChildStatus(BaseModel):
 
     ok: bool
     fit_cached: bool = False
-    phase: Literal["build", "fit", "predict"] | None = None
+    features: bool | None = None  # the brainscore protocol's features run: whether the model offered them
+    phase: Literal["build", "fit", "predict", "features"] | None = None
     error_type: str | None = Field(default=None, max_length=200)
     error: str | None = Field(default=None, max_length=2000)
     where: str | None = Field(default=None, max_length=500)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from itbench.contract import TrainData, can_fit, can_persist
+from itbench.contract import TrainData, can_fit, can_persist, has_features
 
 JOB = "job.json"
 STATUS = "status.json"
@@ -26,6 +26,7 @@ TRAIN_IMAGES = "train_images.npy"
 TRAIN_RESPONSES = "train_responses.npy"
 TRAIN_META = "train_meta.json"
 EVAL_IMAGES = "eval_images.npy"
+FEATURES = "features.npy"
 
 
 def _write_status(workdir: Path, status: dict[str, Any]) -> None:
@@ -121,6 +122,14 @@ def run(workdir: Path) -> int:
             cache_dir=Path(job["cache_dir"]) if job.get("cache_dir") else None,
         )
         model = build_model(sub, ctx)
+        if job.get("mode") == "features":  # Brain-Score's protocol: features of every image, no fit
+            phase = "features"
+            offered = has_features(model)
+            if offered:
+                images = torch.from_numpy(np.load(workdir / EVAL_IMAGES))
+                np.save(workdir / FEATURES, _as_array(model.features(images)), allow_pickle=False)
+            _write_status(workdir, {"ok": True, "features": offered, "fit_cached": False})
+            return 0
         phase = "fit"
         restored = _fit_or_restore(model, job, workdir)
         phase = "predict"

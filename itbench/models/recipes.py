@@ -67,6 +67,10 @@ class LinearReadoutModel:
         feats = torch.as_tensor(np.asarray(feats) if not torch.is_tensor(feats) else feats)
         return feats.to(self.device, torch.float32)
 
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        """The featurizer's output (before PCA): what Brain-Score's protocol reads out with PLS."""
+        return self._features(images).cpu().numpy()
+
     def fit(self, train: Any) -> LinearReadoutModel:
         x = self._features(train.images)
         if self.n_components:

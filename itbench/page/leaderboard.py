@@ -70,28 +70,22 @@ CI_KEYS = ("mean_ev", "median_ev", "mean_r", "median_r", "normalized_r")
 COUNT_KEYS = ("n_neuroids", "n_images", "n_nan_r")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # ids become file names: no dots, no slashes
+#: Benchmark ids may hold inner dots (``majajhong2015.V4``): the registry's pattern.
+_BENCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)*")
 
-BENCHMARK_INFO: dict[str, tuple[str, str]] = {
-    "majajhong2015": (
-        "MajajHong2015 (public)",
-        "168 IT multi-unit sites of two macaques, 3200 HvM images (variations 0 and 3), "
-        "responses averaged over 70-170 ms and about 50 repetitions; Brain-Score's public "
-        "assembly with trial-level responses, so split-half ceilings are available.",
-    ),
-    "nx414": (
-        "NX-414 course file (IT_data.h5)",
-        "The same 168 IT sites and images as distributed for the NX-414 course: "
-        "trial-averaged responses only, so no ceilings. Table I of the report was "
-        "computed on this data's val split.",
-    ),
-    "demo": (
-        "Demo (embedded, synthetic)",
-        "A small HvM-like benchmark shipped with itbench: rendered objects of 8 categories "
-        "and 168 surrogate 'IT' sites generated from an ImageNet-trained EfficientNet-Lite0 "
-        "with calibrated trial noise. It exercises the whole pipeline offline; its numbers "
-        "say nothing about the brain.",
-    ),
-}
+
+def benchmark_info(benchmark_id: str) -> tuple[str, str]:
+    """Title and description of a benchmark, from its manifest (the registry owns them)."""
+    from itbench.data import registry
+    from itbench.errors import ItbenchError
+
+    try:
+        spec = registry.get(benchmark_id)
+    except ItbenchError:
+        return benchmark_id, "A benchmark without a manifest in this itbench checkout."
+    return spec.title, spec.description
+
+
 SPLIT_NAMES = {"val": "validation split", "test": "test split", "train": "train split"}
 
 
@@ -155,6 +149,7 @@ class SweepResult:
     readout: str
     created: str
     layers: list[SweepLayer]
+    layer_selection: Any = None  # the record's LayerSelection (chosen layer, on what data)
 
 
 @dataclass
@@ -264,6 +259,7 @@ def sweep_result(record: SweepRecord, rel: str) -> SweepResult:
         readout=record.readout,
         created=record.created,
         layers=layers,
+        layer_selection=record.layer_selection,
     )
 
 
@@ -317,11 +313,11 @@ def load_results(
         ids = sorted(
             p.name
             for p in results_root.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and _NAME.fullmatch(p.name)
+            if p.is_dir() and not p.name.startswith(".") and _BENCH.fullmatch(p.name)
         )
     else:
         ids = sorted(set(benchmarks))
-        bad = [b for b in ids if not _NAME.fullmatch(b)]
+        bad = [b for b in ids if not _BENCH.fullmatch(b)]
         if bad:
             raise DataError(
                 f"not a benchmark id: {', '.join(map(repr, bad))}",
@@ -936,10 +932,14 @@ def render(
     t1_inputs: list[tuple[str, str, bool, list[dict[str, Any]]]] = []
     all_rows: list[dict[str, Any]] = []
     detail_tpl = env.get_template("lb_detail.html.j2")
+    from itbench.page import protocols  # fixed-split beside brainscore, IT beside V4
+
+    protocol_tables = protocols.group_tables(
+        [*protocols.take_protocol_records(benches), *(r for b in benches for r in b.submissions)]
+    )
+    selections = [s for b in benches for s in b.sweeps if s.layer_selection is not None]
     for bench in benches:
-        title, description = BENCHMARK_INFO.get(
-            bench.id, (bench.id, "A benchmark without a description in this itbench version.")
-        )
+        title, description = benchmark_info(bench.id)
         tables = []
         splits = sorted({s.split for s in bench.submissions}, key=lambda s: (s != "val", s))
         for split in splits:
@@ -1004,6 +1004,8 @@ def render(
         "skipped": skipped,
         "table1": table1,
         "n_records": report.n_submissions + report.n_sweeps,
+        "protocols_html": protocols.render_html(protocol_tables, selections),
+        "protocols_md": protocols.render_markdown(protocol_tables, selections),
     }
     written[out_dir / "index.html"] = env.get_template("lb_index.html.j2").render(
         css=_asset("lb_style.css"), js=_asset("lb_sort.js"), **context

@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from itbench.contract import TrainData
-from itbench.data.sources import KNOWN, SourceData, installed, load_source
+from itbench.data import registry
+from itbench.data.sources import SourceData, installed, load_source
 from itbench.data.split import file_hash, load_split, split_path
 from itbench.errors import BenchmarkError
 from itbench.scoring import metrics
+from itbench.scoring.brainscore import normalisations
 
 if TYPE_CHECKING:
     import torch
@@ -134,6 +136,9 @@ class Benchmark:
         result["examples"] = _examples(
             predictions, target, self.stimulus_ids(split), self.neuroid_ids, result["per_neuroid"]["r"]
         )
+        # Brain-Score's two ceiled conventions of this split's median r and ceiling, labelled, so a
+        # fixed-split number can be read beside a Brain-Score one (itbench's own is normalized_r)
+        result["normalisations"] = normalisations(result["scores"]["median_r"], result["scores"]["ceiling"])
         return result
 
 
@@ -153,11 +158,13 @@ def _examples(
     }
 
 
-@functools.lru_cache(maxsize=4)
 def load_benchmark(benchmark_id: str) -> Benchmark:
-    """Load a benchmark by id (cached per process: loading verifies checksums)."""
-    if benchmark_id not in KNOWN:
-        raise BenchmarkError(f"unknown benchmark '{benchmark_id}'", f"known: {', '.join(KNOWN)}")
+    """Load a benchmark by id or alias (cached per process: loading verifies checksums)."""
+    return _load_benchmark(registry.resolve(benchmark_id))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_benchmark(benchmark_id: str) -> Benchmark:
     source = load_source(benchmark_id)
     split = load_split(benchmark_id)
     have = set(source.stimuli.metadata.index.astype(str))

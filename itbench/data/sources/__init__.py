@@ -1,17 +1,21 @@
-"""The three benchmarks' data, behind one shape: :class:`SourceData`.
+"""Benchmark data behind one shape, :class:`SourceData`, dispatched by the registry.
 
-Each benchmark id has a module ``itbench.data.sources.<id>`` with ``load() ->
-SourceData``. A module may also define ``installed() -> bool``,
-``location() -> Path`` and ``files() -> list[dict]`` (name, path, size, sha1),
-which ``describe`` uses for ``itbench data list|info``; a module without
-``installed`` is taken to be embedded (always installed).
-Modules are imported lazily so ``itbench data list`` never pays for torch or
-h5py imports of sources it does not touch.
+Which benchmarks exist is the registry's answer (``itbench.data.registry``:
+one manifest per benchmark). Each manifest names a ``loader``, a module
+``itbench.data.sources.<loader>`` with ``load() -> SourceData``. A loader may
+also define ``installed()``, ``location()`` and ``files()`` (name, path,
+size, sha1), which ``describe`` uses for ``itbench data list|info``; a loader
+without ``installed`` is taken to be embedded (always installed). Any of
+these may take a ``spec`` keyword (the :class:`BenchmarkSpec`), so one loader
+serves several benchmarks (IT and V4 of one download, user-added BrainIO
+assemblies). Modules are imported lazily so ``itbench data list`` never pays
+for torch or h5py imports of sources it does not touch.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -19,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from itbench.errors import BenchmarkError, ItbenchError
+from itbench.data import registry
+from itbench.errors import DataError, ItbenchError
 
 if TYPE_CHECKING:  # importing stimuli pulls in torch; only loading a source needs it
     import pandas as pd
     import xarray as xr
 
+    from itbench.data.registry import BenchmarkSpec
     from itbench.data.stimuli import StimulusSet
-
-KNOWN = ("majajhong2015", "nx414", "demo")
 
 
 @dataclass
@@ -43,30 +47,51 @@ class SourceData:
     description: str
 
 
-def _module(benchmark_id: str) -> ModuleType:
-    """The source module of a benchmark id (imported on first use)."""
-    if benchmark_id not in KNOWN:
-        raise BenchmarkError(
-            f"unknown benchmark '{benchmark_id}'", hint=f"known benchmarks: {', '.join(KNOWN)}"
-        )
-    return importlib.import_module(f"itbench.data.sources.{benchmark_id}")
+def known() -> tuple[str, ...]:
+    """Registered benchmark ids (canonical), in listing order."""
+    return registry.benchmark_ids()
+
+
+def _module(benchmark_id: str) -> tuple[ModuleType, BenchmarkSpec]:
+    """The loader module of a benchmark id or alias (imported on first use), with its spec."""
+    spec = registry.get(benchmark_id)
+    try:
+        return importlib.import_module(f"itbench.data.sources.{spec.loader}"), spec
+    except ModuleNotFoundError as err:
+        raise DataError(
+            f"benchmark {spec.benchmark_id}: its manifest names loader {spec.loader!r}, which this itbench lacks",
+            hint="upgrade itbench, or fix `loader` in " + str(registry.manifest_path(spec.benchmark_id)),
+        ) from err
+
+
+def _call(module: ModuleType, name: str, spec: BenchmarkSpec) -> Any:
+    """Call a loader function, passing the spec where the function takes one."""
+    fn = getattr(module, name)
+    if "spec" in inspect.signature(fn).parameters:
+        return fn(spec=spec)
+    return fn()
 
 
 def load_source(benchmark_id: str) -> SourceData:
     """Load one benchmark's data (raises BenchmarkError if it is not installed)."""
-    return _module(benchmark_id).load()
+    module, spec = _module(benchmark_id)
+    return _call(module, "load", spec)
 
 
 def installed(benchmark_id: str) -> bool:
     """Whether a benchmark's data is present (embedded sources always are)."""
-    module = _module(benchmark_id)
-    check = getattr(module, "installed", None)
-    return bool(check()) if callable(check) else True
+    module, spec = _module(benchmark_id)
+    return bool(_call(module, "installed", spec)) if callable(getattr(module, "installed", None)) else True
 
 
-def _files(module: ModuleType) -> list[dict[str, Any]]:
-    lister = getattr(module, "files", None)
-    return list(lister()) if callable(lister) else []
+def _files(module: ModuleType, spec: BenchmarkSpec) -> list[dict[str, Any]]:
+    """A loader's file list; a broken install lists nothing rather than failing ``data list``."""
+    if not callable(getattr(module, "files", None)):
+        return []
+    try:
+        return list(_call(module, "files", spec))
+    except ItbenchError:
+        return []
 
 
 def _repetition_stats(trials: xr.DataArray | None, ids: np.ndarray) -> dict[str, float] | None:
@@ -105,14 +130,22 @@ def describe(benchmark_id: str, splits: bool = True) -> dict[str, Any]:
     """
     from itbench.data.split import file_hash, load_split, split_path
 
-    module = _module(benchmark_id)
+    module, spec = _module(benchmark_id)
+    benchmark_id = spec.benchmark_id
     location = getattr(module, "location", None)
     assert module.__file__ is not None  # sources are .py modules
     info: dict[str, Any] = {
         "benchmark_id": benchmark_id,
+        "title": spec.title,
+        "aliases": list(spec.aliases),
+        "synthetic": spec.synthetic,
+        "protocols": list(spec.protocols),
+        "manifest": str(registry.manifest_path(benchmark_id)),
         "installed": installed(benchmark_id),
-        "location": str(location()) if callable(location) else str(Path(module.__file__).parent),
-        "files": _files(module),
+        "location": str(_call(module, "location", spec))
+        if callable(location)
+        else str(Path(str(module.__file__)).parent),
+        "files": _files(module, spec),
     }
     path = split_path(benchmark_id)
     info["split_file"] = str(path)

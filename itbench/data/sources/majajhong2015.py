@@ -1,11 +1,13 @@
-"""Benchmark ``majajhong2015``: Brain-Score's public MajajHong2015 files.
+"""Benchmarks ``majajhong2015`` (IT) and ``majajhong2015.V4``: Brain-Score's public MajajHong2015 files.
 
 ``fetch`` downloads the assembly ``dicarlo.MajajHong2015.public`` and the
-stimulus set ``hvm-public`` (sha1-verified; names and checksums come from the
-committed ``benchmark/majajhong2015/manifest.json``), keeps the IT sites of the
-70-170 ms window, checks that assembly and stimulus set describe the same
-images, and writes a processed trial-level assembly to the data home so that
-``load`` is fast. ``load`` returns trial-level and trial-averaged responses.
+stimulus set ``hvm-public`` once (sha1-verified; names and checksums come from
+the committed ``benchmark/majajhong2015/manifest.json``), keeps the 70-170 ms
+window, checks that assembly and stimulus set describe the same images, and
+writes one processed trial-level assembly per region that a registered
+benchmark of this loader asks for (IT: 168 sites, V4: 88 sites) to the data
+home so that ``load`` is fast. ``load(spec)`` returns trial-level and
+trial-averaged responses of the spec's region.
 """
 
 from __future__ import annotations
@@ -38,9 +40,31 @@ from itbench.errors import BenchmarkError, DataError
 
 BENCHMARK_ID = "majajhong2015"
 PROCESSED = "processed_IT_trials.nc"
+MAIN_REGION = "IT"
 INSTALL_RECORD = "installed.json"
 ROLES = ("assembly", "stimulus_csv", "stimulus_zip")
 STIMULUS_COORDS = ("object_name", "category_name", "variation")
+
+
+def processed_name(region: str) -> str:
+    """The processed trial-level file of one region (IT keeps its historical name)."""
+    return f"processed_{region}_trials.nc"
+
+
+def _region(spec: Any) -> str:
+    return str(spec.region) if spec is not None and spec.region else MAIN_REGION
+
+
+def _registered_regions(main: str) -> list[str]:
+    """The main region first, then every other region a registered benchmark of this loader uses."""
+    from itbench.data import registry
+    from itbench.errors import ItbenchError
+
+    try:
+        others = {s.region for s in registry.all_specs() if s.loader == "majajhong2015" and s.region}
+    except ItbenchError:
+        others = set()
+    return [main, *sorted(str(r) for r in others - {main})]
 
 
 def location() -> Path:
@@ -83,9 +107,9 @@ def _record_path() -> Path:
     return location() / INSTALL_RECORD
 
 
-def installed() -> bool:
-    """Whether ``fetch`` has completed here (its record and processed file exist)."""
-    return _record_path().is_file() and (location() / PROCESSED).is_file()
+def installed(spec: Any = None) -> bool:
+    """Whether ``fetch`` has completed here (its record and the region's processed file exist)."""
+    return _record_path().is_file() and (location() / processed_name(_region(spec))).is_file()
 
 
 def _read_record() -> dict[str, Any]:
@@ -98,12 +122,15 @@ def _read_record() -> dict[str, Any]:
         ) from err
 
 
-def files() -> list[dict[str, Any]]:
-    """Installed files with sizes and the sha1s verified at fetch time."""
+def files(spec: Any = None) -> list[dict[str, Any]]:
+    """Installed files (downloads and this region's processed file) with sizes and sha1s."""
     if not _record_path().is_file():
         return []
     out = []
+    mine = processed_name(_region(spec))
     for name, sha1 in _read_record()["files"].items():
+        if name.startswith("processed_") and name != mine:
+            continue
         path = location() / name
         out.append(
             {
@@ -211,29 +238,46 @@ def fetch(
         for role in ROLES
     }
     time_bin = tuple(spec.get("time_bin_ms", (70, 170)))
-    trials = load_assembly(fetched["assembly"], time_bin=time_bin)
-    trials = add_repetition(_it_sites(trials, spec.get("region", "IT"), fetched["assembly"]))
+    everything = load_assembly(fetched["assembly"], time_bin=time_bin)
     stimuli = load_stimulus_set(fetched["stimulus_csv"], fetched["stimulus_zip"], identifier="hvm-public")
-    _check_ids(trials, stimuli)
     missing = stimuli.missing_files()
     if missing:
         raise DataError(
             f"{fetched['stimulus_zip']} lacks {len(missing)} images listed in the CSV (e.g. {', '.join(missing[:3])})",
             hint="delete it and fetch again",
         )
-    trials = _add_stimulus_coords(trials, stimuli)
-    if np.issubdtype(trials.dtype, np.floating) and trials.dtype != np.float32:
-        trials = trials.astype(np.float32)
-    validate_responses(trials, what=f"responses in {fetched['assembly'].name}")
-    processed = save_assembly(trials, dest / PROCESSED)
+    main = spec.get("region", MAIN_REGION)
+    regions: dict[str, dict[str, Any]] = {}
+    processed_sha1s: dict[str, str] = {}
+    trials = None
+    for region in _registered_regions(main):
+        if region != main and region not in set(np.asarray(everything.coords["region"].values).astype(str)):
+            continue  # an optional region this release of the file lacks: that benchmark stays uninstalled
+        region_trials = add_repetition(_it_sites(everything, region, fetched["assembly"]))
+        _check_ids(region_trials, stimuli)
+        region_trials = _add_stimulus_coords(region_trials, stimuli)
+        if np.issubdtype(region_trials.dtype, np.floating) and region_trials.dtype != np.float32:
+            region_trials = region_trials.astype(np.float32)
+        validate_responses(region_trials, what=f"{region} responses in {fetched['assembly'].name}")
+        processed = save_assembly(region_trials, dest / processed_name(region))
+        processed_sha1s[processed.name] = file_sha1(processed)
+        regions[region] = {
+            "processed": processed.name,
+            "n_neuroids": int(region_trials.sizes["neuroid"]),
+            "n_presentations": int(region_trials.sizes["presentation"]),
+        }
+        if region == main:
+            trials = region_trials
+    assert trials is not None
     file_sha1s = {spec["files"][role]["filename"]: spec["files"][role]["sha1"] for role in ROLES}
     record = {
         "benchmark_id": BENCHMARK_ID,
-        "files": {**file_sha1s, PROCESSED: file_sha1(processed)},
+        "files": {**file_sha1s, **processed_sha1s},
         "checksum": _checksum(file_sha1s),
         "stimulus_csv": fetched["stimulus_csv"].name,
         "stimulus_zip": fetched["stimulus_zip"].name,
-        "region": spec.get("region", "IT"),
+        "region": main,
+        "regions": regions,
         "time_bin_ms": list(time_bin),
         "n_neuroids": int(trials.sizes["neuroid"]),
         "n_presentations": int(trials.sizes["presentation"]),
@@ -246,35 +290,43 @@ def fetch(
     return dest
 
 
-def load() -> SourceData:
-    """Trial-level and trial-averaged IT responses plus the hvm-public images."""
-    if not installed():
+def load(spec: Any = None) -> SourceData:
+    """Trial-level and trial-averaged responses of the spec's region (default IT) plus the hvm-public images."""
+    region = _region(spec)
+    benchmark_id = spec.benchmark_id if spec is not None else BENCHMARK_ID
+    if not installed(spec):
+        fetched_before = _record_path().is_file()
         raise BenchmarkError(
-            f"benchmark {BENCHMARK_ID} is not installed (nothing at {location()})",
-            hint="run `itbench data fetch majajhong2015` (downloads Brain-Score's public files; "
-            "use --mirror URL where the bucket is unreachable)",
+            f"benchmark {benchmark_id} is not installed (no {region} data at {location()})",
+            hint=(
+                f"run `itbench data fetch {benchmark_id}` again (this itbench also processes {region})"
+                if fetched_before
+                else f"run `itbench data fetch {benchmark_id}` (downloads Brain-Score's public files; "
+                "use --mirror URL where the bucket is unreachable)"
+            ),
         )
     record = _read_record()
-    processed = location() / PROCESSED
-    if file_sha1(processed) != record["files"][PROCESSED]:
+    processed = location() / processed_name(region)
+    if file_sha1(processed) != record["files"].get(processed.name):
         raise DataError(
             f"{processed} does not match the checksum recorded when it was written",
-            hint="run `itbench data fetch majajhong2015` again to rebuild it",
+            hint=f"run `itbench data fetch {benchmark_id}` again to rebuild it",
         )
     trials = load_assembly(processed)
     stimuli = load_stimulus_set(
         location() / record["stimulus_csv"], location() / record["stimulus_zip"], identifier="hvm-public"
     )
+    counts = record.get("regions", {}).get(region, record)
     return SourceData(
-        benchmark_id=BENCHMARK_ID,
+        benchmark_id=benchmark_id,
         synthetic=False,
         responses=average_trials(trials),
         trials=trials,
         stimuli=stimuli,
         checksum=record["checksum"],
         description=(
-            f"MajajHong2015 public (Brain-Score): {record['n_neuroids']} {record['region']} sites, "
-            f"{len(stimuli)} HvM images, {record['n_presentations']} trials, "
+            f"MajajHong2015 public (Brain-Score): {counts['n_neuroids']} {region} sites, "
+            f"{len(stimuli)} HvM images, {counts['n_presentations']} trials, "
             f"{record['time_bin_ms'][0]}-{record['time_bin_ms'][1]} ms"
         ),
     )
