@@ -222,7 +222,7 @@ def _explore(layout, **kw) -> dict:
         "other_cache": str(layout["cache"] / "other" / "state.pt"),
         "predictions_cache": str(layout["cache"].parent / "predictions" / "x.npy"),
         "repo_git": str(REPO / ".git"),
-        "work_main": "/work/main",
+        "repo_root": str(REPO),
     }
     # inside: crawl everything that could be visible; the control crawls only the test's folder
     tops = (
@@ -248,7 +248,10 @@ def test_only_what_the_worker_needs_is_visible(two_checkouts, sandboxed):
     for name in ("git", "other_submission", "other_checkout", "other_cache", "predictions_cache", "repo_git"):
         assert seen[name] == "FileNotFoundError", (name, seen[name])
     assert seen["submissions_dir"] == ["mine"]  # only the mount point of its own folder
-    assert seen["work_main"] in ("FileNotFoundError", [])  # another checkout of the project
+    # this checkout shows only what the worker needs: the package (and the venv when it lives here);
+    # never benchmark/, leaderboard/, .git or the other submissions
+    root = seen["repo_root"]
+    assert root == "FileNotFoundError" or set(root) <= {"itbench", ".venv"}, root
 
 
 def test_control_unsandboxed_sees_them_all(two_checkouts):
