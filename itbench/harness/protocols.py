@@ -49,6 +49,8 @@ from itbench.harness.runner import (
     _new_record,
     _run_child,
     resolve_size,
+    run_provenance,
+    trust_level,
     validate_predictions,
 )
 from itbench.harness.submission import Submission, load_submission
@@ -143,18 +145,9 @@ def _run(
     ids, responses, objects = _stimuli(bench)
     splits = brainscore.cv_splits(objects)
     ids_hash = hashlib.sha1("\n".join(ids).encode()).hexdigest()
-    fit_key = run_key(sub.code_hash(), bench.checksum, params, opts.seed, size, bench.id)
+    fit_key = run_key(sub.code_hash(), bench.checksum, params, opts.seed, size, bench.id, trust_level(opts))
     own_cache = submission_namespace(sub.id)
-    provenance.update(
-        device=device,
-        size=size,
-        params=params,
-        seed=opts.seed,
-        batch_size=opts.batch_size,
-        fit_cached=False,
-        predictions_cached=False,
-        sandboxed=None,
-    )
+    provenance.update(run_provenance(opts, device, size, params))
     job = {
         "submission_path": str(sub.path),
         "device": device,

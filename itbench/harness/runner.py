@@ -510,6 +510,26 @@ def _score_locked(
     return state.finish()
 
 
+def trust_level(opts: RunOptions) -> str:
+    """Part of every cache key: an unsandboxed run could have planted anything, so its caches stay its own."""
+    unsandboxed = opts.unsandboxed or sandbox_mod.unsandboxed_requested()
+    return "unsandboxed" if unsandboxed else "sandboxed"
+
+
+def run_provenance(opts: RunOptions, device: str, size: str, params: dict[str, Any]) -> dict[str, Any]:
+    """How a run is made, before it starts (every protocol records the same facts)."""
+    return {
+        "device": device,
+        "size": size,
+        "params": params,
+        "seed": opts.seed,
+        "batch_size": opts.batch_size,
+        "fit_cached": False,
+        "predictions_cached": False,
+        "sandboxed": trust_level(opts) == "sandboxed",
+    }
+
+
 def plan_run(
     sub: Submission,
     bench: Benchmark,
@@ -530,27 +550,25 @@ def plan_run(
     device = device or resolve_device(opts.device)
     size = resolve_size(sub, opts.size, device)
     params = sub.params_for(size)
-    unsandboxed = opts.unsandboxed or sandbox_mod.unsandboxed_requested()
-    trust = "unsandboxed" if unsandboxed else "sandboxed"  # never share caches across trust levels
     fit_key = run_key(
-        sub.code_hash(), bench.checksum, bench.split_hash, params, opts.seed, size, bench.id, trust
+        sub.code_hash(),
+        bench.checksum,
+        bench.split_hash,
+        params,
+        opts.seed,
+        size,
+        bench.id,
+        trust_level(opts),
     )
     pred_file = prediction_file(fit_key, opts.split)
-    state.provenance.update(
-        device=device,
-        size=size,
-        params=params,
-        seed=opts.seed,
-        batch_size=opts.batch_size,
-        fit_cached=False,
-        predictions_cached=False,
-        sandboxed=not unsandboxed,
-    )
+    state.provenance.update(run_provenance(opts, device, size, params))
     plan = PlannedRun(sub=sub, fit_key=fit_key, pred_file=pred_file)
     if opts.use_cache and pred_file.exists() and pred_file.with_suffix(".json").exists():
         plan.cached = np.load(pred_file, allow_pickle=False)
         cached_how = json.loads(pred_file.with_suffix(".json").read_text())
-        cached_how["sandboxed"] = not unsandboxed  # the key says so; never trust the side file
+        cached_how["sandboxed"] = (
+            trust_level(opts) == "sandboxed"
+        )  # the key says so; never trust the side file
         state.provenance.update(cached_how)
         state.provenance.update(fit_cached=True, predictions_cached=True)
         log(f"using cached predictions of {sub.id} (fitted state unchanged)")

@@ -1053,3 +1053,21 @@ def test_a_claimed_cached_fit_is_checked_by_the_parent(tiny_runner, sandboxed):
     record = tiny_runner(sub)
     assert record.status == "ok", record.error
     assert record.provenance.fit_cached is False  # no fitted state existed before the run
+
+
+def test_every_protocol_keys_its_caches_by_trust_level(monkeypatch) -> None:
+    """Fixed-split and brainscore runs share one rule: unsandboxed caches are never a sandboxed run's."""
+    import inspect
+
+    from itbench.harness import protocols, runner
+
+    monkeypatch.delenv("ITBENCH_NO_SANDBOX", raising=False)
+    assert runner.trust_level(runner.RunOptions()) == "sandboxed"
+    assert runner.trust_level(runner.RunOptions(unsandboxed=True)) == "unsandboxed"
+    assert runner.run_provenance(runner.RunOptions(unsandboxed=True), "cpu", "full", {})["sandboxed"] is False
+    for module in (runner, protocols):  # each place that derives a fit key passes the trust level
+        source = inspect.getsource(module)
+        calls = [line for line in source.splitlines() if "fit_key = run_key(" in line]
+        assert calls, module.__name__
+        body = source[source.index("fit_key = run_key(") :].split(")\n", 1)[0]
+        assert "trust_level(opts)" in body, module.__name__
