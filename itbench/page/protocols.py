@@ -215,11 +215,12 @@ def render_html(tables: list[GroupTable], sweeps: list[Any] | None = None) -> st
                 )
             parts.append("</tr>")
         parts.append("</tbody></table></div>")
-    parts.append('<dl class="notes">')
+    parts.append('<dl class="defs">')
     for label in NORMALISATIONS.values():
         parts.append(
-            f"<dt>{html.escape(label['formula'])}: {html.escape(label['name'])} ({html.escape(label['dates'])})</dt>"
-            f"<dd>{html.escape(label['definition'])}.</dd>"
+            f"<dt>{html.escape(label['formula'])}</dt>"
+            f"<dd>{html.escape(label['name'])} ({html.escape(label['dates'])}): "
+            f"{html.escape(label['definition'])}.</dd>"
         )
     parts.append(
         "<dt>†</dt><dd>the layer was chosen on the scored split itself (as Brain-Score's layer commitment "
