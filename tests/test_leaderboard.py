@@ -642,3 +642,38 @@ def test_no_absolute_paths_or_user_names_in_outputs(rendered) -> None:
 )
 def test_sanitize(raw: str, shown: str) -> None:
     assert sanitize(raw) == shown
+
+
+def test_figures_are_reused_only_when_drawn_from_the_same_numbers(tmp_path: Path) -> None:
+    """An unchanged record re-renders without matplotlib; a changed one, or an edited file, is redrawn."""
+    from itbench.page.svg import cached_figure
+
+    calls: list[int] = []
+
+    def draw() -> str:
+        calls.append(1)
+        return '<svg xmlns="http://www.w3.org/2000/svg"><g id="a"/></svg>\n'
+
+    path = tmp_path / "f.svg"
+    first = cached_figure(path, [1.0, 2.0], draw)
+    path.write_text(first)
+    assert cached_figure(path, [1.0, 2.0], draw) == first and len(calls) == 1  # reused
+    assert cached_figure(path, [1.0, 2.5], draw) == first.replace(  # other numbers: drawn again
+        first.splitlines()[-1], cached_figure(tmp_path / "none.svg", [1.0, 2.5], draw).splitlines()[-1]
+    )
+    assert len(calls) == 3
+    path.write_text(first.replace('id="a"', 'id="b"').replace("</svg>", "</svg >"))  # edited by hand
+    cached_figure(path, [1.0, 2.0], lambda: draw())
+    path.write_text(first[: len(first) // 2])  # truncated
+    assert cached_figure(path, [1.0, 2.0], draw) == first and len(calls) == 5
+
+
+def test_rerender_with_cached_figures_is_byte_identical(tmp_path: Path) -> None:
+    """The second render reuses every figure and writes exactly the bytes of the first."""
+    results = tmp_path / "results"
+    gen.write_records(results, gen.fixture_set())
+    out = tmp_path / "out"
+    render(results, out)
+    first = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    render(results, out)
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == first

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +24,8 @@ import matplotlib.colors
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+from itbench.page.svg import inline_svg  # noqa: F401  (re-exported: figures.inline_svg)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -376,30 +377,3 @@ def _symlog_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
         decade *= 10.0
     ticks.sort()
     return ticks, [f"{t:g}".replace("-", "\u2212") for t in ticks]
-
-
-_PROLOGUE = re.compile(r"\A.*?(?=<svg\b)", re.S)
-_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
-_IDS = re.compile(r'(\bid=")([^"]+)(")|(url\(#)([^)]+)(\))|(href="#)([^"]+)(")')
-
-
-def inline_svg(svg: str, prefix: str, label: str) -> str:
-    """SVG text ready to embed in HTML: no XML prologue/metadata, ids made page-unique.
-
-    Several figures on one page would otherwise share matplotlib's ids (clip
-    paths, markers) - invalid HTML and a source of wrong clipping.
-    """
-    body = _METADATA.sub("", _PROLOGUE.sub("", svg, count=1), count=1)
-
-    def rename(match: re.Match[str]) -> str:
-        groups = [g for g in match.groups() if g is not None]
-        head, name, tail = groups
-        return f"{head}{prefix}-{name}{tail}"
-
-    body = _IDS.sub(rename, body)
-    attrs = f' role="img" aria-label="{_attr(label)}" class="figure"'
-    return body.replace("<svg ", f"<svg{attrs} ", 1).strip() + "\n"
-
-
-def _attr(text: str) -> str:
-    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")

@@ -37,6 +37,7 @@ full text.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import json
@@ -47,6 +48,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +62,7 @@ from itbench.harness.record import (
     parse_record,
     read_record,
 )
+from itbench.page.svg import cached_figure, inline_svg
 from itbench.scoring import metrics
 
 if TYPE_CHECKING:
@@ -839,7 +842,20 @@ class _BenchView:
     table1_missing: list[Table1Row]
 
 
-def _sweep_figures(bench: BenchmarkResults, figures: Any) -> list[_SweepFigure]:
+@functools.lru_cache(maxsize=1)
+def _drawer() -> Any:
+    from itbench.page import figures  # matplotlib: imported only when a figure must be drawn
+
+    return figures.SubmissionFigures()
+
+
+def _draw(r: list[float], ev: list[float], ceiling: list[float] | None, examples: Any) -> str:
+    """A submission's per-neuroid figure, drawn fresh (``cached_figure`` calls it on a miss)."""
+    svg: str = _drawer().draw(r, ev, ceiling, examples)
+    return svg
+
+
+def _sweep_figures(bench: BenchmarkResults, out_dir: Path) -> list[_SweepFigure]:
     groups: dict[tuple[str, str], list[SweepResult]] = {}
     for sw in bench.sweeps:
         groups.setdefault((sw.model, sw.split), []).append(sw)
@@ -847,19 +863,25 @@ def _sweep_figures(bench: BenchmarkResults, figures: Any) -> list[_SweepFigure]:
     for (model, split), sweeps in sorted(groups.items(), key=lambda kv: (kv[0][1] != "val", kv[0])):
         sweeps.sort(key=lambda s: (s.weights != "pretrained", s.weights))
         lines = [
-            figures.SweepLine(
-                weights=s.weights,
-                layers=[layer.layer for layer in s.layers],
-                depth=[layer.depth for layer in s.layers],
-                mean_ev=[layer.scores["mean_ev"] for layer in s.layers],
-                ev_ci=[layer.ci["mean_ev"] for layer in s.layers],
-                mean_r=[layer.scores["mean_r"] for layer in s.layers],
-                r_ci=[layer.ci["mean_r"] for layer in s.layers],
-            )
+            {
+                "weights": s.weights,
+                "layers": [layer.layer for layer in s.layers],
+                "depth": [layer.depth for layer in s.layers],
+                "mean_ev": [layer.scores["mean_ev"] for layer in s.layers],
+                "ev_ci": [layer.ci["mean_ev"] for layer in s.layers],
+                "mean_r": [layer.scores["mean_r"] for layer in s.layers],
+                "r_ci": [layer.ci["mean_r"] for layer in s.layers],
+            }
             for s in sweeps
         ]
-        svg = figures.sweep_figure(model, lines)
         stem = f"sweep-{model}" + ("" if split == "val" else f".{split}")
+
+        def draw(model: str = model, lines: list[dict[str, Any]] = lines) -> str:
+            from itbench.page import figures  # matplotlib: imported only on a cache miss
+
+            return figures.sweep_figure(model, [figures.SweepLine(**line) for line in lines])
+
+        svg = cached_figure(out_dir / f"figures/{bench.id}/{stem}.svg", ["sweep", model, lines], draw)
         label = f"Layer sweep of {model} on {bench.id} ({split}): mean EV and r by depth"
         out.append(
             _SweepFigure(
@@ -869,7 +891,7 @@ def _sweep_figures(bench: BenchmarkResults, figures: Any) -> list[_SweepFigure]:
                 "; ".join(sorted({s.readout for s in sweeps if s.readout})),
                 f"figures/{bench.id}/{stem}.svg",
                 svg,
-                figures.inline_svg(svg, f"{bench.id}-{stem}", label),
+                inline_svg(svg, f"{bench.id}-{stem}", label),
                 sweeps,
             )
         )
@@ -923,10 +945,7 @@ def render(
     else:
         table1 = load_table1(Path(table1_csv))
 
-    from itbench.page import figures  # matplotlib: imported only when there is something to draw
-
     env = _environment()
-    drawer = figures.SubmissionFigures()
     written: dict[Path, str] = {}
     views: list[_BenchView] = []
     t1_inputs: list[tuple[str, str, bool, list[dict[str, Any]]]] = []
@@ -962,9 +981,10 @@ def render(
                 inline = None
                 if row["figure"]:
                     pn = sub.per_neuroid or {}
-                    svg = drawer.draw(pn.get("r") or [], pn.get("ev") or [], pn.get("ceiling"), sub.examples)
+                    args = (pn.get("r") or [], pn.get("ev") or [], pn.get("ceiling"), sub.examples)
+                    svg = cached_figure(out_dir / row["figure"], ["submission", *args], partial(_draw, *args))
                     written[out_dir / row["figure"]] = svg
-                    inline = figures.inline_svg(
+                    inline = inline_svg(
                         svg,
                         f"{bench.id}-{sub.stem}",
                         f"Per-neuroid scores of {sub.name} on {bench.id} ({split})",
@@ -983,7 +1003,7 @@ def render(
                     root="../../",
                 )
                 written[out_dir / row["detail"]] = html
-        sweeps = _sweep_figures(bench, figures)
+        sweeps = _sweep_figures(bench, out_dir)
         for fig in sweeps:
             written[out_dir / fig.svg_file] = fig.svg
         reproduced = {s.table1_row for s in bench.submissions if compares_table1(s)}
