@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from itbench.errors import ItbenchError
+from itbench.harness.device import DEVICES
 from itbench.models.cache import KINDS as CACHE_KINDS
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ BENCHMARK = BenchmarkId()
 
 
 SIZES = ("auto", "full", "small", "ci")
-DEVICES = ("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8)))
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from itbench.errors import ItbenchError
 
-DEVICES = ("auto", "cpu", "cuda")
+#: What ``--device`` accepts: auto, cpu, or a CUDA device (cuda = cuda:0).
+DEVICES = ("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8)))
 
 
 def _cuda_visible() -> bool:

@@ -461,9 +461,6 @@ def _identity_args(exe: str, chdir: list[str], as_root: bool) -> list[str]:
     return user
 
 
-sandbox_command = sandbox_argv  # the name used in docs/internals.md
-
-
 # ---------------------------------------------------------------------------
 # environment
 
