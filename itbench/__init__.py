@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from itbench.version import __version__
+
 __all__ = ["__version__", "load_benchmark", "read_record", "render", "score", "score_all", "sweep"]
 
 if TYPE_CHECKING:

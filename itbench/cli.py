@@ -16,6 +16,7 @@ import click
 
 from itbench.errors import ItbenchError
 from itbench.harness.device import DEVICES
+from itbench.harness.protocols import PROTOCOLS
 from itbench.models.cache import KINDS as CACHE_KINDS
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ Examples:
 )
 @click.option(
     "--protocol",
-    type=click.Choice(["fixed-split", "brainscore"]),
+    type=click.Choice(list(PROTOCOLS)),
     default=None,
     help="fixed-split (Table I: fit on train, score --split) or brainscore (Brain-Score's 10x 90/10 "
     "cross-validation over every stimulus, PLS(25) on a model's features); default: the benchmark's.",

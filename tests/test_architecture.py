@@ -22,7 +22,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "itbench"
 
 #: The one statement of the data-flow direction: earlier layers never import later ones.
 LAYERS: list[tuple[str, ...]] = [
-    ("itbench.errors", "itbench.paths", "itbench.contract", "itbench.console"),
+    (
+        "itbench.errors",
+        "itbench.paths",
+        "itbench.contract",
+        "itbench.console",
+        "itbench.version",
+        "itbench.linalg",
+    ),
     ("itbench.data",),
     ("itbench.scoring",),
     ("itbench.models",),
@@ -67,7 +74,7 @@ def imports(text: str, module: str, is_package: bool = False) -> list[tuple[int,
 
 
 def _known(module: str) -> str:
-    """``itbench.__version__`` and other names from the package root count as the root."""
+    """Names from the package root (the front door) count as the root itself."""
     name = module.split(".")[1] if module.count(".") else ""
     return module if (PACKAGE / name).is_dir() or (PACKAGE / f"{name}.py").is_file() else "itbench"
 
@@ -85,8 +92,6 @@ def test_no_import_goes_against_the_data_flow() -> None:
             continue
         for line, target in imports(path.read_text(encoding="utf-8"), me, path.name == "__init__.py"):
             target = _known(target)
-            if target == "itbench":
-                continue  # the version string
             if layer_of(target) > layer_of(me):
                 bad.append(f"{path.relative_to(PACKAGE.parent)}:{line} {me} imports {target}")
     assert not bad, "imports against the data flow:\n" + "\n".join(bad)
@@ -120,3 +125,86 @@ def test_importing_the_front_door_is_cheap() -> None:
     code = "import sys, itbench, itbench.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- circles: no two modules may import each other, directly or around a loop ------------------
+
+
+def _as_module(target: str) -> str:
+    """``itbench.harness.worker`` for ``from itbench.harness import worker``; else the module named."""
+    parts = target.split(".")
+    while parts:
+        path = PACKAGE.parent.joinpath(*parts)
+        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+            return ".".join(parts)
+        parts.pop()
+    return target
+
+
+def _module_imports(text: str, module: str, is_package: bool) -> set[str]:
+    """Every itbench module this source imports, ``from package import module`` resolved to the module."""
+    found = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found |= {_as_module(f"{node.module}.{a.name}") for a in node.names}
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            found |= {_as_module(t) for _, t in imports(ast.unparse(node), module, is_package)}
+    return {t for t in found if t.startswith("itbench")} - {module}
+
+
+def module_graph() -> dict[str, set[str]]:
+    graph = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        me = module_name(path)
+        graph[me] = _module_imports(path.read_text(encoding="utf-8"), me, path.name == "__init__.py")
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circles_between_modules() -> None:
+    found = circles(module_graph())
+    assert not found, "modules that import each other (directly or around a loop):\n" + "\n".join(
+        " <-> ".join(group) for group in found
+    )
+
+
+def test_the_circle_finder_finds_circles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"f"}, "f": {"e"}, "g": set()}
+    assert sorted(circles(graph)) == [["a", "b", "c"], ["e", "f"]]
+    source = "from itbench.harness import runner, sandbox\ndef f():\n    from itbench.harness.protocols import get\n"
+    assert _module_imports(source, "itbench.harness.x", False) == {
+        "itbench.harness.runner",
+        "itbench.harness.sandbox",
+        "itbench.harness.protocols",
+    }

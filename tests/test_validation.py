@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from itbench.errors import SubmissionError
-from itbench.harness.runner import validate_predictions
+from itbench.harness.runcore import validate_predictions
 
 
 @pytest.mark.parametrize(

@@ -14,41 +14,19 @@ need not import Ray to offer it.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from itbench.errors import ItbenchError
+from itbench.harness.executor_base import Executor, Log, OnRecord, stderr_log
 
 if TYPE_CHECKING:
     from itbench.harness.record import SubmissionRecord
-    from itbench.harness.runner import RunOptions
+    from itbench.harness.runcore import RunOptions
 
 EXECUTORS = ("local", "ray")
-Log = Callable[[str], None]
-OnRecord = Callable[["SubmissionRecord"], None]
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-class Executor(Protocol):
-    """Scores submission folders on one benchmark split and writes their records."""
-
-    name: str
-
-    def score(
-        self,
-        folders: Sequence[str | Path],
-        benchmark_id: str,
-        opts: RunOptions,
-        log: Log = _stderr,
-        on_record: OnRecord | None = None,
-    ) -> list[SubmissionRecord]:
-        """One record per folder, in the folders' order; ``on_record`` sees each as it is written."""
-        ...
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "make_executor"]
 
 
 class LocalExecutor:
@@ -61,7 +39,7 @@ class LocalExecutor:
         folders: Sequence[str | Path],
         benchmark_id: str,
         opts: RunOptions,
-        log: Log = _stderr,
+        log: Log = stderr_log,
         on_record: OnRecord | None = None,
     ) -> list[SubmissionRecord]:
         from itbench.harness.runner import score_submission

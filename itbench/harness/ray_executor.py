@@ -3,7 +3,7 @@
 The driver (this process) does everything the local path does except
 running the child:
 
-1. plans each run (``runner.plan_run``): resolves device, size, params and
+1. plans each run (``fixed_split.plan_run``): resolves device, size, params and
    the cache key; a run whose predictions are cached never becomes a task;
 2. puts the worker inputs of the benchmark split (train images, train
    responses and labels, the images to predict: :class:`WorkerInputs`) into
@@ -12,14 +12,14 @@ running the child:
    folder, checked by code hash);
 3. submits one task per run, asking for ``num_gpus=1`` when the run uses a
    GPU and ``memory`` from ``[limits] memory_gb`` (or ``--memory-gb``);
-   inside, the task runs ``runner.run_child``: the same sandboxed worker
+   inside, the task runs ``fixed_split.run_child``: the same sandboxed worker
    process, with the same limits, on the worker node;
 4. receives raw predictions and the child's status, and validates, scores
-   and writes the record exactly as the local path (``runner.complete_run``).
+   and writes the record exactly as the local path (``fixed_split.complete_run``).
 
 Caches: the prediction cache is the driver's (read and written only here).
-Fitted states and activation caches live in the submission's namespace of
-the cache of the node that ran the task (``$ITBENCH_CACHE`` or
+Fitted states and activation caches live in the submission's namespace for
+the run's exposure (``runcore.Exposure``) in the cache of the node that ran the task (``$ITBENCH_CACHE`` or
 ``$ITBENCH_HOME/cache`` in the environment of ``ray start``): point that at
 a shared file system and every node reuses every fitted state; otherwise a
 run landing on another node refits (same result, more time).
@@ -51,22 +51,12 @@ from typing import Any
 import ray
 
 from itbench.errors import SubmissionError, WeightsUnavailable
-from itbench.harness.executors import Log, OnRecord, _stderr
+from itbench.harness.executor_base import Log, OnRecord, stderr_log
+from itbench.harness.fixed_split import PlannedRun, complete_run, plan_run, run_child
 from itbench.harness.inputs import WorkerInputs
 from itbench.harness.record import SubmissionRecord, locked
-from itbench.harness.runner import (
-    PlannedRun,
-    RunOptions,
-    RunState,
-    check_allowed,
-    check_sandbox,
-    complete_run,
-    plan_run,
-    record_path_of,
-    recording,
-    run_child,
-    store_record,
-)
+from itbench.harness.runcore import Exposure, RunOptions, RunState, recording
+from itbench.harness.runner import check_allowed, check_sandbox, record_path_of, store_record
 from itbench.harness.sandbox import SandboxUnavailable
 from itbench.harness.submission import Submission, find_submission, load_submission
 from itbench.harness.sweep import LayerPredictions, sweep_predictions
@@ -130,22 +120,22 @@ def _task(
     opts: RunOptions,
     job: dict[str, Any],
     fit_key: str,
+    exposure: Exposure,
     env: dict[str, str],
     board: Any,
-    key: str,
 ) -> TaskResult:
     """One run on a worker node: the runner's child part, in the node's sandbox, under its limits."""
     node = ray.get_runtime_context().get_node_id()
     if board is not None:  # waited for, so the driver's count of attempts is never behind
         with contextlib.suppress(ray.exceptions.RayError):
-            ray.get(board.started.remote(key, node), timeout=60)
+            ray.get(board.started.remote(sub.id, node), timeout=60)
     provenance: dict[str, Any] = {"executor": "ray", "node": socket.gethostname(), "ray_node": node[:12]}
     with _environment(env), tempfile.TemporaryDirectory(prefix="itbench-sub-") as scratch:
         try:
             check_sandbox(opts)  # a node without bubblewrap refuses, as a single machine does
             here = _submission_here(sub, code_hash, sub_tar, Path(scratch))
             job = {**job, "submission_path": str(here.path)}
-            pred, status = run_child(here, inputs, opts, job, fit_key, provenance, log=_stderr)
+            pred, status = run_child(here, inputs, opts, job, fit_key, exposure, provenance, log=stderr_log)
             return TaskResult(pred, status, provenance, None, node)
         except SandboxUnavailable as err:
             refused = SubmissionError(f"node {socket.gethostname()} cannot run submissions: {err}")
@@ -161,7 +151,7 @@ def _sweep_task(
     model_name: str, inputs: WorkerInputs, split: str, device: str, compute: dict[str, Any]
 ) -> LayerPredictions:
     """A layer sweep's compute part on a worker node (trusted torchvision/timm code, as locally)."""
-    return sweep_predictions(model_name, inputs, split, device=device, log=_stderr, **compute)
+    return sweep_predictions(model_name, inputs, split, device=device, log=stderr_log, **compute)
 
 
 _remote_sweep = ray.remote(_sweep_task)
@@ -270,7 +260,7 @@ class RayExecutor:
         split: str,
         device: str,
         compute: dict[str, Any],
-        log: Log = _stderr,
+        log: Log = stderr_log,
     ) -> tuple[str, LayerPredictions]:
         """A layer sweep's compute part as one Ray task (GPU when asked for or available);
         returns the device used and the per-layer predictions, which the caller scores."""
@@ -299,7 +289,7 @@ class RayExecutor:
         folders: Sequence[str | Path],
         benchmark_id: str,
         opts: RunOptions,
-        log: Log = _stderr,
+        log: Log = stderr_log,
         on_record: OnRecord | None = None,
     ) -> list[SubmissionRecord]:
         check_allowed(opts)  # the sandbox is checked on each node, where the children run
@@ -379,9 +369,9 @@ class RayExecutor:
                 opts,
                 plan.job,
                 plan.fit_key,
+                plan.exposure,
                 env,
                 board,
-                plan.sub.id,
             )
             pending[run.ref] = run
         display = _Display(len(todo), log, self.progress)

@@ -40,7 +40,8 @@ MAX_RECORD_BYTES = 64 * 2**20  # a 3200-image record is ~1 MB; anything far larg
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
 # benchmark ids may hold inner dots (majajhong2015.V4), as the registry allows
 BenchmarkId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)*$")]
-Protocol = Literal["fixed-split", "brainscore"]
+# a registered protocol id (itbench.harness.protocols); records from before protocols existed read as fixed-split
+Protocol = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$")]
 ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
 Number = StrictFloat | StrictInt | None  # JSON null (or NaN on read) means undefined; "0.5" is not a number
 Interval = tuple[Number, Number]

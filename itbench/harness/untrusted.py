@@ -253,12 +253,22 @@ class ChildStatus(BaseModel):
     ok: bool
     fit_cached: bool = False
     features: bool | None = None  # the brainscore protocol's features run: whether the model offered them
+    gram: bool | None = None  # ... and whether it sent their Gram matrix (wider than tall) instead
     phase: Literal["build", "fit", "predict", "features"] | None = None
-    error_type: str | None = Field(default=None, max_length=200)
+    error_type: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
     error: str | None = Field(default=None, max_length=2000)
-    where: str | None = Field(default=None, max_length=500)
+    where: str | None = Field(default=None, max_length=500, pattern=r"^[^\n:]+:[0-9]+$")
     hint: str | None = Field(default=None, max_length=2000)
     traceback: str | None = Field(default=None, max_length=8000)
+
+    def failure_sentence(self) -> str:
+        """Why a failed child says it failed: our sentence, with its (cleaned, capped) words quoted."""
+        where = f" at {self.where}" if self.where else ""
+        return f"{self.error_type} in {self.phase}{where}: {summarize(self.error, 500)}"
+
+
+FAILURE_FIELDS = ("phase", "error_type", "error")
+"""What a status of a failed run must name."""
 
 
 def read_status(path: Path) -> ChildStatus | None:
@@ -275,8 +285,13 @@ def read_status(path: Path) -> ChildStatus | None:
         status = ChildStatus.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        name = str(first["loc"][0]) if first["loc"] else "(top level)"
+        where = name if name in ChildStatus.model_fields or not first["loc"] else "an unknown field"
         raise UntrustedOutput(f"status.json is malformed: {where}: {first['msg']}") from None
+    if not status.ok:
+        for name in FAILURE_FIELDS:  # the parent's sentence needs them all: a missing one is a lie
+            if getattr(status, name) is None:
+                raise UntrustedOutput(f"the submission process wrote an invalid status: {name} missing")
     for name in ("error_type", "error", "where", "hint", "traceback"):
         value = getattr(status, name)
         if value is not None:

@@ -25,14 +25,41 @@ PREDICTIONS = "predictions.npy"
 TRAIN_IMAGES = "train_images.npy"
 TRAIN_RESPONSES = "train_responses.npy"
 TRAIN_META = "train_meta.json"
+TRAIN_META_KEYS = ("stimulus_id", "object_name", "category_name", "neuroid_id")
 EVAL_IMAGES = "eval_images.npy"
 FEATURES = "features.npy"
+GRAM = "gram.npy"
 
 
 def _write_status(workdir: Path, status: dict[str, Any]) -> None:
     tmp = workdir / f".{STATUS}.tmp"
     tmp.write_text(json.dumps(status))
     os.replace(tmp, workdir / STATUS)
+
+
+def write_train(workdir: Path, images: np.ndarray, responses: np.ndarray, meta: dict[str, list[str]]) -> None:
+    """The parent's side of the train split: what :func:`_train_data` reads back in the child."""
+    np.save(workdir / TRAIN_IMAGES, images)
+    np.save(workdir / TRAIN_RESPONSES, responses.astype(np.float32))
+    (workdir / TRAIN_META).write_text(json.dumps(meta))
+
+
+def _send_features(workdir: Path, features: np.ndarray, n_images: int) -> bool:
+    """Features no wider than there are images as they are; wider ones as their Gram matrix.
+
+    Returns whether the Gram was sent. PLS needs only inner products of the
+    rows, and this keeps what the parent reads to at most n x n numbers.
+    Features of the wrong shape go back as they are, for the parent to name.
+    """
+    if features.ndim >= 2 and features.shape[0] == n_images:
+        features = features.reshape(n_images, -1)
+        if features.shape[1] > n_images:
+            from itbench.linalg import gram_matrix
+
+            np.save(workdir / GRAM, gram_matrix(features), allow_pickle=False)
+            return True
+    np.save(workdir / FEATURES, features, allow_pickle=False)
+    return False
 
 
 def _train_data(workdir: Path) -> TrainData:
@@ -124,11 +151,11 @@ def run(workdir: Path) -> int:
         model = build_model(sub, ctx)
         if job.get("mode") == "features":  # Brain-Score's protocol: features of every image, no fit
             phase = "features"
-            offered = has_features(model)
+            offered, gram = has_features(model), False
             if offered:
                 images = torch.from_numpy(np.load(workdir / EVAL_IMAGES))
-                np.save(workdir / FEATURES, _as_array(model.features(images)), allow_pickle=False)
-            _write_status(workdir, {"ok": True, "features": offered, "fit_cached": False})
+                gram = _send_features(workdir, _as_array(model.features(images)), len(images))
+            _write_status(workdir, {"ok": True, "features": offered, "gram": gram, "fit_cached": False})
             return 0
         phase = "fit"
         restored = _fit_or_restore(model, job, workdir)

@@ -495,9 +495,17 @@ def run_key(*parts: Any) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def prediction_file(fit_key: str, split: str) -> Path:
+def outputs_dir(submission_id: str) -> Path:
+    """The parent's cache of one submission's validated outputs (predictions, features).
+
+    Per submission, so that it can be counted against that submission's disk quota.
+    """
+    return paths.cache_dir("predictions") / submission_id
+
+
+def prediction_file(submission_id: str, fit_key: str, split: str) -> Path:
     """Where the validated predictions of one fitted run on one split are kept."""
-    return paths.cache_dir("predictions") / f"{run_key(fit_key, split)}.npy"
+    return outputs_dir(submission_id) / f"{run_key(fit_key, split)}.npy"
 
 
 def submission_namespace(submission_id: str) -> Path:

@@ -52,7 +52,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from itbench import __version__
 from itbench.errors import DataError
 from itbench.harness.record import (
     InvalidRecord,
@@ -64,6 +63,7 @@ from itbench.harness.record import (
 )
 from itbench.page.svg import cached_figure, inline_svg
 from itbench.scoring import metrics
+from itbench.version import __version__
 
 if TYPE_CHECKING:
     import jinja2

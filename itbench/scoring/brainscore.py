@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from itbench.errors import ItbenchError
+from itbench.linalg import GRAM_CHUNK, gram_matrix
 from itbench.scoring.metrics import pearson_r
 
 PROTOCOL = "brainscore"
@@ -164,23 +165,21 @@ def score_predictions(
     return CVScore(np.stack(rows))
 
 
-def gram_coordinates(features: np.ndarray, chunk: int = 8192) -> np.ndarray:
+def gram_coordinates(features: np.ndarray, chunk: int = GRAM_CHUNK) -> np.ndarray:
     """Coordinates ``Z`` (N x N) of N feature rows with the same inner products: ``Z Z^T = X X^T``.
 
     Why: PLS (NIPALS) touches X only through inner products of its rows (the
     scores are ``X X^T u``, weight norms are ``sqrt(u^T X X^T u)``, centring and
     deflation are row combinations), so on ``Z`` it gives the same fit and
     predictions as on ``X`` while costing N x N instead of N x D. With pixels
-    (D = 150,528) that is the difference between minutes and a second. The
-    Gram matrix is summed in float64 over column chunks, so a float32 X is
-    never copied whole.
+    (D = 150,528) that is the difference between minutes and a second.
     """
-    x = np.asarray(features)
-    gram = np.zeros((x.shape[0], x.shape[0]))
-    for start in range(0, x.shape[1], chunk):
-        block = np.asarray(x[:, start : start + chunk], dtype=np.float64)
-        gram += block @ block.T
-    eigval, eigvec = np.linalg.eigh(gram)
+    return coordinates_of_gram(gram_matrix(features, chunk))
+
+
+def coordinates_of_gram(gram: np.ndarray) -> np.ndarray:
+    """``Z`` with ``Z Z^T = G`` for a Gram matrix ``G`` (its eigenvectors scaled; negative noise clipped)."""
+    eigval, eigvec = np.linalg.eigh(np.asarray(gram, dtype=np.float64))
     return eigvec * np.sqrt(np.clip(eigval, 0.0, None))
 
 

@@ -820,8 +820,10 @@ def test_broken_submission_fails_in_seconds_naming_file_and_line(
     tiny_runner, sandboxed, monkeypatch, model, fragment
 ):
     loaded = []
-    real = runner._write_inputs
-    monkeypatch.setattr(runner, "_write_inputs", lambda *a, **k: (loaded.append(1), real(*a, **k)))
+    from itbench.harness import fixed_split
+
+    real = fixed_split._write_inputs
+    monkeypatch.setattr(fixed_split, "_write_inputs", lambda *a, **k: (loaded.append(1), real(*a, **k)))
     sub = _submission(tiny_runner.subs, "broken", model)
     t0 = time.monotonic()
     record = tiny_runner(sub)
@@ -1059,13 +1061,18 @@ def test_every_protocol_keys_its_caches_by_trust_level(monkeypatch) -> None:
     """Fixed-split and brainscore runs share one rule: unsandboxed caches are never a sandboxed run's."""
     import inspect
 
-    from itbench.harness import protocols, runner
+    from itbench.harness import brainscore_protocol, fixed_split, runcore
 
     monkeypatch.delenv("ITBENCH_NO_SANDBOX", raising=False)
-    assert runner.trust_level(runner.RunOptions()) == "sandboxed"
-    assert runner.trust_level(runner.RunOptions(unsandboxed=True)) == "unsandboxed"
-    assert runner.run_provenance(runner.RunOptions(unsandboxed=True), "cpu", "full", {})["sandboxed"] is False
-    for module in (runner, protocols):  # each place that derives a fit key passes the trust level
+    assert runcore.trust_level(runcore.RunOptions()) == "sandboxed"
+    assert runcore.trust_level(runcore.RunOptions(unsandboxed=True)) == "unsandboxed"
+    assert (
+        runcore.run_provenance(runcore.RunOptions(unsandboxed=True), "cpu", "full", {})["sandboxed"] is False
+    )
+    for module in (
+        fixed_split,
+        brainscore_protocol,
+    ):  # each place that derives a fit key passes the trust level
         source = inspect.getsource(module)
         calls = [line for line in source.splitlines() if "fit_key = run_key(" in line]
         assert calls, module.__name__
