@@ -35,3 +35,17 @@ def shared_fixtures() -> Path:
     if not path.is_dir():
         pytest.skip(f"real BrainIO fixtures not present at {path} (only in the dev/CI checkout)")
     return path
+
+
+@pytest.fixture
+def sigint_handled():
+    """Python's Ctrl-C handler for the test's length.
+
+    A shell that starts the tests in the background sets SIGINT to ignored,
+    and every child inherits that; a Ctrl-C test would then wait forever.
+    """
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -224,7 +224,9 @@ def _our_workers() -> list[psutil.Process]:
     return [p for p in _ray_processes() if "itbench.harness.worker" in " ".join(p.cmdline())]
 
 
-def test_ctrl_c_cancels_and_keeps_earlier_records(cluster: Cluster, tmp_path: Path) -> None:
+def test_ctrl_c_cancels_and_keeps_earlier_records(
+    cluster: Cluster, tmp_path: Path, sigint_handled: None
+) -> None:
     results = tmp_path / "results"
     folders = _sleepers(tmp_path, 2, sleep_s=120.0)
     good = record_path(results, "demo", "sleeper_0", "val")

@@ -248,6 +248,21 @@ def add_benchmark(req: AddRequest) -> registry.BenchmarkSpec:
         shutil.rmtree(project_staging, ignore_errors=True)
 
 
+@dataclass
+class _Read:
+    """What ``data add`` read and checked, before anything is written."""
+
+    assembly_entry: dict[str, Any]
+    csv_entry: dict[str, Any]
+    images_entry: dict[str, Any]
+    csv_path: Path
+    images_path: Path
+    trials: xr.DataArray
+    responses: xr.DataArray
+    n_reps: int
+    ids: list[str]
+
+
 def _stage(
     req: AddRequest, staging: Path, project_staging: Path
 ) -> tuple[registry.BenchmarkSpec, list[tuple[Path, Path]]]:
@@ -256,6 +271,25 @@ def _stage(
     Returns the spec and (staged, final) pairs in commit order.
     """
     bid = req.benchmark_id
+    read = _read_and_check(req, staging)
+    out, processed, images_name = _write_data(read, staging)
+    split, stratify = _make_split(read.responses, req.fractions, req.seed)
+    split_tmp = _write_split_file(split, stratify, project_staging, req)
+    manifest = _manifest(req, read, processed, images_name, split_tmp, split_counts(split), stratify)
+    spec = registry.parse_spec(manifest, f"the manifest for {bid}")
+    manifest_tmp = project_staging / "manifest"
+    manifest_tmp.mkdir()
+    (manifest_tmp / registry.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    files = [
+        (out, paths.data_home() / bid),
+        (split_tmp, paths.benchmark_dir() / "splits" / f"{bid}.csv"),
+        (manifest_tmp, registry.manifest_path(bid).parent),
+    ]
+    return spec, files
+
+
+def _read_and_check(req: AddRequest, staging: Path) -> _Read:
+    """The three inputs obtained (checksummed when asked), the assembly loaded and matched to the stimuli."""
     assembly_path, assembly_entry = _obtain(req.assembly, req.assembly_sha1, staging, "assembly")
     csv_path, csv_entry = _obtain(req.stimuli_csv, req.stimuli_csv_sha1, staging, "stimulus CSV")
     images_path, images_entry = _obtain(req.images, req.images_sha1, staging, "stimulus images")
@@ -269,62 +303,92 @@ def _stage(
     trials = _attach_metadata(add_repetition(da), table)
     responses = average_trials(trials)
     n_reps = int(np.bincount(pd.factorize(np.asarray(trials.coords["stimulus_id"].values))[0]).max())
+    ids = list(np.asarray(responses.coords["stimulus_id"].values).astype(str))
+    _check_images(csv_path, images_path, ids, req.benchmark_id)
+    return _Read(
+        assembly_entry, csv_entry, images_entry, csv_path, images_path, trials, responses, n_reps, ids
+    )
 
+
+def _check_images(csv_path: Path, images_path: Path, ids: list[str], bid: str) -> None:
+    """Every stimulus of the assembly has its image."""
     from itbench.data.stimuli import load_stimulus_set
 
     stimuli = load_stimulus_set(csv_path, images_path, identifier=bid)
-    ids = list(np.asarray(responses.coords["stimulus_id"].values).astype(str))
     missing = [f for f in stimuli.loc[ids, "filename"].astype(str) if f in set(stimuli.missing_files())]
     if missing:
         raise DataError(
             f"{images_path} lacks {len(missing)} images of the assembly's stimuli (e.g. {missing[0]})"
         )
 
+
+def _write_data(read: _Read, staging: Path) -> tuple[Path, Path, str]:
+    """The processed assembly, the stimulus CSV and the images, under ``staging/data``."""
     out = staging / "data"
     out.mkdir()
-    processed = save_assembly(trials, out / PROCESSED)
-    shutil.copyfile(csv_path, out / STIMULI_CSV)
-    images_name = "images.zip" if images_path.is_file() else "images"
-    if images_path.is_file():
-        shutil.copyfile(images_path, out / images_name)
+    processed = save_assembly(read.trials, out / PROCESSED)
+    shutil.copyfile(read.csv_path, out / STIMULI_CSV)
+    images_name = "images.zip" if read.images_path.is_file() else "images"
+    if read.images_path.is_file():
+        shutil.copyfile(read.images_path, out / images_name)
     else:
-        shutil.copytree(images_path, out / images_name)
+        shutil.copytree(read.images_path, out / images_name)
+    return out, processed, images_name
 
-    split, stratify = _make_split(responses, req.fractions, req.seed)
+
+def _write_split_file(split: pd.Series, stratify: str | None, project_staging: Path, req: AddRequest) -> Path:
+    """The committed split file, with a header that says how it was made."""
     counts = split_counts(split)
     (project_staging / "splits").mkdir()
-    split_tmp = write_split(
+    return write_split(
         split,
-        project_staging / "splits" / f"{bid}.csv",
-        f"Split of benchmark {bid} (itbench data add): {counts['train']}/{counts['val']}/{counts['test']} "
+        project_staging / "splits" / f"{req.benchmark_id}.csv",
+        f"Split of benchmark {req.benchmark_id} (itbench data add): {counts['train']}/{counts['val']}/{counts['test']} "
         f"train/val/test, {'stratified by ' + stratify if stratify else 'not stratified (no usable object_name)'},\n"
         f"seed {req.seed}, made on {_dt.date.today().isoformat()} from the stimulus ids alone: the same files "
         "and seed always give this split. Results are comparable only on the same split (its sha1 is recorded).",
     )
+
+
+def _manifest(
+    req: AddRequest,
+    read: _Read,
+    processed: Path,
+    images_name: str,
+    split_tmp: Path,
+    counts: dict[str, int],
+    stratify: str | None,
+) -> dict[str, Any]:
+    """The benchmark's manifest (what the registry reads)."""
+    responses, n_reps = read.responses, read.n_reps
     trial_level = n_reps > 1
     protocols = ["fixed-split"] + (["brainscore"] if stratify or "object_name" in responses.coords else [])
-    manifest: dict[str, Any] = {
-        "benchmark_id": bid,
-        "title": req.title or bid,
-        "description": req.description
-        or (
-            f"Added with `itbench data add` from {assembly_entry['filename']}: {responses.sizes['neuroid']} "
-            f"{req.region or 'all-region'} neuroids, {len(ids)} stimuli"
-            + (f", up to {n_reps} repetitions" if trial_level else ", no repetitions (no ceilings)")
-        ),
+    description = req.description or (
+        f"Added with `itbench data add` from {read.assembly_entry['filename']}: {responses.sizes['neuroid']} "
+        f"{req.region or 'all-region'} neuroids, {len(read.ids)} stimuli"
+        + (f", up to {n_reps} repetitions" if trial_level else ", no repetitions (no ceilings)")
+    )
+    return {
+        "benchmark_id": req.benchmark_id,
+        "title": req.title or req.benchmark_id,
+        "description": description,
         "citation": req.citation,
         "loader": "brainio",
         "synthetic": req.synthetic,
         "region": req.region,
         "time_bin_ms": list(req.time_bin) if req.time_bin else None,
-        "files": {"assembly": assembly_entry, "stimulus_csv": csv_entry, "stimulus_images": images_entry},
+        "files": {
+            "assembly": read.assembly_entry,
+            "stimulus_csv": read.csv_entry,
+            "stimulus_images": read.images_entry,
+        },
         "processed": {
             "assembly": {"filename": PROCESSED, "sha1": file_sha1(processed)},
             "stimulus_csv": STIMULI_CSV,
             "images": images_name,
         },
         "split": {
-            "path": f"benchmark/splits/{bid}.csv",
+            "path": f"benchmark/splits/{req.benchmark_id}.csv",
             "sha1": file_sha1(split_tmp),
             "n_train": counts["train"],
             "n_val": counts["val"],
@@ -333,7 +397,7 @@ def _stage(
             "seed": req.seed,
         },
         "counts": {
-            "stimuli": len(ids),
+            "stimuli": len(read.ids),
             "neuroids": int(responses.sizes["neuroid"]),
             "max_repetitions": n_reps,
         },
@@ -342,13 +406,3 @@ def _stage(
         "added": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "order": 50,
     }
-    spec = registry.parse_spec(manifest, f"the manifest for {bid}")
-    manifest_tmp = project_staging / "manifest"
-    manifest_tmp.mkdir()
-    (manifest_tmp / registry.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    files = [
-        (out, paths.data_home() / bid),
-        (split_tmp, paths.benchmark_dir() / "splits" / f"{bid}.csv"),
-        (manifest_tmp, registry.manifest_path(bid).parent),
-    ]
-    return spec, files

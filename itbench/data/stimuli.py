@@ -24,6 +24,7 @@ import pandas as pd
 if TYPE_CHECKING:  # torch is imported where used: scoring cached predictions needs no torch
     import torch
 
+from itbench.console import show_progress
 from itbench.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -108,8 +109,8 @@ def to_model_input(batch: np.ndarray | torch.Tensor, size: int | None = DEFAULT_
 
 
 def _show(progress: bool | None, n_images: int) -> bool:
-    """Progress bars by default only for large batches."""
-    return n_images >= PROGRESS_MIN if progress is None else progress
+    """Progress bars by default only for large batches, and only where a person watches (a terminal)."""
+    return n_images >= PROGRESS_MIN and show_progress() if progress is None else progress
 
 
 _T = TypeVar("_T")

@@ -459,7 +459,7 @@ def child_failure(result: sandbox.IsolatedResult, status: ChildStatus | None, li
     if status is not None and not status.ok:
         return status.failure_sentence()
     if status is None and result.ok:
-        return "the submission process exited without writing a status"
+        return f"the submission process {result.describe()} without writing a status"
     lines = (result.stderr_tail or "").strip().splitlines()[-1:]
     said = f'; its last line of output: "{clean_text(lines[0], 300)}"' if lines else ""
     return f"the submission process {result.describe()}{said}"

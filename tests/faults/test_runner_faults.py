@@ -70,13 +70,23 @@ def run_case(demo, tmp_path, monkeypatch, capfd, find_procs):
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     results = tmp_path / "results"
 
-    def run(case: str, *, port: int | None = None, expect_ok: bool = False):
+    def run(
+        case: str,
+        *,
+        port: int | None = None,
+        expect_ok: bool = False,
+        protocol: str = "fixed-split",
+        features=False,
+    ):
         sub = tmp_path / "subs" / case
         shutil.copytree(FIXTURES / case, sub)
         if port is not None:
             toml = sub / "submission.toml"
             toml.write_text(toml.read_text().replace("port = 0", f"port = {port}"))
-        good = record_path(results, "demo", case, "val")
+        if features:
+            with (sub / "model.py").open("a") as model:
+                model.write(FEATURES_WRAPPER)
+        good = record_path(results, "demo", case, "cv" if protocol == "brainscore" else "val")
         good_bytes = _plant_good_record(good, case)
         assert find_procs(GRANDCHILD_MARK) == []
         capfd.readouterr()
@@ -92,6 +102,7 @@ def run_case(demo, tmp_path, monkeypatch, capfd, find_procs):
             n_boot=20,
             log=lambda msg: None,
             submissions_root=sub.parent,
+            protocol=protocol,
         )
         out = capfd.readouterr().out
         # a record was written, and an earlier ok record was not damaged
@@ -111,6 +122,39 @@ def run_case(demo, tmp_path, monkeypatch, capfd, find_procs):
         return record, out
 
     return run
+
+
+FEATURES_WRAPPER = """
+
+_hostile_build = build
+
+
+class _AskedForFeatures:
+    # the same hostile model on Brain-Score's features path: features() runs its fit and predict
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def predict(self, images):
+        return self.inner.predict(images)
+
+    def features(self, images):
+        import numpy as np
+
+        from itbench.contract import TrainData
+
+        n = len(images)
+        names = np.array([f"s{i}" for i in range(n)])
+        if hasattr(self.inner, "fit"):
+            zeros = np.zeros((n, 168), np.float32)
+            neuroids = np.array([f"n{i}" for i in range(168)])
+            self.inner.fit(TrainData(images, zeros, names, names, names, neuroids))
+        return self.inner.predict(images)
+
+
+def build(ctx):
+    return _AskedForFeatures(_hostile_build(ctx))
+"""
 
 
 def _plant_good_record(path: Path, case: str) -> bytes:
@@ -151,6 +195,35 @@ def test_crashing_and_malformed_submissions_fail_cleanly(run_case, case):
     for fragment in FAILURES[case]:
         assert fragment in record.error, record.error
     assert record.scores is None and record.per_neuroid is None
+
+
+BRAINSCORE_CASES = [
+    *((case, "per-split") for case in sorted(FAILURES)),
+    *((case, "features") for case in sorted(FAILURES)),
+    ("hang", "per-split"),
+    ("oom", "features"),
+    ("peek_raise", "features"),
+]
+
+
+@pytest.mark.parametrize("case, path", BRAINSCORE_CASES)
+def test_hostile_cases_under_the_brainscore_protocol(run_case, case, path):
+    """The same faults on Brain-Score's two paths: one fit per split, or features of every image."""
+    record, _ = run_case(case, protocol="brainscore", features=path == "features")
+    expected = {
+        **FAILURES,
+        "hang": ["timed out after 15 s"],
+        "oom": ["ran out of memory"],
+        "peek_raise": ["FileNotFoundError in fit", "benchmark/demo/assembly.nc"],
+    }[case]
+    if path == "features":  # the fault happens inside features(), the phase the worker names
+        expected = [
+            f.replace(" in fit", " in features").replace(" in predict", " in features") for f in expected
+        ]
+        expected = [f.replace("boom in features", "boom in") for f in expected]
+    for fragment in expected:
+        assert fragment in record.error, (case, path, record.error)
+    assert record.protocol == "brainscore" and record.scores is None and record.brainscore is None
 
 
 def test_wrong_predictions_are_rejected_with_the_problem(run_case, demo):
@@ -312,7 +385,7 @@ def test_unsandboxed_fallback_still_records_faults_and_warns(run_case, monkeypat
     assert "ValueError in predict" in record.error and "boom in predict" in record.error
 
 
-def test_ctrl_c_during_a_run_records_it_and_leaves_nothing(demo, tmp_path, find_procs):
+def test_ctrl_c_during_a_run_records_it_and_leaves_nothing(demo, tmp_path, find_procs, sigint_handled):
     """SIGINT to a process inside score_submission: interrupted record, good one kept."""
     import os
     import signal
@@ -327,6 +400,8 @@ def test_ctrl_c_during_a_run_records_it_and_leaves_nothing(demo, tmp_path, find_
     good_bytes = _plant_good_record(good, "hang")
     driver = tmp_path / "driver.py"
     driver.write_text(
+        "import signal\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored\n"
         "from pathlib import Path\n"
         "from itbench.harness.runner import score_submission\n"
         "try:\n"

@@ -369,12 +369,15 @@ def test_grandchildren_do_not_survive(layout, mode, marker, find_procs):
     assert find_procs(marker) == []
 
 
-def test_ctrl_c_in_parent_kills_child_and_reraises(layout, mode, marker, tmp_path, find_procs):
+def test_ctrl_c_in_parent_kills_child_and_reraises(
+    layout, mode, marker, tmp_path, find_procs, sigint_handled
+):
     """SIGINT to a process running run_isolated: child tree gone, interrupt re-raised."""
     driver = tmp_path / "driver.py"
     driver.write_text(
         textwrap.dedent(f"""
-        import sys
+        import signal, sys
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
         from itbench.harness.sandbox import Limits, run_isolated
         code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', " \\
                "'import time; time.sleep(300)', {marker!r}]); time.sleep(300)"

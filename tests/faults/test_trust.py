@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from itbench.errors import ItbenchError, SubmissionError
-from itbench.harness import runner, sandbox, worker
+from itbench.harness import fixed_split, runner, sandbox, worker
 from itbench.harness.record import SCHEMA, failure_path, record_path
 from itbench.harness.sandbox import Limits, run_isolated
 from itbench.harness.untrusted import (
@@ -598,12 +598,11 @@ def tiny_runner(monkeypatch, tmp_path):
     except (ItbenchError, FileNotFoundError) as err:
         pytest.skip(f"demo benchmark not available: {err}")
 
-    def tiny_inputs(workdir, bench, split, job, need_train, log):
-        n = len(bench.stimulus_ids(split))
+    def tiny_inputs(workdir, inputs, split, need_train, log):
+        n = len(inputs.stimulus_ids(split))
         np.save(workdir / worker.EVAL_IMAGES, np.zeros((n, 3, 1, 1), np.float32))
-        (workdir / worker.JOB).write_text(json.dumps(job))
 
-    monkeypatch.setattr(runner, "_write_inputs", tiny_inputs)
+    monkeypatch.setattr(fixed_split, "_write_inputs", tiny_inputs)
     scratch = tmp_path / "runner-tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
