@@ -26,6 +26,7 @@ from itbench.harness.record import (
     parse_record,
     read_record,
     record_path,
+    same_result,
     write_record,
 )
 
@@ -65,6 +66,28 @@ def test_failed_run_keeps_ok_record_byte_identical(tmp_path):
     write_record(rec("ok", 0.7), path)  # a new good run replaces and clears the failure
     assert read_record(path).scores.mean_r == 0.7
     assert not failure_path(path).exists()
+
+
+def test_a_rescore_that_reproduces_the_record_leaves_the_file_as_it_is(tmp_path):
+    path = tmp_path / "demo" / "x.json"
+    first = rec("ok", 0.5)
+    first.provenance.stamp(12.0)
+    write_record(first, path)
+    before = path.read_bytes()
+    again = rec("ok", 0.5 * (1 + 1e-13))  # floating-point noise of a rerun
+    again.created = "2031-01-01T00:00:00+00:00"
+    again.provenance.stamp(3.0)
+    again.provenance.peak_rss_gb = 9.9
+    assert same_result(read_record(path), again)
+    assert write_record(again, path) == path and path.read_bytes() == before
+    changed = rec("ok", 0.5001)
+    assert not same_result(read_record(path), changed)
+    write_record(changed, path)
+    assert read_record(path).scores.mean_r == 0.5001
+    other_platform = rec("ok", 0.5001)
+    other_platform.provenance.stamp(1.0)
+    other_platform.provenance.platform = "Linux aarch64 python 3.13.0"
+    assert not same_result(read_record(path), other_platform)
 
 
 def test_failed_record_written_when_no_ok_record(tmp_path):

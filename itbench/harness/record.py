@@ -412,13 +412,63 @@ def _is_ok(path: Path) -> bool:
 
 
 def write_record(record: Record, path: Path) -> Path:
-    """Store a record; a non-ok record never replaces an ok one. Returns where it went."""
+    """Store a record; a non-ok record never replaces an ok one. Returns where it went.
+
+    A record that says what the stored one says (:func:`same_result`) leaves the
+    file as it is, so rescoring an unchanged submission leaves a checkout clean.
+    """
     text = record.to_json()
     target = path
     if record.status != "ok" and path.exists() and _is_ok(path):
         target = failure_path(path)
-    atomic_write_text(target, text)
+    if not _reproduces(target, record):
+        atomic_write_text(target, text)
     if target == path and record.status == "ok":
         with contextlib.suppress(FileNotFoundError):
             failure_path(path).unlink()
     return target
+
+
+#: Facts of one run that say how it went, not what it found: a rescore may differ in them.
+RUN_FACTS = frozenset(
+    {"wall_time_s", "peak_rss_gb", "limiter", "fit_cached", "predictions_cached", "attempts", "node", "ray_node"}
+)
+
+
+def same_result(old: Record, new: Record, rel_tol: float = 1e-9) -> bool:
+    """Whether ``new`` reports what ``old`` does: every field equal, numbers to ``rel_tol``.
+
+    Only when it was made (``created``) and the run facts in :data:`RUN_FACTS`
+    may differ; a different score, status, package version or platform is a
+    different record.
+    """
+    return _close(_comparable(old), _comparable(new), rel_tol)
+
+
+def _reproduces(path: Path, record: Record) -> bool:
+    """The stored record at ``path`` already says what ``record`` says."""
+    if not path.exists():
+        return False
+    try:
+        return same_result(read_record(path), record)
+    except (OSError, InvalidRecord):
+        return False
+
+
+def _comparable(record: Record) -> Any:
+    data = json.loads(record.to_json())
+    data.pop("created", None)
+    for key in RUN_FACTS:
+        data.get("provenance", {}).pop(key, None)
+    return data
+
+
+def _close(a: Any, b: Any, rel_tol: float) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel_tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, rel_tol) for x, y in zip(a, b, strict=True))
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-12)
+    return bool(a == b)
