@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from itbench.errors import ItbenchError, SubmissionError
-from itbench.harness import fixed_split, runner, sandbox, worker
+from itbench.harness import fixed_split, runcore, runner, sandbox, worker
 from itbench.harness.record import SCHEMA, failure_path, record_path
 from itbench.harness.sandbox import Limits, run_isolated
 from itbench.harness.untrusted import (
@@ -465,7 +465,7 @@ def test_good_predictions_are_read(tmp_path):
     [
         (b"{not json", "not valid JSON"),
         (b'{"ok": "yes"}', "ok"),
-        (b'{"ok": true, "extra": 1}', "extra"),
+        (b'{"ok": true, "extra": 1}', "an unknown field"),
         (b'{"ok": false, "phase": "exfiltrate"}', "phase"),
         (b'{"ok": false, "error": "' + b"x" * 5000 + b'"}', "error"),
         (b"[" * 100000 + b"]" * 100000, "status.json is"),
@@ -580,7 +580,7 @@ CHILD_ATTACKS = {
     "escape_sequences_in_error": (
         "json.dump({'ok': False, 'phase': 'fit', 'error_type': 'E\\x1b[2J',"
         " 'error': '\\x1b]0;pwn\\x07' + 'A' * 1900}, open('status.json', 'w'))\n",
-        "E in fit",
+        "status.json is malformed: error_type",
     ),
 }
 
@@ -620,6 +620,13 @@ def tiny_runner(monkeypatch, tmp_path):
     run.results = results  # type: ignore[attr-defined]
     run.subs = subs  # type: ignore[attr-defined]
     return run
+
+
+def _own_cache(sub_id: str) -> Path:
+    """The own cache of a sandboxed fixed-split run of ``sub_id`` on the demo (its exposure's namespace)."""
+    from itbench.scoring.benchmark import load_benchmark
+
+    return fixed_split.exposure_of(load_benchmark("demo")).namespace(sub_id, "sandboxed")
 
 
 def _plant(results: Path, sub_id: str, split: str = "val") -> tuple[Path, bytes]:
@@ -672,21 +679,20 @@ def test_skipped_comes_only_from_the_parent(tiny_runner, sandboxed, monkeypatch)
     def no_weights(sub):
         raise WeightsUnavailable("resnet50 weights are not cached and the network is off")
 
-    monkeypatch.setattr(runner, "_ensure_weights", no_weights)
+    monkeypatch.setattr(runcore, "ensure_weights", no_weights)
     record = tiny_runner(sub)
     assert record.status == "skipped" and "not cached" in record.error
     assert not ran.exists()
 
 
 def test_planted_symlink_in_own_cache_cannot_redirect_the_parent(tiny_runner, sandboxed, tmp_path):
-    """A previous run left cache/submissions/<id>/fitted -> elsewhere; --no-cache must not delete there."""
-    from itbench.paths import cache_dir
+    """A previous run left its own cache's fitted -> elsewhere; --no-cache must not delete there."""
 
     sub = _submission(tiny_runner.subs, "planter", HONEST)
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "keep.txt").write_text("precious")
-    own = cache_dir("submissions") / "planter"
+    own = _own_cache("planter")
     own.mkdir(parents=True, exist_ok=True)
     (own / "fitted").symlink_to(victim, target_is_directory=True)
     try:
@@ -700,12 +706,11 @@ def test_planted_symlink_in_own_cache_cannot_redirect_the_parent(tiny_runner, sa
 def test_chown_of_the_cache_never_follows_a_planted_link(tiny_runner, sandboxed, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("the cache is handed to nobody only when the parent runs as root")
-    from itbench.paths import cache_dir
 
     target = tmp_path / "root-owned.txt"
     target.write_text("x")
     sub = _submission(tiny_runner.subs, "linker", HONEST)
-    own = cache_dir("submissions") / "linker"
+    own = _own_cache("linker")
     own.mkdir(parents=True, exist_ok=True)
     (own / "link").symlink_to(target)
     try:
@@ -1034,10 +1039,9 @@ def test_the_non_root_form_works_for_a_normal_user(tmp_path, sandboxed):
 
 def test_a_flooded_own_cache_is_emptied_before_the_next_run(tiny_runner, sandboxed):
     """An earlier run left its cache over the quota: the next one starts from an empty namespace."""
-    from itbench.paths import cache_dir
 
     sub = _submission(tiny_runner.subs, "flooder", HONEST, "[limits]\ndisk_gb = 0.01\n")
-    own = cache_dir("submissions") / "flooder"
+    own = _own_cache("flooder")
     own.mkdir(parents=True, exist_ok=True)
     (own / "junk.bin").write_bytes(b"\x01" * (20 * 2**20))
     record = tiny_runner(sub)
@@ -1068,12 +1072,22 @@ def test_every_protocol_keys_its_caches_by_trust_level(monkeypatch) -> None:
     assert (
         runcore.run_provenance(runcore.RunOptions(unsandboxed=True), "cpu", "full", {})["sandboxed"] is False
     )
+    import ast
+
     for module in (
         fixed_split,
         brainscore_protocol,
     ):  # each place that derives a fit key passes the trust level
-        source = inspect.getsource(module)
-        calls = [line for line in source.splitlines() if "fit_key = run_key(" in line]
-        assert calls, module.__name__
-        body = source[source.index("fit_key = run_key(") :].split(")\n", 1)[0]
-        assert "trust_level(opts)" in body, module.__name__
+        keys = [
+            node.value
+            for node in ast.walk(ast.parse(inspect.getsource(module)))
+            if isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "fit_key" for t in node.targets)
+            and isinstance(node.value, ast.Call)
+        ]
+        assert keys, module.__name__
+        for call in keys:
+            assert "trust_level(opts)" in [ast.unparse(a) for a in call.args], module.__name__
+    # and the own cache's namespace is per trust level too
+    shown = runcore.Exposure.nothing()
+    assert shown.namespace("x", "sandboxed") != shown.namespace("x", "unsandboxed")
