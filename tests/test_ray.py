@@ -288,3 +288,33 @@ def test_sweep_through_ray_equals_local(cluster: Cluster, tmp_path: Path) -> Non
     local = run_sweep("efficientnet_lite0", results_root=tmp_path / "local", **kwargs)
     assert [entry.scores for entry in remote.layers] == [entry.scores for entry in local.layers]
     assert remote.provenance.device == "cpu"
+
+
+HOSTILE = Path(__file__).resolve().parent / "faults" / "submissions"
+RAY_FAULTS = {
+    "crash_fit": ["RuntimeError in fit", "boom in fit after seeing"],
+    "crash_predict": ["ValueError in predict", "boom in predict"],
+    "segfault": ["died of SIGSEGV"],
+    "exit_silently": ["exited with status 0"],
+    "strings": ["TypeError in predict", "not numbers"],
+    "wrong_shape": ["expected ("],
+    "hang": ["timed out after 15 s"],
+    "peek_raise": ["FileNotFoundError in fit", "benchmark/demo/assembly.nc"],
+}
+
+
+def test_hostile_submissions_on_ray_are_recorded_as_locally(cluster: Cluster, tmp_path: Path) -> None:
+    """The fault suite's submissions, run as Ray tasks in the nodes' sandboxes: each failed, with its reason."""
+    subs = tmp_path / "subs"
+    for case in RAY_FAULTS:
+        shutil.copytree(HOSTILE / case, subs / case)
+    opts = RunOptions(
+        results_root=tmp_path / "results", n_boot=5, device="cpu", use_cache=False, submissions_root=subs
+    )
+    records = RayExecutor().score([subs / case for case in RAY_FAULTS], "demo", opts, log=lambda m: None)
+    for case, record in zip(RAY_FAULTS, records, strict=True):
+        assert record.status == "failed", (case, record.status)
+        for fragment in RAY_FAULTS[case]:
+            assert fragment in (record.error or ""), (case, record.error)
+        assert record.provenance.model_dump()["executor"] == "ray"
+        assert read_record(record.path).status == "failed"
