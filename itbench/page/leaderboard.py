@@ -929,118 +929,142 @@ def render(
     ``table1_csv`` defaults to the project's ``benchmark/table1.csv``; without
     it the Table I comparison is left out (and a warning says so).
     """
+    from itbench.page import protocols  # fixed-split beside brainscore, IT beside V4
+
     start = time.perf_counter()
     out_dir = Path(out_dir)
     benches, skipped = load_results(Path(results_root), benchmarks)
     report = RenderReport(out_dir=out_dir, benchmarks=[b.id for b in benches], skipped=skipped)
-    table1: dict[int, Table1Row] = {}
-    if table1_csv is None:
-        from itbench.paths import benchmark_dir
-
-        default = benchmark_dir() / "table1.csv"
-        if default.is_file():
-            table1 = load_table1(default)
-        else:
-            report.warnings.append(f"no Table I numbers at {default}: comparison left out")
-    else:
-        table1 = load_table1(Path(table1_csv))
-
-    env = _environment()
-    written: dict[Path, str] = {}
-    views: list[_BenchView] = []
-    t1_inputs: list[tuple[str, str, bool, list[dict[str, Any]]]] = []
-    all_rows: list[dict[str, Any]] = []
-    detail_tpl = env.get_template("lb_detail.html.j2")
-    from itbench.page import protocols  # fixed-split beside brainscore, IT beside V4
-
-    protocol_tables = protocols.group_tables(
+    table1 = _table1_numbers(table1_csv, report)
+    protocol_tables = protocols.group_tables(  # takes the other protocols' records out of the split tables
         [*protocols.take_protocol_records(benches), *(r for b in benches for r in b.submissions)]
     )
     selections = [s for b in benches for s in b.sweeps if s.layer_selection is not None]
+    page = _Pages(out_dir, table1, _environment())
     for bench in benches:
-        title, description = benchmark_info(bench.id)
-        tables = []
-        splits = sorted({s.split for s in bench.submissions}, key=lambda s: (s != "val", s))
-        for split in splits:
-            subs = [s for s in bench.submissions if s.split == split]
-            ranked = _rank(subs)
-            comparisons = compare_ranked(ranked)
-            rows = [flat_row(rank, sub, table1, comparisons.get(sub.sub_id)) for rank, sub in ranked]
-            tables.append(
-                _Table(
-                    split,
-                    rows,
-                    compare=any(compares_table1(s) for s in subs) and bool(table1),
-                    ceilings=any(
-                        _finite(s.scores["ceiling"]) or _finite(s.scores["normalized_r"]) for s in subs
-                    ),
-                )
-            )
-            all_rows.extend(rows)
-            for (_, sub), row in zip(ranked, rows, strict=False):
-                inline = None
-                if row["figure"]:
-                    pn = sub.per_neuroid or {}
-                    args = (pn.get("r") or [], pn.get("ev") or [], pn.get("ceiling"), sub.examples)
-                    svg = cached_figure(out_dir / row["figure"], ["submission", *args], partial(_draw, *args))
-                    written[out_dir / row["figure"]] = svg
-                    inline = inline_svg(
-                        svg,
-                        f"{bench.id}-{sub.stem}",
-                        f"Per-neuroid scores of {sub.name} on {bench.id} ({split})",
-                    )
-                html = detail_tpl.render(
-                    sub=sub,
-                    reason=sanitize(sub.reason),
-                    names={s.sub_id: s.name for s in subs},
-                    row=row,
-                    bench_title=title,
-                    synthetic=bench.synthetic,
-                    figure=inline,
-                    provenance=_provenance_rows(sub),
-                    table1=table1.get(sub.table1_row) if sub.table1_row else None,
-                    css=_asset("lb_style.css"),
-                    root="../../",
-                )
-                written[out_dir / row["detail"]] = html
-        sweeps = _sweep_figures(bench, out_dir)
-        for fig in sweeps:
-            written[out_dir / fig.svg_file] = fig.svg
-        reproduced = {s.table1_row for s in bench.submissions if compares_table1(s)}
-        missing = (
-            [t for n, t in sorted(table1.items()) if n not in reproduced]
-            if not bench.synthetic and table1
-            else []
-        )
-        views.append(_BenchView(bench.id, title, description, bench.synthetic, tables, sweeps, missing))
-        if bench.submissions:
-            t1_inputs.append((bench.id, title, bench.synthetic, [r for t in tables for r in t.rows]))
+        page.add_benchmark(bench)
         report.n_submissions += len(bench.submissions)
         report.n_sweeps += len(bench.sweeps)
-
     context = {
-        "benchmarks": views,
-        "table1_view": table1_view(table1, t1_inputs),
+        "benchmarks": page.views,
+        "table1_view": table1_view(table1, page.t1_inputs),
         "skipped": skipped,
         "table1": table1,
         "n_records": report.n_submissions + report.n_sweeps,
         "protocols_html": protocols.render_html(protocol_tables, selections),
         "protocols_md": protocols.render_markdown(protocol_tables, selections),
     }
-    written[out_dir / "index.html"] = env.get_template("lb_index.html.j2").render(
-        css=_asset("lb_style.css"), js=_asset("lb_sort.js"), **context
-    )
-    written[out_dir / "README.md"] = env.get_template("lb_readme.md.j2").render(**context)
-    written[out_dir / "results.json"] = (
-        json.dumps(all_rows, indent=1, sort_keys=False, allow_nan=False) + "\n"
-    )
-    written[out_dir / "results.csv"] = _csv(all_rows)
-    for path in sorted(written):
-        _atomic_write(path, written[path])
-    _remove_stale(out_dir, set(written))
-    report.files = sorted(written)
+    report.files = page.write(context)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _table1_numbers(table1_csv: Path | None, report: RenderReport) -> dict[int, Table1Row]:
+    """The report's Table I, from ``table1_csv`` or the project's copy (a warning when there is none)."""
+    if table1_csv is not None:
+        return load_table1(Path(table1_csv))
+    from itbench.paths import benchmark_dir
+
+    default = benchmark_dir() / "table1.csv"
+    if default.is_file():
+        return load_table1(default)
+    report.warnings.append(f"no Table I numbers at {default}: comparison left out")
+    return {}
+
+
+class _Pages:
+    """The files of one rendering, gathered before any is written (so a failure writes nothing)."""
+
+    def __init__(self, out_dir: Path, table1: dict[int, Table1Row], env: jinja2.Environment) -> None:
+        self.out_dir, self.table1, self.env = out_dir, table1, env
+        self.detail_tpl = env.get_template("lb_detail.html.j2")
+        self.written: dict[Path, str] = {}
+        self.views: list[_BenchView] = []
+        self.t1_inputs: list[tuple[str, str, bool, list[dict[str, Any]]]] = []
+        self.all_rows: list[dict[str, Any]] = []
+
+    def add_benchmark(self, bench: BenchmarkResults) -> None:
+        """One benchmark's tables (one per split), detail pages and sweep figures."""
+        title, description = benchmark_info(bench.id)
+        splits = sorted({s.split for s in bench.submissions}, key=lambda s: (s != "val", s))
+        tables = [self._split_table(bench, split, title) for split in splits]
+        sweeps = _sweep_figures(bench, self.out_dir)
+        for fig in sweeps:
+            self.written[self.out_dir / fig.svg_file] = fig.svg
+        reproduced = {s.table1_row for s in bench.submissions if compares_table1(s)}
+        missing = (
+            [t for n, t in sorted(self.table1.items()) if n not in reproduced]
+            if not bench.synthetic and self.table1
+            else []
+        )
+        self.views.append(_BenchView(bench.id, title, description, bench.synthetic, tables, sweeps, missing))
+        if bench.submissions:
+            self.t1_inputs.append((bench.id, title, bench.synthetic, [r for t in tables for r in t.rows]))
+
+    def _split_table(self, bench: BenchmarkResults, split: str, title: str) -> _Table:
+        """The ranked table of one split, and a detail page per submission in it."""
+        subs = [s for s in bench.submissions if s.split == split]
+        ranked = _rank(subs)
+        comparisons = compare_ranked(ranked)
+        rows = [flat_row(rank, sub, self.table1, comparisons.get(sub.sub_id)) for rank, sub in ranked]
+        self.all_rows.extend(rows)
+        names = {s.sub_id: s.name for s in subs}
+        for (_, sub), row in zip(ranked, rows, strict=False):
+            self._detail(bench, sub, row, names, title)
+        return _Table(
+            split,
+            rows,
+            compare=any(compares_table1(s) for s in subs) and bool(self.table1),
+            ceilings=any(_finite(s.scores["ceiling"]) or _finite(s.scores["normalized_r"]) for s in subs),
+        )
+
+    def _detail(
+        self,
+        bench: BenchmarkResults,
+        sub: SubmissionResult,
+        row: dict[str, Any],
+        names: dict[str, str],
+        title: str,
+    ) -> None:
+        """A submission's detail page, with its per-neuroid figure inline."""
+        inline = None
+        if row["figure"]:
+            pn = sub.per_neuroid or {}
+            args = (pn.get("r") or [], pn.get("ev") or [], pn.get("ceiling"), sub.examples)
+            figure = self.out_dir / row["figure"]
+            svg = cached_figure(figure, ["submission", *args], partial(_draw, *args))
+            self.written[figure] = svg
+            label = f"Per-neuroid scores of {sub.name} on {bench.id} ({sub.split})"
+            inline = inline_svg(svg, f"{bench.id}-{sub.stem}", label)
+        self.written[self.out_dir / row["detail"]] = self.detail_tpl.render(
+            sub=sub,
+            reason=sanitize(sub.reason),
+            names=names,
+            row=row,
+            bench_title=title,
+            synthetic=bench.synthetic,
+            figure=inline,
+            provenance=_provenance_rows(sub),
+            table1=self.table1.get(sub.table1_row) if sub.table1_row else None,
+            css=_asset("lb_style.css"),
+            root="../../",
+        )
+
+    def write(self, context: dict[str, Any]) -> list[Path]:
+        """The index, the Markdown table and the results files; then every file, atomically; stale ones removed."""
+        out, written = self.out_dir, self.written
+        written[out / "index.html"] = self.env.get_template("lb_index.html.j2").render(
+            css=_asset("lb_style.css"), js=_asset("lb_sort.js"), **context
+        )
+        written[out / "README.md"] = self.env.get_template("lb_readme.md.j2").render(**context)
+        written[out / "results.json"] = (
+            json.dumps(self.all_rows, indent=1, sort_keys=False, allow_nan=False) + "\n"
+        )
+        written[out / "results.csv"] = _csv(self.all_rows)
+        for path in sorted(written):
+            _atomic_write(path, written[path])
+        _remove_stale(out, set(written))
+        return sorted(written)
 
 
 def _asset(name: str) -> str:
