@@ -431,7 +431,16 @@ def write_record(record: Record, path: Path) -> Path:
 
 #: Facts of one run that say how it went, not what it found: a rescore may differ in them.
 RUN_FACTS = frozenset(
-    {"wall_time_s", "peak_rss_gb", "limiter", "fit_cached", "predictions_cached", "attempts", "node", "ray_node"}
+    {
+        "wall_time_s",
+        "peak_rss_gb",
+        "limiter",
+        "fit_cached",
+        "predictions_cached",
+        "attempts",
+        "node",
+        "ray_node",
+    }
 )
 
 
@@ -469,6 +478,11 @@ def _close(a: Any, b: Any, rel_tol: float) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_close(x, y, rel_tol) for x, y in zip(a, b, strict=True))
     numbers = (int, float)
-    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
+    if (
+        isinstance(a, numbers)
+        and isinstance(b, numbers)
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
         return math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-12)
     return bool(a == b)
