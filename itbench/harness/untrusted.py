@@ -257,7 +257,7 @@ class ChildStatus(BaseModel):
     phase: Literal["build", "fit", "predict", "features"] | None = None
     error_type: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
     error: str | None = Field(default=None, max_length=2000)
-    where: str | None = Field(default=None, max_length=500, pattern=r"^[^\n:]+:[0-9]+$")
+    where: str | None = Field(default=None, max_length=500, pattern=r"^[^\x00-\x1f\x7f:]+:[0-9]+$")
     hint: str | None = Field(default=None, max_length=2000)
     traceback: str | None = Field(default=None, max_length=8000)
 
@@ -291,7 +291,7 @@ def read_status(path: Path) -> ChildStatus | None:
     if not status.ok:
         for name in FAILURE_FIELDS:  # the parent's sentence needs them all: a missing one is a lie
             if getattr(status, name) is None:
-                raise UntrustedOutput(f"the submission process wrote an invalid status: {name} missing")
+                raise UntrustedOutput(f"the submission process wrote an invalid status.json: {name} missing")
     for name in ("error_type", "error", "where", "hint", "traceback"):
         value = getattr(status, name)
         if value is not None:

@@ -470,8 +470,8 @@ def test_good_predictions_are_read(tmp_path):
         (b'{"ok": false, "error": "' + b"x" * 5000 + b'"}', "error"),
         (b"[" * 100000 + b"]" * 100000, "status.json is"),
         (b"\xff\xfe", "not valid JSON"),
-        (b'{"ok": false}', "the submission process wrote an invalid status: phase missing"),
-        (b'{"ok": false, "phase": "fit", "error": "x"}', "invalid status: error_type missing"),
+        (b'{"ok": false}', "the submission process wrote an invalid status.json: phase missing"),
+        (b'{"ok": false, "phase": "fit", "error": "x"}', "invalid status.json: error_type missing"),
         (b'{"ok": false, "phase": "fit", "error_type": "E", "where": "\\u001b[2J:1"}', "where"),
     ],
 )
