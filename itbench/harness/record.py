@@ -166,6 +166,27 @@ class BrainScoreResult(_Strict):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class EnvironmentLock(BaseModel):
+    """A submission's own environment (harness/environments.py): what it asked for and what it got.
+
+    ``packages`` is the whole resolved lock; ``layered`` the part installed
+    over the harness's base environment (what differs from it);
+    ``lock_sha256`` pins the hash-pinned lock file kept with the environment.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    requirements: list[str]
+    packages: list[str]
+    layered: list[str]
+    lock_sha256: str
+    hash_pinned: bool = True
+    sdists_allowed: bool = False
+    build_s: float | None = None
+    disk_mb: float | None = None
+
+
 class Provenance(BaseModel):
     """How a result was made. Open-ended: new facts can be added without a schema bump."""
 
@@ -177,6 +198,8 @@ class Provenance(BaseModel):
     packages: dict[str, str | None] = Field(default_factory=dict)
     platform: str | None = None
     sandboxed: bool | None = None
+    environment: EnvironmentLock | None = None
+    """The submission's own packages, when it declares any (None: the harness's only)."""
 
     def stamp(self, wall_time_s: float) -> None:
         """Add the facts every record carries: versions, platform, wall time."""

@@ -25,8 +25,8 @@ import numpy as np
 
 from itbench import paths
 from itbench.errors import ItbenchError, SubmissionError, WeightsUnavailable
+from itbench.harness import environments, worker
 from itbench.harness import sandbox as sandbox_mod
-from itbench.harness import worker
 from itbench.harness.device import resolve_device
 from itbench.harness.inputs import ChildInputs
 from itbench.harness.record import (
@@ -95,6 +95,8 @@ class RunOptions:
     submissions_root: Path | None = None
     """Where record identities come from (default: the project's ``submissions/``)."""
     disk_gb: float | None = None
+    allow_sdists: bool = False
+    """Let a submission's environment build sdists (inside the sandbox, network on); default wheels only."""
     protocol: str = "fixed-split"
     """``fixed-split`` (Table I) or ``brainscore`` (Brain-Score's cross-validation: harness/protocols.py)."""
 
@@ -262,6 +264,9 @@ def _run_child(
         package_dir = Path(__file__).resolve().parents[1]
         weights = [p for p in sandbox.weight_homes() if p.exists()]
         _trim_own_cache(own_cache, limits.disk_gb, log)
+        prepared = environments.prepare(sub, log, allow_sdists=opts.allow_sdists)  # issue 20: own packages
+        if prepared is not None:
+            provenance["environment"] = prepared.lock.model_dump()
         log(f"running {sub.id} (fit + predict) in an isolated process ...")
         result = sandbox.run_isolated(
             [sys.executable, "-m", "itbench.harness.worker", str(workdir)],
@@ -282,6 +287,7 @@ def _run_child(
             ],
             env={"ITBENCH_CACHE": str(own_cache)},  # the rest: sandbox.child_env, the one place
             unsandboxed=opts.unsandboxed,
+            env_dir=prepared.site if prepared is not None else None,
         )
         provenance.update(
             sandboxed=result.sandboxed,
