@@ -198,3 +198,22 @@ def test_score_all_records_a_failed_build_and_goes_on(pypi: None, project: Path)
     assert good.provenance.environment is not None
     assert good.provenance.environment.layered == ["tabulate==0.9.0"]
     assert not (environments.envs_root() / good.provenance.environment.key / "site" / "planted.py").exists()
+
+    # the detail page lists the packages that differ from the harness's environment
+    out = project / "page"
+    api.render(out_dir=out, benchmarks=["demo"])
+    (detail,) = [p for p in out.rglob("*.html") if "extra_package" in p.name]
+    html = detail.read_text()
+    section = html[html.index("<h2>Environment</h2>") : html.index("<h2>Provenance</h2>")]
+    assert "<code>tabulate==0.9.0</code>" in section and "scikit-learn" not in section
+
+
+def test_new_submission_shows_how_to_declare_packages(tmp_path: Path) -> None:
+    from itbench.harness.scaffold import scaffold
+
+    folder = scaffold("with_env", tmp_path)
+    toml = folder / "submission.toml"
+    assert environments.declared(load_submission(folder)) is None  # commented out
+    toml.write_text(toml.read_text().replace("# [env]", "[env]").replace("# requirements", "requirements"))
+    spec = environments.declared(load_submission(folder))
+    assert spec is not None and "scikit-learn==1.5.2" in spec.requirements

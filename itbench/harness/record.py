@@ -166,6 +166,9 @@ class BrainScoreResult(_Strict):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+_PIN = r"^[A-Za-z0-9._-]{1,100}==[A-Za-z0-9.+!_-]{1,60}$"  # name==version, nothing a page could misread
+
+
 class EnvironmentLock(BaseModel):
     """A submission's own environment (harness/environments.py): what it asked for and what it got.
 
@@ -176,11 +179,11 @@ class EnvironmentLock(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    key: str
-    requirements: list[str]
-    packages: list[str]
-    layered: list[str]
-    lock_sha256: str
+    key: Annotated[str, Field(pattern=r"^[0-9a-f]{8,64}$")]
+    requirements: list[Annotated[str, Field(pattern=r"^[\x20-\x7e]{1,200}$")]]
+    packages: list[Annotated[str, Field(pattern=_PIN)]]
+    layered: list[Annotated[str, Field(pattern=_PIN)]]
+    lock_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     hash_pinned: bool = True
     sdists_allowed: bool = False
     build_s: float | None = None
