@@ -185,6 +185,14 @@ def test_pinned_scikit_learn_on_numpy_126_scores_ok_and_is_locked(pypi: None, pr
     assert not any("building" in line for line in again) and any("cached" in line for line in again), again
     assert (built / environments.META_FILE).stat().st_mtime_ns == marker.st_mtime_ns
 
+    # served from the prediction cache, the record still names the environment that made them
+    third = _score(project, "sklearn_pinned", [])
+    assert third.provenance.model_dump()["predictions_cached"] and third.provenance.environment == env
+    assert (
+        third.provenance.packages["scikit-learn"] == SKLEARN
+        and third.provenance.packages["numpy"] == "1.26.4"
+    )
+
 
 def test_score_all_records_a_failed_build_and_goes_on(pypi: None, project: Path) -> None:
     for name in ("sklearn_pinned",):  # keep this test to the two runs it is about
@@ -217,3 +225,50 @@ def test_new_submission_shows_how_to_declare_packages(tmp_path: Path) -> None:
     toml.write_text(toml.read_text().replace("# [env]", "[env]").replace("# requirements", "requirements"))
     spec = environments.declared(load_submission(folder))
     assert spec is not None and "scikit-learn==1.5.2" in spec.requirements
+
+
+def test_sandboxed_child_reads_the_bound_etc_files(tmp_path: Path) -> None:
+    if not sandbox.available():
+        pytest.skip(f"needs the sandbox: {sandbox.unavailable_reason()}")
+    result = sandbox.run_isolated(
+        ["/bin/sh", "-c", "head -c 5 /etc/passwd"],
+        limits=sandbox.Limits(timeout_s=30),
+        cwd=tmp_path,
+        stream_output=False,
+    )
+    assert result.ok and result.stdout_tail == "root:", result.stderr_tail
+
+
+def test_sdists_need_the_flag_and_then_build_in_the_sandbox(
+    pypi: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ITBENCH_HOME", str(tmp_path / "home"))
+    sub = load_submission(_write_sub(tmp_path / "sdist_only", requirements="docopt==0.6.2\n"))  # no wheel
+    with pytest.raises(SubmissionError, match="no usable wheels"):
+        environments.prepare(sub, print)
+    calls: list[dict[str, object]] = []
+    real = sandbox.run_isolated
+
+    def spy(argv: list[str], **kw: object) -> sandbox.IsolatedResult:
+        calls.append({"argv": argv, **kw})
+        return real(argv, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sandbox, "run_isolated", spy)
+    prepared = environments.prepare(sub, print, allow_sdists=True)
+    assert (
+        prepared is not None and prepared.lock.layered == ["docopt==0.6.2"] and prepared.lock.sdists_allowed
+    )
+    assert [c["argv"][1:3] for c in calls] == [["pip", "compile"], ["pip", "install"]]  # type: ignore[index]
+    assert all(c["network"] is True for c in calls)
+    assert (prepared.site / "docopt.py").stat().st_uid == os.getuid()  # taken back from the sandbox's nobody
+    assert environments.installed(prepared.site) == {"docopt": "0.6.2"}
+
+
+def test_a_build_past_its_time_limit_fails_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ITBENCH_HOME", str(tmp_path / "home"))
+    sub = load_submission(_write_sub(tmp_path / "slow", requirements="tabulate==0.9.0\n"))
+    with pytest.raises(SubmissionError, match="timed out"):
+        environments.prepare(sub, print, timeout_s=0.001)
+    assert [p.name for p in environments.envs_root().iterdir() if not p.name.endswith(".lock")] == []

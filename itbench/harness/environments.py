@@ -27,6 +27,7 @@ options (``--index-url``), URLs or paths.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -35,6 +36,7 @@ import platform
 import pty
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -158,12 +160,18 @@ def _requirement(line: str, sub_id: str, source: str) -> str:
 
 def base_packages() -> dict[str, str]:
     """The harness's own packages (canonical name -> version): the trusted base a layer sits on."""
+    return dict(_base_packages())
+
+
+@functools.lru_cache(maxsize=1)
+def _base_packages() -> tuple[tuple[str, str], ...]:
+    """Read once per process (a second of metadata files): the base does not change under a run."""
     found: dict[str, str] = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]
         if name:
             found.setdefault(canonicalize_name(name), dist.version)
-    return found
+    return tuple(sorted(found.items()))
 
 
 def env_key(spec: EnvSpec, allow_sdists: bool = False) -> str:
@@ -268,11 +276,12 @@ def _resolve_and_install(
     binary = [] if allow_sdists else ["--only-binary", ":all:"]
     compile_args = ["pip", "compile", "requirements.in", "-o", LOCK_FILE, "--generate-hashes"]
     _uv([*compile_args, "--no-header", "--no-annotate", *binary], work, log, deadline, allow_sdists)
-    locked_pins = parse_lock((work / LOCK_FILE).read_text())
+    lock_text = _read_lock(work)
+    locked_pins = parse_lock(lock_text)
     layered = {n: v for n, v in locked_pins.items() if not _same_version(base.get(n), v)}
     (work / SITE).mkdir()
     if layered:
-        (work / "install.txt").write_text(_pins_with_hashes((work / LOCK_FILE).read_text(), set(layered)))
+        (work / "install.txt").write_text(_pins_with_hashes(lock_text, set(layered)))
         install_args = [
             "pip",
             "install",
@@ -284,6 +293,7 @@ def _resolve_and_install(
             "install.txt",
         ]
         _uv([*install_args, *binary], work, log, deadline, allow_sdists)
+        (work / SITE / ".lock").unlink(missing_ok=True)  # uv's own install lock, not a package
     return EnvironmentLock(
         key=key,
         requirements=list(spec.requirements),
@@ -294,7 +304,20 @@ def _resolve_and_install(
     )
 
 
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+LOCK_MAX_BYTES = 16 * 2**20
+
+
+def _read_lock(work: Path) -> str:
+    """uv's lock, read as untrusted (a sandboxed sdist build wrote it): capped, text."""
+    try:
+        return read_bytes(work / LOCK_FILE, LOCK_MAX_BYTES).decode("utf-8")
+    except (UntrustedOutput, UnicodeDecodeError, OSError) as err:
+        raise EnvBuildError(
+            f"environment build failed: unreadable lock: {clean_text(str(err), 200)}"
+        ) from None
+
+
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,99})==([A-Za-z0-9.+!_-]{1,60})(?=[\s;\\]|$)")
 
 
 def parse_lock(text: str) -> dict[str, str]:
@@ -351,15 +374,16 @@ def uv_binary() -> str:
 def _uv(args: Sequence[str], work: Path, log: Log, deadline: float, sandboxed: bool) -> None:
     """Run one uv command for the base interpreter in ``work``; a failure quotes uv's first lines."""
     argv = [uv_binary(), *args, "--python", sys.executable, "--no-config"]
-    remaining = max(deadline - time.monotonic(), 1.0)
+    remaining = max(deadline - time.monotonic(), 0.01)
     if sandboxed:
         rc, text = _uv_sandboxed(argv, work, remaining)
     else:
         rc, text = _uv_here(argv, work, remaining)
     if rc != 0:
         raise EnvBuildError(f"environment build failed: {resolver_lines(text, rc)}", _BUILD_HINT)
-    for line in text.strip().splitlines()[-3:]:
-        log(f"  uv: {clean_text(line, 200)}")
+    if not show_progress():  # else the terminal saw uv's own output as it came
+        for line in text.strip().splitlines()[-3:]:
+            log(f"  uv: {clean_text(line, 200)}")
 
 
 _BUILD_HINT = (
@@ -371,7 +395,7 @@ _BUILD_HINT = (
 def resolver_lines(text: str, rc: int | None) -> str:
     """uv's first meaningful lines (escapes removed), or why it stopped."""
     if rc is None:
-        return "timed out (raise with --env-timeout)"
+        return "timed out (raise the limit with `itbench env build --timeout`; a built environment is reused)"
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "\n")
     lines = [ln.strip() for ln in plain.splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.startswith(("Resolved ", "Using ", "Prepared ", "Downloading"))]
@@ -401,7 +425,8 @@ def _uv_here(argv: list[str], work: Path, timeout_s: float) -> tuple[int | None,
 def _with_pty(argv: list[str], work: Path, env: dict[str, str], timeout_s: float) -> tuple[int | None, str]:
     """Run uv on a pseudo-terminal so its own progress bars show, while keeping its text for errors."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    devnull = subprocess.DEVNULL  # stdout is the lock (also written to its file)
+    proc = subprocess.Popen(argv, cwd=work, env=env, stdin=devnull, stdout=devnull, stderr=slave)
     os.close(slave)
     chunks, deadline = [], time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -426,20 +451,41 @@ def _uv_sandboxed(argv: list[str], work: Path, timeout_s: float) -> tuple[int | 
     """uv inside the sandbox with network on: for sdists, whose build runs the package's own code."""
     from itbench.harness import sandbox
 
+    # the operator's CA bundle (a TLS-inspecting proxy) but no index credentials: the build is hostile code
+    certs = {k: os.environ[k] for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if os.environ.get(k)}
+    seen = ["/etc/resolv.conf", "/etc/hosts", "/etc/ssl", *certs.values()]
     result = sandbox.run_isolated(
         argv,
         limits=sandbox.Limits(timeout_s=timeout_s, memory_gb=None, max_pids=4096),
         cwd=work,
         rw_paths=[work],
-        ro_paths=[p for p in ("/etc/resolv.conf", "/etc/hosts", "/etc/ssl") if Path(p).exists()],
+        ro_paths=[p for p in seen if Path(p).exists()],
         network=True,
-        env={"UV_CACHE_DIR": str(work / ".uv-cache")},  # private: a build cannot poison other builds
+        env={"UV_CACHE_DIR": str(work / ".uv-cache"), **certs},  # private cache: no poisoning other builds
         stream_output=show_progress(),
     )
     shutil.rmtree(work / ".uv-cache", ignore_errors=True)
+    _reclaim(work)
     if result.killed_reason == "timeout":
         return None, ""
-    return result.returncode, result.stderr_tail + result.stdout_tail
+    return result.returncode, result.stderr_tail  # stdout is the lock
+
+
+def _reclaim(work: Path) -> None:
+    """Take back what the sandboxed build wrote (it ran as nobody): ours, and writable by us only."""
+    uid, gid = os.getuid(), os.getgid()
+    for root, dirs, files in os.walk(work):
+        for name in [*dirs, *files]:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                    continue  # a hard link to someone else's file must not change hands
+                os.lchown(path, uid, gid)
+                if not stat.S_ISLNK(info.st_mode):
+                    os.chmod(path, stat.S_IMODE(info.st_mode) & ~0o022)
+    with contextlib.suppress(OSError):
+        os.chown(work, uid, gid)
 
 
 # ---------------------------------------------------------------------------

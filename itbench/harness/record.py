@@ -207,6 +207,9 @@ class Provenance(BaseModel):
     def stamp(self, wall_time_s: float) -> None:
         """Add the facts every record carries: versions, platform, wall time."""
         self.packages = package_versions()
+        if self.environment is not None:  # what the child imported: its own versions win
+            pins = dict(pin.split("==", 1) for pin in self.environment.layered)
+            self.packages = {k: pins.get(k, v) for k, v in self.packages.items()}
         self.platform = platform_info()
         self.wall_time_s = round(wall_time_s, 2)
 

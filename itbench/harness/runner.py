@@ -438,6 +438,8 @@ def _store_predictions(pred_file: Path, pred: np.ndarray, provenance: dict[str, 
     np.save(tmp, pred)
     os.replace(tmp, pred_file)
     keep = {k: provenance.get(k) for k in ("device", "sandboxed", "peak_rss_gb")}
+    if provenance.get("environment"):  # the submission's own packages made them (issue 20)
+        keep["environment"] = provenance["environment"]
     pred_file.with_suffix(".json").write_text(json.dumps(keep))
 
 

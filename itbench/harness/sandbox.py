@@ -345,6 +345,7 @@ def _system_args() -> list[str]:
             out += ["--symlink", os.readlink(path), name]
         elif path.is_dir():
             out += ["--ro-bind", name, name]
+    out += ["--perms", "0755", "--dir", "/etc"]  # else root's bwrap makes it 0700: nobody could read them
     for name in _ETC_FILES:
         if Path(name).exists():
             out += ["--ro-bind", name, name]
