@@ -645,8 +645,10 @@ def env_build(submissions: tuple[str, ...], allow_sdists: bool, timeout_s: float
     """Build (or find cached) the environment of SUBMISSIONS, with uv's progress."""
     from itbench.harness import environments
 
-    failed = 0
-    for sub in _env_subs(submissions):
+    failed, subs = 0, _env_subs(submissions)
+    if not subs:
+        click.echo("no submission declares packages (requirements.txt or [env])", err=True)
+    for sub in subs:
         try:
             prepared = environments.prepare(
                 sub, lambda m: click.echo(m, err=True), allow_sdists=allow_sdists, timeout_s=timeout_s

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import shutil
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -272,3 +275,50 @@ def test_a_build_past_its_time_limit_fails_and_leaves_nothing(
     with pytest.raises(SubmissionError, match="timed out"):
         environments.prepare(sub, print, timeout_s=0.001)
     assert [p.name for p in environments.envs_root().iterdir() if not p.name.endswith(".lock")] == []
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+
+def _itbench(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ITBENCH_HOME": str(home), "ITBENCH_PROGRESS": "0"}
+    exe = Path(sys.executable).with_name("itbench")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_cli_env_errors_are_one_line(tmp_path: Path) -> None:
+    bad = _write_sub(tmp_path / "bad_req", requirements="--extra-index-url https://evil.example\n")
+    out = _itbench("env", "build", str(bad), home=tmp_path / "home")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "options (--index-url, -e, -r ...) are not allowed" in out.stderr
+    plain = _write_sub(tmp_path / "plain")
+    out = _itbench("env", "info", str(plain), home=tmp_path / "home")
+    assert out.returncode == 0 and "declares no packages" in out.stdout
+    out = _itbench("env", "info", str(tmp_path / "missing"), home=tmp_path / "home")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "no submission folder" in out.stderr
+
+
+def test_cli_env_build_info_clear(pypi: None, tmp_path: Path) -> None:
+    home, sub = tmp_path / "home", str(FIXTURES / "extra_package")
+    assert "not built here yet" in _itbench("env", "info", sub, home=home).stdout
+    built = _itbench("env", "build", sub, home=home)
+    assert built.returncode == 0 and "building" in built.stderr and "1 packages over the base" in built.stdout
+    again = _itbench("env", "build", sub, home=home)
+    assert again.returncode == 0 and "cached" in again.stderr and "building" not in again.stderr
+    (lock,) = json.loads(_itbench("env", "info", sub, "--json", home=home).stdout)
+    assert lock["layered"] == ["tabulate==0.9.0"] and lock["requirements"] == ["tabulate==0.9.0"]
+    assert (home / "envs" / lock["key"] / "site" / "tabulate").is_dir()
+    cleared = _itbench("env", "clear", sub, home=home)
+    assert cleared.returncode == 0 and not (home / "envs" / lock["key"]).exists()
+    assert "not built here yet" in _itbench("env", "info", sub, home=home).stdout
+
+
+def test_worker_runs_the_environments_pth_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from itbench.harness import worker
+
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "pkg.pth").write_text("extra\n")  # a path line; import lines run the same way
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    monkeypatch.setenv(sandbox.ENV_DIR_VARIABLE, str(tmp_path))
+    worker._add_env_pth()
+    assert sys.path[0] == str(tmp_path) and str(tmp_path / "extra") in sys.path

@@ -146,6 +146,8 @@ def _requirement(line: str, sub_id: str, source: str) -> str:
         else:
             if req.url:
                 problem = "URLs and paths are not allowed (name and version specifiers only)"
+            elif not re.fullmatch(r"[\x20-\x7e]{1,200}", str(req)):
+                problem = "at most 200 printable ASCII characters"
     if problem:
         raise EnvBuildError(
             f"submission '{sub_id}': {source}: {clean_text(line, 100)!r}: {problem}",

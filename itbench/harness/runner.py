@@ -247,6 +247,9 @@ def _run_child(
     """
     from itbench.harness import sandbox
 
+    prepared = environments.prepare(sub, log, allow_sdists=opts.allow_sdists)  # issue 20: own packages
+    if prepared is not None:
+        provenance["environment"] = prepared.lock.model_dump()
     workdir = Path(tempfile.mkdtemp(prefix="itbench-run-"))
     try:
         need_train = True
@@ -264,9 +267,6 @@ def _run_child(
         package_dir = Path(__file__).resolve().parents[1]
         weights = [p for p in sandbox.weight_homes() if p.exists()]
         _trim_own_cache(own_cache, limits.disk_gb, log)
-        prepared = environments.prepare(sub, log, allow_sdists=opts.allow_sdists)  # issue 20: own packages
-        if prepared is not None:
-            provenance["environment"] = prepared.lock.model_dump()
         log(f"running {sub.id} (fit + predict) in an isolated process ...")
         result = sandbox.run_isolated(
             [sys.executable, "-m", "itbench.harness.worker", str(workdir)],
