@@ -197,6 +197,12 @@ Examples:
     help="Required with --split test: you are done tuning. Every test evaluation is counted in the "
     "record and shown on the leaderboard.",
 )
+@click.option(
+    "--allow-sdists",
+    is_flag=True,
+    help="Let submissions' environments build source distributions (inside the sandbox, network on); "
+    "default: wheels only.",
+)
 @executor_options
 @click.option(
     "--max-retries",
@@ -222,6 +228,7 @@ def score(
     as_json: bool,
     unsandboxed: bool,
     confirm_test: bool,
+    allow_sdists: bool,
     executor: str,
     address: str | None,
     max_retries: int,
@@ -268,6 +275,7 @@ def score(
         protocol=protocol or registry.get(bid).default_protocol,
         unsandboxed=unsandboxed,
         confirm_test=confirm_test,
+        allow_sdists=allow_sdists,
     )
     offered = registry.get(bid).protocols
     if opts.protocol not in offered:
@@ -607,6 +615,99 @@ def sweep(
         chosen = sel.chosen_scores.mean_r if sel.chosen_scores else None
         click.echo(f"chosen layer: {sel.chosen} ({record.split} mean r {_fmt(chosen)}): {sel.note}")
     click.echo(f"record: {record.path}", err=True)
+
+
+# --- env -------------------------------------------------------------------------
+
+
+@cli.group()
+def env() -> None:
+    """Build, inspect or clear submissions' own environments (requirements.txt or [env])."""
+
+
+def _env_subs(names: Sequence[str]) -> list[Any]:
+    """The named submissions, or every valid one that declares packages."""
+    from itbench.harness import environments
+    from itbench.harness.submission import discover_all, find_submission, load_submission
+
+    if names:
+        return [load_submission(find_submission(n)) for n in names]
+    subs = [s for _p, s in discover_all() if not isinstance(s, ItbenchError)]
+    return [s for s in subs if s.env_requirements or (s.path / environments.REQUIREMENTS_FILE).exists()]
+
+
+@env.command(
+    "build", epilog="Examples:\n\n  itbench env build my_model\n\n  itbench env build   (every submission)"
+)
+@click.argument("submissions", nargs=-1)
+@click.option("--allow-sdists", is_flag=True, help="Allow source distributions (built inside the sandbox).")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="Build time limit, seconds.")
+def env_build(submissions: tuple[str, ...], allow_sdists: bool, timeout_s: float | None) -> None:
+    """Build (or find cached) the environment of SUBMISSIONS, with uv's progress."""
+    from itbench.harness import environments
+
+    failed, subs = 0, _env_subs(submissions)
+    if not subs:
+        click.echo("no submission declares packages (requirements.txt or [env])", err=True)
+    for sub in subs:
+        try:
+            prepared = environments.prepare(
+                sub, lambda m: click.echo(m, err=True), allow_sdists=allow_sdists, timeout_s=timeout_s
+            )
+        except environments.EnvBuildError as err:
+            click.echo(f"{sub.id}: {err}", err=True)
+            failed += 1
+            continue
+        if prepared is None:
+            click.echo(f"{sub.id}: declares no packages (the harness's environment is used)")
+        else:
+            click.echo(f"{sub.id}: {prepared.root} ({len(prepared.lock.layered)} packages over the base)")
+    sys.exit(1 if failed else 0)
+
+
+@env.command("info", epilog="Examples:\n\n  itbench env info my_model\n\n  itbench env info --json")
+@click.argument("submission", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the locks as JSON.")
+def env_info(submission: str | None, as_json: bool) -> None:
+    """The lock of SUBMISSION's environment (whether built here), or every built environment."""
+    from itbench.harness import environments
+
+    if submission is None:
+        found = environments.all_cached()
+    else:
+        (sub,) = _env_subs([submission])
+        spec = environments.declared(sub)
+        if spec is None:
+            click.echo(f"{sub.id}: declares no packages (the harness's environment is used)")
+            return
+        hit = environments.cached(spec)
+        if hit is None:
+            click.echo(
+                f"{sub.id}: not built here yet ({', '.join(spec.requirements)}); `itbench env build {sub.id}`"
+            )
+            return
+        found = [hit]
+    if as_json:
+        click.echo(json.dumps([p.lock.model_dump() for p in found], indent=1))
+        return
+    for p in found:
+        click.echo(f"{p.lock.key}  {p.lock.disk_mb or 0:.0f} MiB  requires {', '.join(p.lock.requirements)}")
+        click.echo(f"  over the base: {', '.join(p.lock.layered) or '(nothing)'}")
+
+
+@env.command("clear", epilog="Examples:\n\n  itbench env clear my_model\n\n  itbench env clear   (all)")
+@click.argument("submission", required=False)
+def env_clear(submission: str | None) -> None:
+    """Delete SUBMISSION's built environment, or all of them."""
+    from itbench.harness import environments
+
+    keys = None
+    if submission is not None:
+        (sub,) = _env_subs([submission])
+        spec = environments.declared(sub)
+        keys = [environments.env_key(spec)] if spec is not None else []
+    freed = environments.clear(keys)
+    click.echo(f"cleared {freed / 2**20:.1f} MiB")
 
 
 # --- cache and perf ------------------------------------------------------------------

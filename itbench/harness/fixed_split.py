@@ -218,6 +218,8 @@ def _store_predictions(
     """Cache predictions with how they were made (a warm re-score reports the same)."""
     if store_in_parent_cache(plan.pred_file, pred, plan.sub, opts, log):
         keep = {k: provenance.get(k) for k in ("device", "sandboxed", "peak_rss_gb")}
+        if provenance.get("environment"):  # the submission's own packages made them
+            keep["environment"] = provenance["environment"]
         plan.pred_file.with_suffix(".json").write_text(json.dumps(keep))
 
 

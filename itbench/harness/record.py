@@ -167,6 +167,30 @@ class BrainScoreResult(_Strict):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+_PIN = r"^[A-Za-z0-9._-]{1,100}==[A-Za-z0-9.+!_-]{1,60}$"  # name==version, nothing a page could misread
+
+
+class EnvironmentLock(BaseModel):
+    """A submission's own environment (harness/environments.py): what it asked for and what it got.
+
+    ``packages`` is the whole resolved lock; ``layered`` the part installed
+    over the harness's base environment (what differs from it);
+    ``lock_sha256`` pins the hash-pinned lock file kept with the environment.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: Annotated[str, Field(pattern=r"^[0-9a-f]{8,64}$")]
+    requirements: list[Annotated[str, Field(pattern=r"^[\x20-\x7e]{1,200}$")]]
+    packages: list[Annotated[str, Field(pattern=_PIN)]]
+    layered: list[Annotated[str, Field(pattern=_PIN)]]
+    lock_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    hash_pinned: bool = True
+    sdists_allowed: bool = False
+    build_s: float | None = None
+    disk_mb: float | None = None
+
+
 class Provenance(BaseModel):
     """How a result was made. Open-ended: new facts can be added without a schema bump."""
 
@@ -178,10 +202,15 @@ class Provenance(BaseModel):
     packages: dict[str, str | None] = Field(default_factory=dict)
     platform: str | None = None
     sandboxed: bool | None = None
+    environment: EnvironmentLock | None = None
+    """The submission's own packages, when it declares any (None: the harness's only)."""
 
     def stamp(self, wall_time_s: float) -> None:
         """Add the facts every record carries: versions, platform, wall time."""
         self.packages = package_versions()
+        if self.environment is not None:  # what the child imported: its own versions win
+            pins = dict(pin.split("==", 1) for pin in self.environment.layered)
+            self.packages = {k: pins.get(k, v) for k, v in self.packages.items()}
         self.platform = platform_info()
         self.wall_time_s = round(wall_time_s, 2)
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from itbench import paths
 from itbench.errors import SubmissionError, WeightsUnavailable
-from itbench.harness import sandbox, worker
+from itbench.harness import environments, sandbox, worker
 from itbench.harness.record import (
     BenchmarkRef,
     Provenance,
@@ -92,6 +92,8 @@ class RunOptions:
     submissions_root: Path | None = None
     """Where record identities come from (default: the project's ``submissions/``)."""
     disk_gb: float | None = None
+    allow_sdists: bool = False
+    """Let a submission's environment build sdists (inside the sandbox, network on); default wheels only."""
     protocol: str = "fixed-split"
     """A registered protocol id (``itbench.harness.protocols``): ``fixed-split`` or ``brainscore``."""
 
@@ -372,6 +374,10 @@ def run_child(
     sub = child.sub
     check_location(sub.path)  # again where the folder is bound into the sandbox
     ensure_weights(sub)
+    prepared = environments.prepare(sub, log, allow_sdists=opts.allow_sdists)  # its own packages, if any
+    if prepared is not None:
+        provenance["environment"] = prepared.lock.model_dump()
+    env_dir = prepared.site if prepared is not None else None
     with own_cache(child.exposure, sub.id, trust_level(opts)) as cache:
         fitted = _fitted_dir(child, cache, opts)
         restorable = fitted is not None and is_marker(fitted / "COMPLETE")
@@ -383,7 +389,7 @@ def run_child(
             limits = run_limits(sub, opts)
             _trim_own_cache(cache, limits.disk_gb, log)
             log(f"running {sub.id} in an isolated process ...")
-            result = _sandboxed(sub, workdir, cache, limits, opts)
+            result = _sandboxed(sub, workdir, cache, limits, opts, env_dir)
             provenance.update(
                 sandboxed=result.sandboxed, peak_rss_gb=round(result.peak_rss_gb, 3), limiter=result.limiter
             )
@@ -405,9 +411,15 @@ def _fitted_dir(child: ChildRun, cache: Path, opts: RunOptions) -> Path | None:
 
 
 def _sandboxed(
-    sub: Submission, workdir: Path, cache: Path, limits: sandbox.Limits, opts: RunOptions
+    sub: Submission,
+    workdir: Path,
+    cache: Path,
+    limits: sandbox.Limits,
+    opts: RunOptions,
+    env_dir: Path | None,
 ) -> sandbox.IsolatedResult:
-    """The worker under bubblewrap: the submission, itbench and weights read-only; workdir and cache writable."""
+    """The worker under bubblewrap: the submission, itbench, weights and its environment read-only;
+    workdir and cache writable."""
     result = sandbox.run_isolated(
         [sys.executable, "-m", "itbench.harness.worker", str(workdir)],
         limits=limits,
@@ -420,6 +432,7 @@ def _sandboxed(
         hidden_paths=[*guarded_places()[:-1], project_root() / "submissions"],
         env={"ITBENCH_CACHE": str(cache)},  # the rest: sandbox.child_env, the one place
         unsandboxed=opts.unsandboxed,
+        env_dir=env_dir,
     )
     if result.killed_reason == "interrupted":
         raise KeyboardInterrupt

@@ -345,6 +345,7 @@ def _system_args() -> list[str]:
             out += ["--symlink", os.readlink(path), name]
         elif path.is_dir():
             out += ["--ro-bind", name, name]
+    out += ["--perms", "0755", "--dir", "/etc"]  # else root's bwrap makes it 0700: nobody could read them
     for name in _ETC_FILES:
         if Path(name).exists():
             out += ["--ro-bind", name, name]
@@ -496,14 +497,22 @@ def weight_homes() -> tuple[Path, Path]:
 PASSED_THROUGH = ("CUDA_VISIBLE_DEVICES", "TERM", "COLUMNS", "LC_ALL", "ITBENCH_RANDOM_WEIGHTS")
 
 
+ENV_DIR_VARIABLE = "ITBENCH_ENV_DIR"
+"""Tells the worker where the submission's packages are (their ``.pth`` files run there, sandboxed)."""
+
+
 def child_env(
     *,
     home: str | os.PathLike[str],
     limits: Limits | None = None,
     extra: Mapping[str, str] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
+    env_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, str]:
     """The child's whole environment, built here only: no secrets, no ``ITBENCH_HOME``.
+
+    ``env_dir`` (a submission's own packages, harness/environments.py) goes
+    first on ``PYTHONPATH``, so its packages win over the base's.
 
     Pretrained weights are found offline through ``TORCH_HOME`` / ``HF_HOME``:
     ``weights_dir`` when given, else this machine's own weight folders (bound
@@ -517,7 +526,7 @@ def child_env(
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "HOME": str(home),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
-        "PYTHONPATH": str(_itbench_import_root()),
+        "PYTHONPATH": os.pathsep.join([*([str(env_dir)] if env_dir else []), str(_itbench_import_root())]),
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "MPLCONFIGDIR": str(Path(home) / ".mplconfig"),
@@ -534,6 +543,8 @@ def child_env(
             env[key] = str(limits.cpu_threads)
     env.update(extra or {})
     env.pop("ITBENCH_HOME", None)  # the data home is never the child's business
+    if env_dir is not None:
+        env[ENV_DIR_VARIABLE] = str(env_dir)
     return env
 
 
@@ -838,6 +849,7 @@ def run_isolated(
     gpu: bool | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
     unsandboxed: bool = False,
+    env_dir: str | os.PathLike[str] | None = None,
 ) -> IsolatedResult:
     """Run ``argv`` in the sandbox under ``limits``; never leaves strays.
 
@@ -861,7 +873,7 @@ def run_isolated(
             argv,
             limits=limits,
             cwd=cwd,
-            ro_paths=ro_paths,
+            ro_paths=[*ro_paths, *([env_dir] if env_dir is not None else [])],
             rw_list=rw_list,
             hidden_paths=hidden_paths,
             network=network,
@@ -870,7 +882,7 @@ def run_isolated(
         )
     else:
         cmd = _unsandboxed_command(argv)
-    child_environ = child_env(home=cwd, limits=limits, extra=env, weights_dir=weights_dir)
+    child_environ = child_env(home=cwd, limits=limits, extra=env, weights_dir=weights_dir, env_dir=env_dir)
     memory_cap = int(limits.memory_gb * GIB) if limits.memory_gb else None
     cgroup = make_cgroup(memory_cap, limits.max_pids)
     budget = _Budget.of(limits, memory_cap, rw_list)

@@ -67,6 +67,12 @@ class LimitsMeta(_Strict):
     disk_gb: Annotated[float, Field(gt=0, le=4096)] | None = None
 
 
+class EnvMeta(_Strict):
+    """``[env]``: the packages the submission needs beyond the harness's (or ``requirements.txt``)."""
+
+    requirements: Annotated[list[Line], Field(max_length=200)] = []
+
+
 class Metadata(_Strict):
     """The schema of ``submission.toml``: types, ranges, no unknown keys."""
 
@@ -77,6 +83,7 @@ class Metadata(_Strict):
     reference: Line | None = None
     needs: NeedsMeta = NeedsMeta()
     limits: LimitsMeta = LimitsMeta()
+    env: EnvMeta = EnvMeta()
     params: Annotated[dict[Token, ParamValue], Field(max_length=200)] = {}
     sizes: Annotated[dict[Token, dict[Token, ParamValue]], Field(max_length=20)] = {}
 
@@ -134,6 +141,8 @@ class Submission:
     disk_gb: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    env_requirements: list[str] = field(default_factory=list)
+    """``[env] requirements`` of submission.toml (``requirements.txt`` is read by harness/environments.py)."""
 
     def params_for(self, size: str) -> dict[str, Any]:
         """Base params overlaid with the named size preset (e.g. ``small`` on CPU)."""
@@ -235,6 +244,7 @@ def _from_metadata(path: Path, meta: dict[str, Any], sub_id: str) -> Submission:
         disk_gb=parsed.limits.disk_gb,
         params=dict(parsed.params),
         sizes={k: dict(v) for k, v in parsed.sizes.items()},
+        env_requirements=list(parsed.env.requirements),
     )
 
 

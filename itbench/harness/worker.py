@@ -126,6 +126,19 @@ def _where(err: BaseException, folder: Path) -> str | None:
     return None
 
 
+def _add_env_pth() -> None:
+    """Run the ``.pth`` files of the submission's own packages: here, inside the sandbox, never in the parent.
+
+    The folder is already first on ``sys.path`` (``PYTHONPATH``), where Python
+    skips ``.pth`` files; ``addsitedir`` processes them without moving it.
+    """
+    env_dir = os.environ.get("ITBENCH_ENV_DIR")
+    if env_dir:
+        import site
+
+        site.addsitedir(env_dir)
+
+
 def run(workdir: Path) -> int:
     """Build, fit (or restore) and predict; report the outcome in status.json."""
     import torch
@@ -136,6 +149,7 @@ def run(workdir: Path) -> int:
     job = json.loads((workdir / JOB).read_text())
     phase = "build"
     try:
+        _add_env_pth()
         torch.manual_seed(job["seed"])
         np.random.seed(job["seed"])
         sub = load_submission(job["submission_path"])
