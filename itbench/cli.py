@@ -480,18 +480,38 @@ def data_import(path: Path) -> None:
 # --- new ---------------------------------------------------------------------------
 
 
-@cli.command(epilog="Example:\n\n  itbench new my_model && itbench score submissions/my_model")
-@click.argument("submission_id")
+@cli.command(
+    epilog="""\b
+Examples:
+  itbench new my_model && itbench score submissions/my_model
+  itbench new --from-brainscore pixels && itbench score submissions/bs_pixels --protocol brainscore"""
+)
+@click.argument("submission_id", required=False)
+@click.option(
+    "--from-brainscore",
+    "brainscore_id",
+    metavar="MODEL_ID",
+    default=None,
+    help="Make submissions/bs_MODEL_ID running Brain-Score's model plugin MODEL_ID (brainscore-vision).",
+)
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Project root (default: the current itbench checkout).",
 )
-def new(submission_id: str, root: Path | None) -> None:
+def new(submission_id: str | None, brainscore_id: str | None, root: Path | None) -> None:
     """Create submissions/SUBMISSION_ID from a template that scores as generated."""
-    from itbench.harness.scaffold import scaffold
+    from itbench.harness.scaffold import scaffold, scaffold_brainscore
 
+    if (submission_id is None) == (brainscore_id is None):
+        raise click.UsageError("give a SUBMISSION_ID or --from-brainscore MODEL_ID (one of them)")
+    if brainscore_id is not None:
+        path = scaffold_brainscore(brainscore_id, root)
+        click.echo(f"created {path}\n  build its environment: itbench env build {path.name}")
+        click.echo(f"  score it: itbench score {path} --protocol brainscore")
+        return
+    assert submission_id is not None
     path = scaffold(submission_id, root)
     click.echo(f"created {path}\n  edit {path / 'model.py'}, then: itbench score {path}")
 

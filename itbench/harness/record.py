@@ -57,11 +57,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class BrainScorePlugin(_Strict):
+    """The Brain-Score model plugin a submission runs: its registry identifier and the package shipping it."""
+
+    model_id: str = Field(max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]*$")
+    package: str = Field(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    version: str = Field(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+
+
 class SubmissionRef(_Strict):
     id: Name
     name: str
     table1_row: Annotated[StrictInt, Field(ge=1, le=12)] | None = None
     code_hash: str | None = None
+    brainscore: BrainScorePlugin | None = Field(default=None, exclude_if=lambda v: v is None)
+    """Set for a Brain-Score plugin submission (``[brainscore]`` in submission.toml); absent otherwise."""
 
 
 class BenchmarkRef(_Strict):

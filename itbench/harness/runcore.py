@@ -43,6 +43,7 @@ from itbench.errors import SubmissionError, WeightsUnavailable
 from itbench.harness import environments, sandbox, worker
 from itbench.harness.record import (
     BenchmarkRef,
+    BrainScorePlugin,
     Provenance,
     SubmissionRecord,
     SubmissionRef,
@@ -228,6 +229,7 @@ def new_record(
             name=sub.name if sub else sub_id,
             table1_row=sub.table1_row if sub else None,
             code_hash=sub.code_hash() if sub else None,
+            brainscore=BrainScorePlugin(**sub.brainscore) if sub and sub.brainscore else None,
         ),
         benchmark=BenchmarkRef.of(bench),
         split=split,
@@ -451,9 +453,17 @@ def _read_back_status(
         status = None  # a crash explains it better than its half-written status
     if result.ok and status is not None and status.ok:
         return status
+    if status is not None and status.error_type == WEIGHTS_UNAVAILABLE:
+        # a plugin that fetches its own weights finds no network in the sandbox: skipped, like
+        # a declared weight the parent cannot fetch (the child's claim only turns failed into skipped)
+        raise WeightsUnavailable(f"submission '{sub.id}': {status.failure_sentence()}", hint=status.hint)
     error = SubmissionError(f"submission '{sub.id}': {child_failure(result, status, limits)}")
     error.traceback = (status.traceback if status else None) or result.stderr_tail  # type: ignore[attr-defined]
     raise error
+
+
+WEIGHTS_UNAVAILABLE = WeightsUnavailable.__name__
+"""The error a child reports when a model's weights cannot be fetched in the sandbox (the run is skipped)."""
 
 
 def child_failure(result: sandbox.IsolatedResult, status: ChildStatus | None, limits: sandbox.Limits) -> str:

@@ -29,6 +29,8 @@ from itbench.harness.untrusted import SOURCE_MAX_BYTES, UntrustedOutput, clean_t
 from itbench.paths import project_root
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+#: A Brain-Score model registry name (e.g. ``pixels``, ``resnet-50-robust``, ``cornet_s``).
+BRAINSCORE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]{0,199}$")
 METADATA_FILE = "submission.toml"
 MODULE_FILE = "model.py"
 METADATA_MAX_BYTES = 64 * 1024
@@ -73,6 +75,14 @@ class EnvMeta(_Strict):
     requirements: Annotated[list[Line], Field(max_length=200)] = []
 
 
+class BrainScoreMeta(_Strict):
+    """``[brainscore]``: the Brain-Score model plugin this submission runs, and the package shipping it."""
+
+    model_id: Annotated[str, StringConstraints(pattern=BRAINSCORE_ID_PATTERN.pattern)]
+    package: Token = "brainscore-vision"
+    version: Token
+
+
 class Metadata(_Strict):
     """The schema of ``submission.toml``: types, ranges, no unknown keys."""
 
@@ -84,6 +94,7 @@ class Metadata(_Strict):
     needs: NeedsMeta = NeedsMeta()
     limits: LimitsMeta = LimitsMeta()
     env: EnvMeta = EnvMeta()
+    brainscore: BrainScoreMeta | None = None
     params: Annotated[dict[Token, ParamValue], Field(max_length=200)] = {}
     sizes: Annotated[dict[Token, dict[Token, ParamValue]], Field(max_length=20)] = {}
 
@@ -143,6 +154,8 @@ class Submission:
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
     env_requirements: list[str] = field(default_factory=list)
     """``[env] requirements`` of submission.toml (``requirements.txt`` is read by harness/environments.py)."""
+    brainscore: dict[str, str] | None = None
+    """``[brainscore]``: model_id, package, version of the Brain-Score plugin it runs (None: not a plugin)."""
 
     def params_for(self, size: str) -> dict[str, Any]:
         """Base params overlaid with the named size preset (e.g. ``small`` on CPU)."""
@@ -245,6 +258,7 @@ def _from_metadata(path: Path, meta: dict[str, Any], sub_id: str) -> Submission:
         params=dict(parsed.params),
         sizes={k: dict(v) for k, v in parsed.sizes.items()},
         env_requirements=list(parsed.env.requirements),
+        brainscore=parsed.brainscore.model_dump() if parsed.brainscore else None,
     )
 
 

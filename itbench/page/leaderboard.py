@@ -460,6 +460,25 @@ def test_evaluations(sub: SubmissionResult) -> int | None:
     return value if sub.split == "test" else None
 
 
+def brainscore_plugin(sub: SubmissionResult) -> dict[str, str | None]:
+    """A Brain-Score plugin submission's identifier and package version (the locked one when the record has it).
+
+    Why the lock first: ``[brainscore] version`` is what the folder asked for;
+    the environment's lock is what the run imported.
+    """
+    ref = sub.record.submission.brainscore
+    if ref is None:
+        return {"brainscore_model_id": None, "brainscore_package": None, "brainscore_version": None}
+    env = sub.record.provenance.environment
+    prefix = f"{ref.package.lower().replace('_', '-')}=="
+    locked = [p.split("==", 1)[1] for p in (env.packages if env else []) if p.lower().startswith(prefix)]
+    return {
+        "brainscore_model_id": ref.model_id,
+        "brainscore_package": ref.package,
+        "brainscore_version": locked[0] if locked else ref.version,
+    }
+
+
 def compares_table1(sub: SubmissionResult) -> bool:
     """Table I is on real data, val split: compare only there."""
     return not sub.synthetic and sub.split == "val" and sub.table1_row is not None
@@ -508,6 +527,7 @@ def flat_row(
         "created": sub.created or None,
         "sandboxed": sandboxed(sub),
         "test_evaluations": test_evaluations(sub),
+        **brainscore_plugin(sub),
     }
     for key in SCORE_KEYS:
         row[key] = sub.scores[key]
