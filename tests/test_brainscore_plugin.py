@@ -143,8 +143,16 @@ def test_network_failure_while_loading_is_weights_unavailable(monkeypatch: pytes
 
     fake.load_model = load_model  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "brainscore_vision", fake)
-    with pytest.raises(WeightsUnavailable, match="'alexnet' needs files it cannot fetch without network"):
+    with pytest.raises(WeightsUnavailable, match="'alexnet' needs weights .* no network .URLError"):
         brainscore_plugin.load_plugin("alexnet")
+
+    def read_only(model_id: str) -> None:  # torch hub creating its checkpoints folder in the bound cache
+        raise OSError(30, "Read-only file system", "/root/.cache")
+
+    fake.load_model = read_only  # type: ignore[attr-defined]
+    with pytest.raises(WeightsUnavailable, match="not in the harness's weights cache") as caught:
+        brainscore_plugin.load_plugin("alexnet")
+    assert "/root" not in str(caught.value)  # no machine path in a record
 
     def broken(model_id: str) -> None:
         raise KeyError(model_id)

@@ -18,6 +18,7 @@ and a plugin whose weights cannot be fetched raises
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -81,28 +82,31 @@ def _quiet_brainscore(workdir: Path) -> None:
     os.environ.setdefault("BRAINSCORE_HOME", str(workdir / "brainscore"))
 
 
-def _is_network_failure(err: BaseException) -> bool:
-    """Whether the error chain shows a download attempt (weights) that the sandbox's missing network stopped."""
+def download_failure(err: BaseException) -> str | None:
+    """Why the error chain is a download the sandbox stopped (no network, read-only weights cache), or None."""
     cause: BaseException | None = err
     while cause is not None:
         if type(cause).__name__ in _NETWORK_ERRORS:
-            return True
+            first = str(cause).splitlines()[0][:200] if str(cause) else ""
+            return f"no network ({type(cause).__name__}: {first})"
+        if isinstance(cause, OSError) and cause.errno == errno.EROFS:  # torch hub making its cache folder
+            return "its weights are not in the harness's weights cache, which is read-only here"
         cause = cause.__cause__ or cause.__context__
-    return False
+    return None
 
 
 def load_plugin(model_id: str) -> Any:
-    """The plugin's brain model, by Brain-Score's registry; no network means ``WeightsUnavailable``."""
+    """The plugin's brain model, by Brain-Score's registry; a weights download means ``WeightsUnavailable``."""
     from brainscore_vision import load_model
 
     try:
         return load_model(model_id)
     except Exception as err:
-        if _is_network_failure(err):
+        why = download_failure(err)
+        if why:
             raise WeightsUnavailable(
-                f"Brain-Score plugin '{model_id}' needs files it cannot fetch without network "
-                f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})",
-                hint="the sandbox has no network; only plugins whose weights ship in the package can run",
+                f"Brain-Score plugin '{model_id}' needs weights it cannot fetch in the sandbox: {why}",
+                hint="the sandbox has no network; put the plugin's weights in TORCH_HOME / HF_HOME first",
             ) from err
         raise
 
