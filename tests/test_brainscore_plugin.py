@@ -154,6 +154,14 @@ def test_network_failure_while_loading_is_weights_unavailable(monkeypatch: pytes
         brainscore_plugin.load_plugin("alexnet")
     assert "/root" not in str(caught.value)  # no machine path in a record
 
+    def needs_timm(model_id: str) -> None:
+        raise ModuleNotFoundError("No module named 'timm'", name="timm")
+
+    fake.load_model = needs_timm  # type: ignore[attr-defined]
+    with pytest.raises(ModuleNotFoundError) as missing:
+        brainscore_plugin.load_plugin("convnext")
+    assert getattr(missing.value, "hint", "").startswith("add timm to the submission's requirements.txt")
+
     def broken(model_id: str) -> None:
         raise KeyError(model_id)
 

@@ -101,6 +101,12 @@ def load_plugin(model_id: str) -> Any:
 
     try:
         return load_model(model_id)
+    except ModuleNotFoundError as err:  # a package the plugin's own requirements.txt names
+        err.hint = (  # type: ignore[attr-defined]  # the worker reports an error's hint beside it
+            f"add {err.name or 'that package'} to the submission's requirements.txt "
+            "(the plugin's own list: brainscore_vision/models/<id>/requirements.txt)"
+        )
+        raise
     except Exception as err:
         why = download_failure(err)
         if why:
