@@ -57,7 +57,7 @@ from itbench.harness.submission import Submission, load_submission
 from itbench.harness.untrusted import ChildStatus, read_predictions, read_rows
 from itbench.models.cache import run_key, submission_namespace
 from itbench.paths import cache_dir, results_root
-from itbench.scoring import brainscore
+from itbench.scoring import brainscore, metrics
 from itbench.scoring.benchmark import Benchmark
 
 PROTOCOLS = ("fixed-split", "brainscore")
@@ -204,8 +204,12 @@ def _run(
         ceiling = brainscore.internal_consistency(values, stim, reps)
     block = brainscore.summary(score, ceiling, n_components)
     record.brainscore = BrainScoreResult.model_validate(block)
-    record.normalisations = {k: Normalisation.model_validate(v) for k, v in block["normalisations"].items()}
     scored = _scores(score, ceiling, bench, len(ids))
+    labelled = {
+        **metrics.definitions(scored["scores"]),
+        **block["normalisations"],
+    }  # itbench's, then Brain-Score's
+    record.normalisations = {k: Normalisation.model_validate(v) for k, v in labelled.items()}
     record.scores = Scores.model_validate(scored["scores"])
     record.per_neuroid = PerNeuroid.model_validate(scored["per_neuroid"])
 
@@ -297,7 +301,9 @@ def _scores(
             "mean_r": f(mean_r),
             "median_r": f(score.raw),
             "ceiling": f(c) if c is not None else None,
-            "normalized_r": f(score.raw / c) if c else None,
+            # itbench's headline of the CV raw r: noise-corrected (issue 19); the old ratio kept
+            "normalized_r": f(score.raw / np.sqrt(c)) if c and c > 0 else None,
+            "r_over_ceiling": f(score.raw / c) if c and c > 0 else None,
             "n_neuroids": int(score.r.shape[1]),
             "n_images": int(n),
             "n_nan_r": int(np.isnan(per_neuroid_r).sum()),
