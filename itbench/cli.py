@@ -95,7 +95,9 @@ def format_scores(record: SubmissionRecord) -> str:
         ("mean r", "mean_r"),
         ("median r", "median_r"),
         ("ceiling (median)", "ceiling"),
-        ("normalised r", "normalized_r"),
+        ("noise-corr. r", "normalized_r"),  # median r / sqrt(median ceiling): ideal model ~1
+        ("FEVE (median)", "feve"),
+        ("r / ceiling (old)", "r_over_ceiling"),
     ]
     lines = [head, f"  {'metric':<18} {'value [95% CI]'}"]
     lines += [f"  {label:<18} {_fmt(getattr(scores, key), scores.ci.get(key))}" for label, key in rows]

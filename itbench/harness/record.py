@@ -86,7 +86,12 @@ class Scores(_Strict):
     mean_r: Number = None
     median_r: Number = None
     ceiling: Number = None
+    # noise-corrected r, median r / sqrt(median ceiling): the ideal model scores ~1 (since 2026-12-03)
     normalized_r: Number = None
+    # median r / median ceiling, the headline until 2026-12-03 (ideal model: 1 / sqrt(ceiling))
+    r_over_ceiling: Number = None
+    # fraction of explainable variance explained (Sensorium), median over neuroids
+    feve: Number = None
     n_neuroids: StrictInt | None = None
     n_images: StrictInt | None = None
     n_nan_r: StrictInt | None = None
@@ -98,12 +103,13 @@ class PerNeuroid(_Strict):
     ev: list[Number]
     r: list[Number]
     ceiling: list[Number] | None = None
+    feve: list[Number] | None = None
 
     def model_post_init(self, context: Any, /) -> None:
         n = len(self.r)
-        lengths = [len(v) for v in (self.ev, self.ceiling, self.neuroid_id) if v is not None]
+        lengths = [len(v) for v in (self.ev, self.ceiling, self.feve, self.neuroid_id) if v is not None]
         if any(length != n for length in lengths):
-            raise ValueError("per_neuroid arrays (neuroid_id, r, ev, ceiling) differ in length")
+            raise ValueError("per_neuroid arrays (neuroid_id, r, ev, ceiling, feve) differ in length")
 
 
 class Examples(_Strict):
@@ -331,13 +337,72 @@ def _reason(err: ValidationError) -> str:
     return f"{where or 'record'}: {first['msg']}"
 
 
+def _ceiled_scores(scores: Any) -> Any:
+    """A ``scores`` block from before 2026-12-03 read exactly in today's terms (else unchanged).
+
+    Its ``normalized_r`` was ``median r / median ceiling``: that becomes
+    ``r_over_ceiling`` (with its CI) and ``normalized_r`` is recomputed as
+    ``median r / sqrt(median ceiling)`` from the stored medians. Its interval
+    and FEVE need the predictions, so they stay undefined.
+    """
+    if not isinstance(scores, dict) or "r_over_ceiling" in scores or scores.get("normalized_r") is None:
+        return scores
+    med_r, ceiling = scores.get("median_r"), scores.get("ceiling")
+    bounded = None
+    if isinstance(med_r, int | float) and isinstance(ceiling, int | float) and ceiling > 0:
+        bounded = med_r / math.sqrt(ceiling)
+    ci = dict(scores.get("ci") or {})
+    ci["r_over_ceiling"], ci["normalized_r"] = ci.get("normalized_r"), None
+    new = {"r_over_ceiling": scores["normalized_r"], "normalized_r": bounded}
+    return {**scores, **new, "ci": ci}
+
+
+def _pre_issue19(data: dict[str, Any]) -> dict[str, Any]:
+    """Migrate a record written before the noise-corrected headline (issue 19); newer ones pass through."""
+    if data.get("kind") == "sweep":
+        layers = [
+            {**x, "scores": _ceiled_scores(x.get("scores"))} if isinstance(x, dict) else x
+            for x in data.get("layers") or []
+        ]
+        selection = data.get("layer_selection")
+        if isinstance(selection, dict) and selection.get("chosen_scores"):
+            selection = {**selection, "chosen_scores": _ceiled_scores(selection["chosen_scores"])}
+        return {**data, "layers": layers, "layer_selection": selection} if "layers" in data else data
+    scores = _ceiled_scores(data.get("scores"))
+    if scores is data.get("scores"):
+        return data
+    out = {**data, "scores": scores}
+    if isinstance(data.get("bootstrap"), dict):  # its per-resample values were the old ratio
+        out["bootstrap"] = {**data["bootstrap"], "normalized_r": None}
+    if isinstance(data.get("normalisations"), dict):
+        from itbench.scoring.metrics import definitions
+
+        out["normalisations"] = {**definitions(scores), **data["normalisations"]}
+    return out
+
+
+def migrate_file(path: Path) -> bool:
+    """Rewrite one stored record in today's form, touching only what changed; True if it did.
+
+    Works on the JSON (not a round trip through the model), so fields the
+    migration does not concern keep their bytes; the result is validated first.
+    """
+    data = json.loads(path.read_text(encoding="utf-8"))
+    migrated = _pre_issue19(data) if isinstance(data, dict) else data
+    if migrated == data:
+        return False
+    parse_record(migrated)
+    atomic_write_text(path, json.dumps(_clean(migrated), indent=1, sort_keys=True, allow_nan=False) + "\n")
+    return True
+
+
 def parse_record(data: Any) -> Record:
     """Validate parsed JSON as a record; raises :class:`InvalidRecord` saying why."""
     if not isinstance(data, dict):
         raise InvalidRecord("not a JSON object")
     if data.get("schema") != SCHEMA:
         raise InvalidRecord(f"schema is {data.get('schema')!r}, expected {SCHEMA!r}")
-    data = {"kind": "submission", **data}  # the first records had no kind
+    data = _pre_issue19({"kind": "submission", **data})  # the first records had no kind
     try:
         return _RECORD.validate_python(data)
     except ValidationError as err:

@@ -136,9 +136,13 @@ class Benchmark:
         result["examples"] = _examples(
             predictions, target, self.stimulus_ids(split), self.neuroid_ids, result["per_neuroid"]["r"]
         )
-        # Brain-Score's two ceiled conventions of this split's median r and ceiling, labelled, so a
-        # fixed-split number can be read beside a Brain-Score one (itbench's own is normalized_r)
-        result["normalisations"] = normalisations(result["scores"]["median_r"], result["scores"]["ceiling"])
+        # itbench's ceiled scores (name, formula, value) and Brain-Score's two conventions of this
+        # split's median r and ceiling, all labelled, so a fixed-split number reads beside a Brain-Score one
+        scores = result["scores"]
+        result["normalisations"] = {
+            **metrics.definitions(scores),
+            **normalisations(scores["median_r"], scores["ceiling"]),
+        }
         return result
 
 
