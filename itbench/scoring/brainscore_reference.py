@@ -28,7 +28,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -175,44 +176,61 @@ def run_job(
     return result
 
 
-def score_features(
-    trials: xr.DataArray,
-    features: np.ndarray,
-    stimulus_id: Sequence[str],
-    object_name: Sequence[str],
-    workdir: Path,
-    log: Callable[[str], None] = lambda m: None,
-) -> dict[str, Any]:
-    """Brain-Score's metric (features vs the trial-averaged responses) and ceiling (trials), by its code."""
-    save_assembly(trials, workdir / "trials.nc")
-    save_assembly(features_assembly(features, stimulus_id, object_name), workdir / "features.nc")
-    return run_job(
-        {"trials": str(workdir / "trials.nc"), "features": str(workdir / "features.nc")}, workdir, log
-    )
+@dataclass(frozen=True)
+class PixelsPlugin:
+    """Brain-Score's ``pixels`` plugin as a source: it looks at the stimulus files (one per stimulus).
 
-
-def score_pixels_plugin(
-    trials: xr.DataArray,
-    files: Sequence[str | os.PathLike[str]],
-    stimulus_id: Sequence[str],
-    object_name: Sequence[str],
-    workdir: Path,
-    stride: int = 1,
-    log: Callable[[str], None] = lambda m: None,
-    score: bool = True,
-) -> dict[str, Any]:
-    """Brain-Score's ``pixels`` plugin looks at the stimulus files; every ``stride``-th feature is scored.
-
-    The features the metric saw are saved as ``workdir/pixels.npy`` for comparison
-    (``score=False``: only that, no metric).
+    Every ``stride``-th of its 196,608 features is scored (1 = all); ``save_full``
+    names a ``.npy`` file for its full activations (uint8), to compare features.
     """
-    save_assembly(trials, workdir / "trials.nc")
-    spec = {
-        "files": [str(Path(f).resolve()) for f in files],
+
+    files: Sequence[str | os.PathLike[str]]
+    stride: int = 1
+    save_full: Path | None = None
+
+
+def _pixels_spec(
+    plugin: PixelsPlugin, stimulus_id: Sequence[str], object_name: Sequence[str]
+) -> dict[str, Any]:
+    if len(plugin.files) != len(stimulus_id):
+        raise ItbenchError(f"{len(plugin.files)} stimulus files for {len(stimulus_id)} stimuli")
+    return {
+        "files": [str(Path(f).resolve()) for f in plugin.files],
         "stimulus_id": [str(s) for s in stimulus_id],
         "object_name": [str(o) for o in object_name],
         "identifier": "itbench-" + hashlib.sha1("\n".join(map(str, stimulus_id)).encode()).hexdigest()[:12],
-        "stride": int(stride),
-        "save_features": str(workdir / "pixels.npy"),
+        "stride": int(plugin.stride),
+        "save_features": str(plugin.save_full) if plugin.save_full else None,
     }
-    return run_job({"trials": str(workdir / "trials.nc"), "pixels": spec, "score": score}, workdir, log)
+
+
+def score_sources(
+    trials: xr.DataArray,
+    stimulus_id: Sequence[str],
+    object_name: Sequence[str],
+    workdir: Path,
+    features: Mapping[str, np.ndarray] | None = None,
+    pixels: PixelsPlugin | None = None,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict[str, dict[str, Any]]:
+    """Brain-Score's metric, ceiling and ceiled score for each source, by its own code, in one run.
+
+    ``features``: name -> (N x D) rows in the order of ``stimulus_id``, exported as
+    BrainIO source assemblies; ``pixels``: the plugin itself (result name
+    ``pixels``). The target is ``average_repetition`` of ``trials`` (exported as
+    they are), the ceiling ``internal_consistency`` of ``trials``. Each result
+    has ``raw_r``, ``raw_r_error``, ``split_median_r``, ``per_neuroid_r`` (mean
+    over splits) with ``neuroid_id``, ``ceiling``, ``ceiling_error``,
+    ``split_ceiling``, ``brainscore_pr2169``, ``brainscore_pre2026``,
+    ``metric_seconds`` (Brain-Score's metric alone), ``source_shape`` and ``versions``.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_assembly(trials, workdir / "trials.nc")
+    sources: dict[str, Any] = {}
+    for name, x in (features or {}).items():
+        path = save_assembly(features_assembly(x, stimulus_id, object_name), workdir / f"features-{name}.nc")
+        sources[name] = {"features": str(path)}
+    if pixels is not None:
+        sources["pixels"] = {"pixels": _pixels_spec(pixels, stimulus_id, object_name)}
+    out = run_job({"trials": str(workdir / "trials.nc"), "sources": sources}, workdir, log)
+    return {name: {**res, "versions": out["versions"]} for name, res in out["sources"].items()}

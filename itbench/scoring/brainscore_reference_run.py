@@ -36,14 +36,13 @@ def load_assembly(path: str) -> Any:
     return NeuroidAssembly(xr.open_dataarray(path).load())
 
 
-def pixels_activations(job: dict[str, Any]) -> Any:
+def pixels_activations(spec: dict[str, Any]) -> Any:
     """The ``pixels`` plugin's IT activations of the stimulus files, as the benchmark asks for them."""
     import pandas as pd
     from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
     from brainscore_vision import load_model
     from brainscore_vision.benchmark_helpers.screen import place_on_screen
 
-    spec = job["pixels"]
     stimuli = StimulusSet(
         pd.DataFrame({"stimulus_id": spec["stimulus_id"], "object_name": spec["object_name"]})
     )
@@ -57,8 +56,7 @@ def pixels_activations(job: dict[str, Any]) -> Any:
     source = model.look_at(stimuli, number_of_trials=MAJAJHONG_TRIALS)
     if "time_bin" in source.dims and source.sizes["time_bin"] == 1:
         source = source.squeeze("time_bin")
-    stride = int(spec.get("stride", 1))
-    return source, source.isel(neuroid=slice(None, None, stride)) if stride > 1 else source
+    return source
 
 
 def split_medians(raw: Any) -> list[float]:
@@ -66,29 +64,38 @@ def split_medians(raw: Any) -> list[float]:
     return [float(x) for x in raw.median(dim="neuroid").values]
 
 
-def score(source: Any, trials: Any) -> dict[str, Any]:
-    """Brain-Score's metric on (source, average_repetition(trials)) and its ceiling on the trials."""
-    from brainscore_vision import load_ceiling, load_metric
-    from brainscore_vision.benchmark_helpers.neural_common import average_repetition, explained_variance
+def ceiling_of(trials: Any) -> dict[str, Any]:
+    """Brain-Score's internal-consistency ceiling of the trial-level assembly (the object and its numbers)."""
+    from brainscore_vision import load_ceiling
 
-    target = average_repetition(trials)
+    ceiling = load_ceiling("internal_consistency")(trials)
+    return {
+        "object": ceiling,
+        "ceiling": float(ceiling.values),
+        "ceiling_error": float(ceiling.attrs["error"].values),
+        "split_ceiling": split_medians(ceiling.attrs["raw"]),
+    }
+
+
+def score(source: Any, target: Any, ceiling: dict[str, Any]) -> dict[str, Any]:
+    """Brain-Score's ``pls`` metric on (source, target), ceiled with its ``explained_variance``."""
+    from brainscore_vision import load_metric
+    from brainscore_vision.benchmark_helpers.neural_common import explained_variance
+
     metric = load_metric("pls", crossvalidation_kwargs={"stratification_coord": "object_name"})
     started = time.perf_counter()
     raw = metric(source, target)
     metric_s = time.perf_counter() - started
-    ceiling = load_ceiling("internal_consistency")(trials)
-    ceiled = explained_variance(raw, ceiling)
+    ceiled = explained_variance(raw, ceiling["object"])
     per_split = raw.attrs["raw"]
-    r, c = float(raw.values), float(ceiling.values)
+    r, c = float(raw.values), ceiling["ceiling"]
     return {
         "raw_r": r,
         "raw_r_error": float(raw.attrs["error"].values),
         "split_median_r": split_medians(per_split),
         "per_neuroid_r": [float(x) for x in per_split.mean(dim="split").values],
         "neuroid_id": [str(x) for x in per_split["neuroid_id"].values],
-        "ceiling": c,
-        "ceiling_error": float(ceiling.attrs["error"].values),
-        "split_ceiling": split_medians(ceiling.attrs["raw"]),
+        **{k: v for k, v in ceiling.items() if k != "object"},
         "brainscore_pr2169": float(ceiled.values),  # Brain-Score's own explained_variance: r^2 / ceiling
         "brainscore_pre2026": (r / c) ** 2,  # the pre-PR-#2169 formula, from Brain-Score's r and ceiling
         "metric_seconds": metric_s,
@@ -96,23 +103,39 @@ def score(source: Any, trials: Any) -> dict[str, Any]:
     }
 
 
+def source_of(spec: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """One source assembly: exported features, or the pixels plugin's activations (every stride-th)."""
+    if "features" in spec:
+        return load_assembly(spec["features"]), {}
+    full = pixels_activations(spec["pixels"])
+    extra = {
+        "plugin_shape": [int(n) for n in full.shape],
+        "plugin_stimulus_id": [str(x) for x in full["stimulus_id"].values],  # row order of saved features
+    }
+    if spec["pixels"].get("save_features"):
+        np.save(spec["pixels"]["save_features"], np.asarray(full.values))
+    stride = int(spec["pixels"].get("stride", 1))
+    return (full.isel(neuroid=slice(None, None, stride)) if stride > 1 else full), extra
+
+
 def main(argv: list[str]) -> int:
-    """Read the job, score, write the result file; the job names the trials and the source."""
+    """Read the job (trials, named sources), score every source, write one JSON result per name."""
+    from brainscore_vision.benchmark_helpers.neural_common import average_repetition
+
     with open(argv[1]) as f:
         job = json.load(f)
     trials = load_assembly(job["trials"])
-    extra: dict[str, Any] = {}
-    if job.get("pixels"):
-        full, source = pixels_activations(job)
-        extra["plugin_shape"] = [int(n) for n in full.shape]
-        if job["pixels"].get("save_features"):
-            np.save(job["pixels"]["save_features"], np.asarray(source.values))
-    else:
-        source = load_assembly(job["features"])
-    result = {**(score(source, trials) if job.get("score", True) else {}), **extra}
-    result["versions"] = {p: metadata.version(p) for p in ("brainscore-vision", "brainscore-core", "numpy")}
+    target = average_repetition(trials)
+    ceiling = ceiling_of(trials)
+    results: dict[str, Any] = {}
+    for name, spec in job["sources"].items():
+        source, extra = source_of(spec)
+        results[name] = {**score(source, target, ceiling), **extra}
+    versions = {
+        p: metadata.version(p) for p in ("brainscore-vision", "brainscore-core", "numpy", "scikit-learn")
+    }
     with open(job["out"], "w") as f:
-        json.dump(result, f)
+        json.dump({"sources": results, "versions": versions}, f)
     return 0
 
 
