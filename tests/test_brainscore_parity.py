@@ -130,6 +130,9 @@ def _assert_parity(record: Any, theirs: dict[str, Any]) -> None:
     }
     for name, (a, b) in pairs.items():
         assert a is not None and abs(a - b) <= TOL, f"{name}: itbench {a} vs Brain-Score {b}"
+    worst = max(abs(a - b) for a, b in pairs.values() if a is not None)
+    worst = max(worst, *np.abs(np.subtract(ours.split_median_r, theirs["split_median_r"])))
+    print(f"\nparity {theirs['source_shape']}: max |itbench - Brain-Score| = {worst:.1e}")  # -s shows it
     np.testing.assert_allclose(ours.split_median_r, theirs["split_median_r"], rtol=0, atol=TOL)
     np.testing.assert_allclose(ours.split_ceiling, theirs["split_ceiling"], rtol=0, atol=TOL)
     by_id = dict(zip(theirs["neuroid_id"], theirs["per_neuroid_r"], strict=True))
