@@ -24,9 +24,19 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from itbench.errors import ItbenchError
+from itbench.scoring.benchmark import HELD_OUT_SPLIT
 
 if TYPE_CHECKING:
     from itbench.scoring.benchmark import Benchmark
@@ -221,6 +231,14 @@ class SubmissionRecord(_Record):
     error_traceback: str | None = None
     """Failed runs: the child's full traceback, sanitised and capped (the terminal gets one line)."""
     path: Path | None = Field(default=None, exclude=True)  # where write_record put it; not stored
+
+    @model_validator(mode="after")
+    def _no_held_out_examples(self) -> SubmissionRecord:
+        """A test-split record never carries examples (measured test responses), even one
+        written before the rule (``scoring.benchmark.example_neuroids``): they are dropped here."""
+        if self.split == HELD_OUT_SPLIT and self.examples is not None:
+            self.examples = None
+        return self
 
     @property
     def stem(self) -> str:

@@ -635,7 +635,7 @@ def complete_run(
     scored = bench.score(pred, opts.split, n_boot=opts.n_boot, seed=opts.seed)
     state.record.scores = Scores.model_validate(scored["scores"])
     state.record.per_neuroid = PerNeuroid.model_validate(scored["per_neuroid"])
-    state.record.examples = Examples.model_validate(scored["examples"])
+    state.record.examples = Examples.model_validate(scored["examples"]) if scored["examples"] else None
     if scored.get("bootstrap"):
         state.record.bootstrap = BootstrapSummary.model_validate(scored["bootstrap"])
     state.record.normalisations = {
