@@ -11,7 +11,8 @@ running the child:
    folder as a small tarball (used when the node does not have the same
    folder, checked by code hash);
 3. submits one task per run, asking for ``num_gpus=1`` when the run uses a
-   GPU and ``memory`` from ``[limits] memory_gb`` (or ``--memory-gb``);
+   GPU and ``memory`` from ``[limits] memory_gb``, at most the operator's
+   maximum (``--memory-gb``; ``harness/quotas.py``);
    inside, the task runs ``runner.run_child``: the same sandboxed worker
    process, with the same limits, on the worker node;
 4. receives raw predictions and the child's status, and validates, scores
@@ -51,6 +52,7 @@ from typing import Any
 import ray
 
 from itbench.errors import SubmissionError, WeightsUnavailable
+from itbench.harness import quotas
 from itbench.harness.executors import Log, OnRecord, _stderr
 from itbench.harness.inputs import WorkerInputs
 from itbench.harness.record import SubmissionRecord, locked
@@ -303,6 +305,7 @@ class RayExecutor:
         on_record: OnRecord | None = None,
     ) -> list[SubmissionRecord]:
         check_allowed(opts)  # the sandbox is checked on each node, where the children run
+        opts = quotas.pinned(opts)  # the driver's operator maxima travel with each run
         bench = load_benchmark(benchmark_id)
         bench.stimulus_ids(opts.split)  # validates the split name early, as locally
         sub_paths = [find_submission(f) for f in folders]  # a typo is not a submission fault: no record
@@ -368,7 +371,8 @@ class RayExecutor:
                 options["resources"] = self.resources
             if str(plan.job["device"]).startswith("cuda"):
                 options["num_gpus"] = 1
-            memory_gb = opts.memory_gb or plan.sub.memory_gb
+            # what the run may use (a request above the maximum is refused on the node, by name)
+            memory_gb = min((m for m in (opts.memory_gb, plan.sub.memory_gb) if m), default=None)
             if memory_gb:
                 options["memory"] = int(memory_gb * 2**30)
             run.ref = _remote_task.options(**options).remote(

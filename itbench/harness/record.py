@@ -176,6 +176,18 @@ class BrainScoreResult(_Strict):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class RunLimits(BaseModel):
+    """Limits of one run, or an operator's maxima (``itbench.harness.quotas``); threads None: not capped."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    timeout_s: Annotated[float, Field(gt=0)] | None = None
+    memory_gb: Annotated[float, Field(gt=0)] | None = None
+    disk_gb: Annotated[float, Field(gt=0)] | None = None
+    processes: Annotated[int, Field(ge=1)] | None = None
+    threads: Annotated[int, Field(ge=1)] | None = None
+
+
 class Provenance(BaseModel):
     """How a result was made. Open-ended: new facts can be added without a schema bump."""
 
@@ -187,6 +199,8 @@ class Provenance(BaseModel):
     packages: dict[str, str | None] = Field(default_factory=dict)
     platform: str | None = None
     sandboxed: bool | None = None
+    limits: RunLimits | None = None
+    """The run's effective limits: the operator's maxima, or less where the submission asked."""
 
     def stamp(self, wall_time_s: float) -> None:
         """Add the facts every record carries: versions, platform, wall time."""

@@ -25,8 +25,8 @@ import numpy as np
 
 from itbench import paths
 from itbench.errors import ItbenchError, SubmissionError, WeightsUnavailable
+from itbench.harness import quotas, worker
 from itbench.harness import sandbox as sandbox_mod
-from itbench.harness import worker
 from itbench.harness.device import resolve_device
 from itbench.harness.inputs import ChildInputs
 from itbench.harness.record import (
@@ -69,9 +69,6 @@ from itbench.models.cache import prediction_file, run_key, submission_namespace
 from itbench.paths import benchmark_dir, data_home, project_root
 from itbench.scoring.benchmark import Benchmark, load_benchmark
 
-DEFAULT_TIMEOUT_S = 4 * 3600.0
-DEFAULT_MEMORY_FRACTION = 0.85
-
 
 @dataclass
 class RunOptions:
@@ -97,6 +94,10 @@ class RunOptions:
     disk_gb: float | None = None
     protocol: str = "fixed-split"
     """``fixed-split`` (Table I) or ``brainscore`` (Brain-Score's cross-validation: harness/protocols.py)."""
+    max_processes: int | None = None
+    max_threads: int | None = None
+    """``timeout_s``, ``memory_gb``, ``disk_gb`` and these are the operator's maxima (None: from the
+    environment, the config file or the defaults; ``harness/quotas.py``)."""
 
 
 def resolve_size(sub: Submission, size: str, device: str) -> str:
@@ -109,12 +110,6 @@ def resolve_size(sub: Submission, size: str, device: str) -> str:
             )
         return size
     return "small" if device == "cpu" and "small" in sub.sizes else "full"
-
-
-def default_memory_gb() -> float:
-    import psutil
-
-    return round(psutil.virtual_memory().total / 2**30 * DEFAULT_MEMORY_FRACTION, 1)
 
 
 def validate_predictions(pred: Any, n_images: int, n_neuroids: int, sub_id: str) -> np.ndarray:
@@ -194,7 +189,6 @@ def _write_inputs(
     (workdir / worker.JOB).write_text(json.dumps(job))
 
 
-DEFAULT_DISK_GB = 20.0
 TEST_SPLIT = "test"
 
 
@@ -245,6 +239,8 @@ def _run_child(
     """
     from itbench.harness import sandbox
 
+    limits = quotas.effective_limits(sub, opts)  # the operator's maxima, or less where sub asks
+    provenance["limits"] = quotas.describe(limits)
     workdir = Path(tempfile.mkdtemp(prefix="itbench-run-"))
     try:
         need_train = True
@@ -253,12 +249,6 @@ def _run_child(
             _write_inputs(workdir, bench, opts.split, job, need_train=need_train, log=log)
         else:
             write_inputs(workdir)
-        limits = sandbox.Limits(
-            timeout_s=opts.timeout_s or sub.timeout_s or DEFAULT_TIMEOUT_S,
-            memory_gb=opts.memory_gb or sub.memory_gb or default_memory_gb(),
-            cpu_threads=None,
-            disk_gb=opts.disk_gb or sub.disk_gb or DEFAULT_DISK_GB,
-        )
         package_dir = Path(__file__).resolve().parents[1]
         weights = [p for p in sandbox.weight_homes() if p.exists()]
         _trim_own_cache(own_cache, limits.disk_gb, log)

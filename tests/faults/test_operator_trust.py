@@ -14,15 +14,21 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from itbench.scoring.benchmark import example_neuroids, load_benchmark
 
+from . import test_trust
 from .conftest import REPO
+from .test_trust import HONEST, _submission
+
+tiny = test_trust.tiny_runner  # that suite's fixture, by this name here: a real runner, tiny inputs
 
 # --- held-out responses in public records ------------------------------------------------
 
@@ -119,3 +125,161 @@ def test_a_test_record_from_before_the_rule_loses_its_examples_on_read(tmp_path:
     record = read_record(path)
     assert record.examples is None
     assert '"measured"' not in record.to_json()
+
+
+# --- limits belong to the operator -------------------------------------------------------
+
+
+def _opts(**kw: Any) -> Any:
+    from itbench.harness.runner import RunOptions
+
+    return RunOptions(**kw)
+
+
+@pytest.fixture
+def no_operator_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No maxima in the environment; ``$ITBENCH_CONFIG`` names a file the test may write."""
+    from itbench.harness import quotas
+
+    for name in quotas.ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "itbench.toml"
+    config.write_text("# no [limits]\n")
+    monkeypatch.setenv(quotas.CONFIG_ENV, str(config))
+    return config
+
+
+def test_maxima_come_from_flags_then_environment_then_config_then_defaults(
+    no_operator_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from itbench.harness import quotas
+
+    config = no_operator_settings
+    defaults = quotas.operator_maxima(_opts())
+    assert (defaults.timeout_s, defaults.disk_gb, defaults.processes, defaults.threads) == (
+        4 * 3600.0,
+        20.0,
+        1024,
+        None,
+    )
+    assert defaults.memory_gb == quotas.default_memory_gb()
+    config.write_text("[limits]\nmemory_gb = 6\ntimeout_s = 600\nthreads = 3\n")
+    from_file = quotas.operator_maxima(_opts())
+    assert (from_file.memory_gb, from_file.timeout_s, from_file.threads, from_file.disk_gb) == (6, 600, 3, 20)
+    monkeypatch.setenv("ITBENCH_MAX_MEMORY_GB", "5")
+    monkeypatch.setenv("ITBENCH_MAX_PROCESSES", "99")
+    from_env = quotas.operator_maxima(_opts())
+    assert (from_env.memory_gb, from_env.processes, from_env.timeout_s) == (5, 99, 600)
+    flags = quotas.operator_maxima(_opts(memory_gb=4.0, max_threads=1, disk_gb=2.0))
+    assert (flags.memory_gb, flags.threads, flags.disk_gb, flags.processes) == (4, 1, 2, 99)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("[limits]\nmemory_gb = -1\n", "memory_gb"),
+        ("[limits]\nprocesses = 2.5\n", "processes"),
+        ("[limits]\nmemroy_gb = 1\n", "memroy_gb"),
+        ("[limits\n", "cannot read"),
+    ],
+)
+def test_a_bad_config_is_one_clear_error(no_operator_settings: Path, text: str, problem: str) -> None:
+    from itbench.errors import ItbenchError
+    from itbench.harness import quotas
+
+    no_operator_settings.write_text(text)
+    with pytest.raises(ItbenchError, match=problem):
+        quotas.operator_maxima(_opts())
+
+
+def test_a_request_is_granted_up_to_the_maximum_and_refused_above_it(no_operator_settings: Path) -> None:
+    from itbench.errors import SubmissionError
+    from itbench.harness.quotas import granted
+    from itbench.harness.record import RunLimits
+
+    most = RunLimits(timeout_s=600.0, memory_gb=8.0, disk_gb=20.0, processes=256, threads=None)
+    less = granted(RunLimits(memory_gb=2.0, processes=16, threads=4), most, "x")
+    assert less == RunLimits(timeout_s=600.0, memory_gb=2.0, disk_gb=20.0, processes=16, threads=4)
+    assert granted(RunLimits(memory_gb=8.0), most, "x").memory_gb == 8.0  # up to, inclusive
+    for key, value, named in [
+        ("memory_gb", 4096.0, "maximum of 8 GiB"),
+        ("timeout_s", 7 * 24 * 3600.0, "maximum of 600 s"),
+        ("processes", 100000, "maximum of 256"),
+    ]:
+        with pytest.raises(SubmissionError, match=named) as err:
+            granted(RunLimits(**{key: value}), most, "greedy")
+        assert f"[limits] {key}" in str(err.value) and "greedy" in str(err.value)
+    with pytest.raises(SubmissionError, match="memory_gb = 9 .* 8 GiB; processes = 257 .* 256\n"):
+        granted(RunLimits(memory_gb=9.0, processes=257), most, "greedy")
+
+
+def test_a_greedy_submission_gets_a_failed_record_naming_the_maximum(
+    tiny: Any, no_operator_settings: Path
+) -> None:
+    """`[limits] memory_gb = 4096` under `score --all` defaults used to be granted; now refused."""
+    folder = _submission(tiny.subs, "greedy", HONEST, "[limits]\nmemory_gb = 4096\ntimeout_s = 604800\n")
+    record = tiny(folder)
+    assert record.status == "failed"
+    assert "memory_gb = 4096 is above the operator's maximum of" in (record.error or "")
+    assert "timeout_s = 604800 is above the operator's maximum of 14400 s" in (record.error or "")
+    assert record.provenance.model_dump().get("peak_rss_gb") is None  # refused before any child ran
+    record = tiny(folder, memory_gb=5000.0, timeout_s=10.0)
+    assert record.status == "failed" and "timeout_s = 604800 is above the operator's maximum of 10 s" in (
+        record.error or ""
+    )
+
+
+MODEST = """
+    import os, time
+    import numpy as np
+    class M:
+        def predict(self, images):
+            if os.environ.get("OMP_NUM_THREADS") != "2":
+                raise RuntimeError(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+            if images.shape[0] and os.environ.get("SLEEP"):
+                time.sleep(60)
+            return np.zeros((images.shape[0], 168), "float32")
+    def build(ctx):
+        return M()
+"""
+
+
+def test_a_modest_submission_gets_what_it_asks_for_in_the_record_and_on_its_page(
+    tiny: Any, no_operator_settings: Path, tmp_path: Path
+) -> None:
+    from itbench import api
+
+    asks = "[limits]\nmemory_gb = 1.5\ntimeout_s = 120\nprocesses = 64\nthreads = 2\n"
+    record = tiny(_submission(tiny.subs, "modest", MODEST, asks), memory_gb=3.0)
+    assert record.status == "ok", record.error
+    limits = record.provenance.limits
+    assert limits is not None
+    assert limits.model_dump() == {
+        "timeout_s": 120.0,
+        "memory_gb": 1.5,
+        "disk_gb": 20.0,
+        "processes": 64,
+        "threads": 2,
+    }
+    out = tmp_path / "page"
+    api.render(tiny.results, out, ["demo"])
+    page = (out / "submissions" / "demo" / "modest.html").read_text()
+    for key, shown in [("memory_gb", "1.5"), ("timeout_s", "120.0"), ("processes", "64"), ("threads", "2")]:
+        assert f'<th>limits.{key}</th><td class="mono">{shown}</td>' in page
+
+
+def test_a_shorter_timeout_asked_for_is_enforced(tiny: Any, no_operator_settings: Path) -> None:
+    sleepy = MODEST.replace('os.environ.get("SLEEP")', "True")
+    folder = _submission(tiny.subs, "sleepy", sleepy, "[limits]\ntimeout_s = 3\nthreads = 2\n")
+    started = time.monotonic()
+    record = tiny(folder)
+    assert record.status == "failed" and "timed out after 3 s" in (record.error or "")
+    assert time.monotonic() - started < 40
+
+
+def test_a_ray_driver_sends_its_maxima_not_its_defaults(no_operator_settings: Path) -> None:
+    from itbench.harness import quotas
+
+    no_operator_settings.write_text("[limits]\ndisk_gb = 7\n")
+    sent = quotas.pinned(_opts(timeout_s=30.0))
+    assert (sent.timeout_s, sent.disk_gb, sent.memory_gb, sent.max_processes) == (30.0, 7.0, None, None)
