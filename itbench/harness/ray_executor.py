@@ -48,10 +48,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import ray
 
-from itbench.errors import SubmissionError, WeightsUnavailable
+from itbench.errors import ItbenchError, SubmissionError, WeightsUnavailable
 from itbench.harness import quotas
 from itbench.harness.executors import Log, OnRecord, _stderr
 from itbench.harness.inputs import WorkerInputs
@@ -224,6 +225,41 @@ def pack_submission(folder: Path) -> bytes:
 
 # --------------------------------------------------------------------------- driver side
 
+LOOPBACK = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """While held, Ray keeps a loopback node address as given (the tests' clusters start in it).
+
+    Ray turns a loopback node address into the machine's external one unless it
+    thinks multi-node clusters are off (its Windows/macOS default), so that
+    switch is held off here.
+    """
+    from ray._private import ray_constants
+
+    with mock.patch.object(ray_constants, "ENABLE_RAY_CLUSTER", False):
+        yield
+
+
+def start_private_ray(options: dict[str, Any]) -> None:
+    """A single-node Ray for this process alone, reachable from this machine only.
+
+    Every Ray server (GCS, raylet, object manager, workers, agents) binds the
+    node address, so the node address is loopback; there is no dashboard (its
+    job API would run code for anyone who reaches it). Fails closed: a node
+    that came up on another address is shut down and refused.
+    """
+    with loopback_only():
+        ray.init(include_dashboard=False, _node_ip_address=LOOPBACK, **options)
+    where = {ray.util.get_node_ip_address(), ray.get_runtime_context().gcs_address.rpartition(":")[0]}
+    if where != {LOOPBACK}:
+        ray.shutdown()
+        raise ItbenchError(
+            f"the private Ray came up on {', '.join(sorted(where))}, not on loopback only; refused",
+            "run a cluster on a trusted network and pass --address (README: Scaling out on Ray)",
+        )
+
 
 class RayExecutor:
     """One Ray task per run; planning, validation, scoring and records stay in this process."""
@@ -257,7 +293,7 @@ class RayExecutor:
         if address:
             ray.init(address=address, **options)
         else:
-            ray.init(include_dashboard=False, **options)
+            start_private_ray(options)
         try:
             yield
         finally:

@@ -283,3 +283,76 @@ def test_a_ray_driver_sends_its_maxima_not_its_defaults(no_operator_settings: Pa
     no_operator_settings.write_text("[limits]\ndisk_gb = 7\n")
     sent = quotas.pinned(_opts(timeout_s=30.0))
     assert (sent.timeout_s, sent.disk_gb, sent.memory_gb, sent.max_processes) == (30.0, 7.0, None, None)
+
+
+# --- the private local Ray is not an open door ------------------------------------------
+
+
+def _ray_descendants() -> list[Any]:
+    import psutil
+
+    me = psutil.Process()
+    out = []
+    for p in me.children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
+
+
+def test_helper_sees_a_socket_beyond_loopback() -> None:
+    """The check can fail: a socket on every interface is reported, one on loopback is not."""
+    import socket
+
+    import psutil
+
+    from tests.helpers_net import beyond_loopback, is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("::ffff:127.0.0.1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("192.0.2.2")
+    with socket.socket() as wide, socket.socket() as narrow:
+        wide.bind(("0.0.0.0", 0))
+        wide.listen()
+        narrow.bind(("127.0.0.1", 0))
+        narrow.listen()
+        found = beyond_loopback([psutil.Process()])
+        assert [port for *_, port in found] == [wide.getsockname()[1]]
+
+
+@pytest.mark.ray
+def test_private_ray_listens_on_loopback_only_without_a_dashboard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--executor ray` without an address: every Ray server on 127.0.0.1, no dashboard."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    import socket
+
+    import psutil
+
+    from itbench.harness.ray_executor import RayExecutor
+    from tests.helpers_net import beyond_loopback, listening
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not ray.is_initialized()
+    with RayExecutor().connected():
+        assert ray.util.get_node_ip_address() == "127.0.0.1"
+
+        @ray.remote(num_cpus=0)
+        def where() -> str:
+            return str(ray.util.get_node_ip_address())
+
+        assert ray.get(where.remote(), timeout=120) == "127.0.0.1"  # a worker is up, its server too
+        time.sleep(2)  # agents finish binding
+        procs = _ray_descendants()
+        names = {p.name() for p in procs}
+        assert {"gcs_server", "raylet"} <= names, names
+        sockets = listening([*procs, psutil.Process()])
+        assert len(sockets) >= 4, sockets  # gcs, raylet, object manager, a worker at least
+        assert beyond_loopback([*procs, psutil.Process()]) == []
+        assert 8265 not in {port for *_, port in sockets}  # no dashboard (nor its job API)
+        heads = [p.cmdline() for p in procs if any(a.endswith("dashboard/dashboard.py") for a in p.cmdline())]
+        for argv in heads:  # Ray's head process runs without its web modules: usage stats only
+            assert "--modules-to-load=UsageStatsHead" in argv and "--disable-frontend" in argv, argv
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", 8265), timeout=5).close()
+    assert not ray.is_initialized()
