@@ -325,8 +325,6 @@ def test_helper_sees_a_socket_beyond_loopback() -> None:
 def test_private_ray_listens_on_loopback_only_without_a_dashboard(monkeypatch: pytest.MonkeyPatch) -> None:
     """`--executor ray` without an address: every Ray server on 127.0.0.1, no dashboard."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
-    import socket
-
     import psutil
 
     from itbench.harness.ray_executor import RayExecutor
@@ -349,10 +347,9 @@ def test_private_ray_listens_on_loopback_only_without_a_dashboard(monkeypatch: p
         sockets = listening([*procs, psutil.Process()])
         assert len(sockets) >= 4, sockets  # gcs, raylet, object manager, a worker at least
         assert beyond_loopback([*procs, psutil.Process()]) == []
-        assert 8265 not in {port for *_, port in sockets}  # no dashboard (nor its job API)
+        # no dashboard (nor its job API) among our processes (another user's Ray may hold 8265)
+        assert 8265 not in {port for *_, port in sockets}
         heads = [p.cmdline() for p in procs if any(a.endswith("dashboard/dashboard.py") for a in p.cmdline())]
         for argv in heads:  # Ray's head process runs without its web modules: usage stats only
             assert "--modules-to-load=UsageStatsHead" in argv and "--disable-frontend" in argv, argv
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", 8265), timeout=5).close()
     assert not ray.is_initialized()
