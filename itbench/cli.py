@@ -173,8 +173,38 @@ Examples:
     help="Size preset: full, small (CPU-sized), ci (tests) or auto (small on CPU when defined).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for fitting and bootstrap.")
-@click.option("--timeout", "timeout_s", type=float, default=None, help="Wall-clock limit per run, seconds.")
-@click.option("--memory-gb", type=float, default=None, help="Memory limit per run, GiB.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Maximum wall-clock time per run, seconds (operator limits: a submission's [limits] may ask "
+    "for less, never more; default from $ITBENCH_MAX_TIMEOUT_S, itbench.toml, else 4 h).",
+)
+@click.option(
+    "--memory-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Maximum memory per run, GiB (default: $ITBENCH_MAX_MEMORY_GB, itbench.toml, else 85% of RAM).",
+)
+@click.option(
+    "--disk-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Maximum disk a run may add to its writable folders, GiB (default: 20).",
+)
+@click.option(
+    "--max-processes",
+    type=click.IntRange(1),
+    default=None,
+    help="Maximum processes (and threads) per run (default: 1024).",
+)
+@click.option(
+    "--max-threads",
+    type=click.IntRange(1),
+    default=None,
+    help="Maximum compute threads per run (OMP/MKL/torch; default: not capped).",
+)
 @click.option(
     "--n-boot", type=click.IntRange(0), default=1000, show_default=True, help="Bootstrap resamples."
 )
@@ -224,6 +254,9 @@ def score(
     seed: int,
     timeout_s: float | None,
     memory_gb: float | None,
+    disk_gb: float | None,
+    max_processes: int | None,
+    max_threads: int | None,
     n_boot: int,
     protocol: str | None,
     no_cache: bool,
@@ -272,6 +305,9 @@ def score(
         size=size,
         timeout_s=timeout_s,
         memory_gb=memory_gb,
+        disk_gb=disk_gb,
+        max_processes=max_processes,
+        max_threads=max_threads,
         use_cache=not no_cache,
         n_boot=n_boot,
         protocol=protocol or registry.get(bid).default_protocol,
@@ -279,6 +315,9 @@ def score(
         confirm_test=confirm_test,
         allow_sdists=allow_sdists,
     )
+    from itbench.harness import quotas
+
+    quotas.operator_maxima(opts)  # a bad maximum in the environment or itbench.toml: said before any run
     offered = registry.get(bid).protocols
     if opts.protocol not in offered:
         raise click.UsageError(f"benchmark {bid} offers protocols {', '.join(offered)}, not {opts.protocol}")

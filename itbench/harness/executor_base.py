@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from itbench.harness.record import SubmissionRecord
-    from itbench.harness.runcore import RunOptions
+    from itbench.harness.options import RunOptions
 
 Log = Callable[[str], None]
 OnRecord = Callable[["SubmissionRecord"], None]

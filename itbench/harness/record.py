@@ -24,9 +24,19 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from itbench.errors import ItbenchError
+from itbench.scoring.benchmark import HELD_OUT_SPLIT
 
 if TYPE_CHECKING:
     from itbench.scoring.benchmark import Benchmark
@@ -197,6 +207,18 @@ class EnvironmentLock(BaseModel):
     disk_mb: float | None = None
 
 
+class RunLimits(BaseModel):
+    """Limits of one run, or an operator's maxima (``itbench.harness.quotas``); threads None: not capped."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    timeout_s: Annotated[float, Field(gt=0)] | None = None
+    memory_gb: Annotated[float, Field(gt=0)] | None = None
+    disk_gb: Annotated[float, Field(gt=0)] | None = None
+    processes: Annotated[int, Field(ge=1)] | None = None
+    threads: Annotated[int, Field(ge=1)] | None = None
+
+
 class Provenance(BaseModel):
     """How a result was made. Open-ended: new facts can be added without a schema bump."""
 
@@ -210,6 +232,8 @@ class Provenance(BaseModel):
     sandboxed: bool | None = None
     environment: EnvironmentLock | None = None
     """The submission's own packages, when it declares any (None: the harness's only)."""
+    limits: RunLimits | None = None
+    """The run's effective limits: the operator's maxima, or less where the submission asked."""
 
     def stamp(self, wall_time_s: float) -> None:
         """Add the facts every record carries: versions, platform, wall time."""
@@ -257,6 +281,14 @@ class SubmissionRecord(_Record):
     error_traceback: str | None = None
     """Failed runs: the child's full traceback, sanitised and capped (the terminal gets one line)."""
     path: Path | None = Field(default=None, exclude=True)  # where write_record put it; not stored
+
+    @model_validator(mode="after")
+    def _no_held_out_examples(self) -> SubmissionRecord:
+        """A test-split record never carries examples (measured test responses), even one
+        written before the rule (``scoring.benchmark.example_neuroids``): they are dropped here."""
+        if self.split == HELD_OUT_SPLIT and self.examples is not None:
+            self.examples = None
+        return self
 
     @property
     def stem(self) -> str:
