@@ -31,7 +31,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	-bash .ci/setup-system.sh
 	$(MAKE) --no-print-directory lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider
 
 ## lint: ruff (lint + format check) and mypy, as CI runs them
 lint: $(STAMP)

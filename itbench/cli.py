@@ -6,6 +6,7 @@ Imports of heavy modules (torch, xarray) happen inside commands so that
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from itbench.harness.protocols import PROTOCOLS
 from itbench.models.cache import KINDS as CACHE_KINDS
 
 if TYPE_CHECKING:
+    from itbench.harness.options import RunOptions
     from itbench.harness.record import SubmissionRecord
 
 
@@ -95,7 +97,9 @@ def format_scores(record: SubmissionRecord) -> str:
         ("mean r", "mean_r"),
         ("median r", "median_r"),
         ("ceiling (median)", "ceiling"),
-        ("normalised r", "normalized_r"),
+        ("noise-corr. r", "normalized_r"),  # median r / sqrt(median ceiling): ideal model ~1
+        ("FEVE (median)", "feve"),
+        ("r / ceiling (old)", "r_over_ceiling"),
     ]
     lines = [head, f"  {'metric':<18} {'value [95% CI]'}"]
     lines += [f"  {label:<18} {_fmt(getattr(scores, key), scores.ci.get(key))}" for label, key in rows]
@@ -171,8 +175,38 @@ Examples:
     help="Size preset: full, small (CPU-sized), ci (tests) or auto (small on CPU when defined).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for fitting and bootstrap.")
-@click.option("--timeout", "timeout_s", type=float, default=None, help="Wall-clock limit per run, seconds.")
-@click.option("--memory-gb", type=float, default=None, help="Memory limit per run, GiB.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Maximum wall-clock time per run, seconds (operator limits: a submission's [limits] may ask "
+    "for less, never more; default from $ITBENCH_MAX_TIMEOUT_S, itbench.toml, else 4 h).",
+)
+@click.option(
+    "--memory-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Maximum memory per run, GiB (default: $ITBENCH_MAX_MEMORY_GB, itbench.toml, else 85% of RAM).",
+)
+@click.option(
+    "--disk-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Maximum disk a run may add to its writable folders, GiB (default: 20).",
+)
+@click.option(
+    "--max-processes",
+    type=click.IntRange(1),
+    default=None,
+    help="Maximum processes (and threads) per run (default: 1024).",
+)
+@click.option(
+    "--max-threads",
+    type=click.IntRange(1),
+    default=None,
+    help="Maximum compute threads per run (OMP/MKL/torch; default: not capped).",
+)
 @click.option(
     "--n-boot", type=click.IntRange(0), default=1000, show_default=True, help="Bootstrap resamples."
 )
@@ -222,6 +256,9 @@ def score(
     seed: int,
     timeout_s: float | None,
     memory_gb: float | None,
+    disk_gb: float | None,
+    max_processes: int | None,
+    max_threads: int | None,
     n_boot: int,
     protocol: str | None,
     no_cache: bool,
@@ -234,23 +271,59 @@ def score(
     max_retries: int,
 ) -> None:
     """Fit, predict and score SUBMISSIONS (folders or ids under submissions/), writing records."""
-    from itbench.data import registry
     from itbench.harness.executors import make_executor
-    from itbench.harness.runner import RunOptions, stale_submissions
-    from itbench.scoring.benchmark import default_benchmark
 
-    bid = benchmark or default_benchmark()
-    if benchmark is None:
-        click.echo(
-            f"benchmark: {bid}"
-            + (" (synthetic demo; fetch or import real data to score on it)" if bid == "demo" else ""),
-            err=True,
-        )
+    bid = _benchmark_to_score(benchmark)
     if split == "test" and not confirm_test:
         raise click.UsageError(
             "--split test needs --confirm-test: tune on val, score test once you are done "
             "(every test evaluation is counted and shown on the leaderboard)"
         )
+    folders, invalid = _folders_to_score(submissions, run_all, bid, split)
+    opts = _run_options(
+        bid,
+        executor,
+        split=split,
+        device=device,
+        batch_size=batch_size,
+        seed=seed,
+        size=size,
+        timeout_s=timeout_s,
+        memory_gb=memory_gb,
+        disk_gb=disk_gb,
+        max_processes=max_processes,
+        max_threads=max_threads,
+        use_cache=not no_cache,
+        n_boot=n_boot,
+        protocol=protocol,
+        unsandboxed=unsandboxed,
+        confirm_test=confirm_test,
+        allow_sdists=allow_sdists,
+    )
+    show = functools.partial(_show_record, as_json=as_json)
+    records = make_executor(executor, address, max_retries).score(folders, bid, opts, on_record=show)
+    if invalid or all(r.status == "failed" for r in records):
+        sys.exit(1)
+
+
+def _benchmark_to_score(benchmark: str | None) -> str:
+    """The benchmark asked for, or the default one (said on stderr, with a word when it is the demo)."""
+    from itbench.scoring.benchmark import default_benchmark
+
+    if benchmark is not None:
+        return benchmark
+    bid = default_benchmark()
+    demo = " (synthetic demo; fetch or import real data to score on it)" if bid == "demo" else ""
+    click.echo(f"benchmark: {bid}{demo}", err=True)
+    return bid
+
+
+def _folders_to_score(
+    submissions: tuple[str, ...], run_all: bool, bid: str, split: str
+) -> tuple[list[str | Path], list[str]]:
+    """The folders named, or with --all those without a current record; invalid folders reported, skipped."""
+    from itbench.harness.runner import stale_submissions
+
     invalid: list[str] = []
     folders: list[str | Path] = list(submissions) or (
         list(stale_submissions(bid, split, invalid=invalid)) if run_all else []
@@ -262,35 +335,29 @@ def score(
             click.echo("every valid submission has a current record; nothing to score", err=True)
             sys.exit(1 if invalid else 0)
         raise click.UsageError("name at least one submission folder, or use --all")
-    opts = RunOptions(
-        split=split,
-        device=device,
-        batch_size=batch_size,
-        seed=seed,
-        size=size,
-        timeout_s=timeout_s,
-        memory_gb=memory_gb,
-        use_cache=not no_cache,
-        n_boot=n_boot,
-        protocol=protocol or registry.get(bid).default_protocol,
-        unsandboxed=unsandboxed,
-        confirm_test=confirm_test,
-        allow_sdists=allow_sdists,
-    )
+    return folders, invalid
+
+
+def _run_options(bid: str, executor: str, protocol: str | None, **fields: Any) -> RunOptions:
+    """The flags as RunOptions, refused here when the benchmark, executor or a maximum cannot take them."""
+    from itbench.data import registry
+    from itbench.harness import quotas
+    from itbench.harness.options import RunOptions
+
+    opts = RunOptions(protocol=protocol or registry.get(bid).default_protocol, **fields)
+    quotas.operator_maxima(opts)  # a bad maximum in the environment or itbench.toml: said before any run
     offered = registry.get(bid).protocols
     if opts.protocol not in offered:
         raise click.UsageError(f"benchmark {bid} offers protocols {', '.join(offered)}, not {opts.protocol}")
     if executor == "ray" and opts.protocol != "fixed-split":
         raise click.UsageError("the brainscore protocol runs with the local executor only (for now)")
+    return opts
 
-    def show(record: SubmissionRecord) -> None:
-        click.echo(record.to_json() if as_json else format_scores(record))
-        if not as_json:
-            click.echo(f"  record: {record.path}", err=True)
 
-    records = make_executor(executor, address, max_retries).score(folders, bid, opts, on_record=show)
-    if invalid or all(r.status == "failed" for r in records):
-        sys.exit(1)
+def _show_record(record: SubmissionRecord, as_json: bool) -> None:
+    click.echo(record.to_json() if as_json else format_scores(record))
+    if not as_json:
+        click.echo(f"  record: {record.path}", err=True)
 
 
 # --- data --------------------------------------------------------------------------

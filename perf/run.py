@@ -138,7 +138,8 @@ def collect(quick: bool, device: str, only: str | None) -> list[dict]:
     """Rows from every benchmark module that applies; a crashing module becomes an error row."""
     rows: list[dict] = []
     modules = ["readouts", "extraction", "harness"]
-    if only in [*modules, "scaleout"]:  # scaleout (Ray vs serial) starts a cluster: only when asked
+    # scaleout (Ray vs serial) starts a cluster, brainscore runs Brain-Score's code (~30 min): only when asked
+    if only in [*modules, "scaleout", "brainscore"]:
         modules = [only]
     elif only is not None:
         modules = ["readouts"]  # task names within the readout benchmarks

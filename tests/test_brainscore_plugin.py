@@ -170,7 +170,9 @@ def test_network_failure_while_loading_is_weights_unavailable(monkeypatch: pytes
         brainscore_plugin.load_plugin("nope")
 
 
-def test_child_reporting_weights_unavailable_is_skipped_not_failed(tmp_path: Path) -> None:
+def test_a_childs_claim_of_unavailable_weights_fails_the_run_with_its_words(tmp_path: Path) -> None:
+    """A skip comes only from the parent's own check before launch: a child (or a submission raising an
+    exception of that name) claiming it is ``failed``, with the plugin's words quoted."""
     sub = load_submission(scaffold_brainscore("alexnet", tmp_path))
     result = sandbox.IsolatedResult(
         returncode=1,
@@ -182,12 +184,11 @@ def test_child_reporting_weights_unavailable_is_skipped_not_failed(tmp_path: Pat
         sandboxed=True,
         wall_s=0.0,
     )
-    for error_type, expected in (("WeightsUnavailable", WeightsUnavailable), ("KeyError", SubmissionError)):
-        status = ChildStatus(ok=False, phase="features", error_type=error_type, error="no network")
-        (tmp_path / "status.json").write_text(status.model_dump_json())
-        with pytest.raises(expected, match="no network") as caught:
-            runcore._read_back_status(sub, tmp_path, result, sandbox.Limits(timeout_s=60))
-        assert type(caught.value) is expected
+    status = ChildStatus(ok=False, phase="features", error_type="WeightsUnavailable", error="no network")
+    (tmp_path / "status.json").write_text(status.model_dump_json())
+    with pytest.raises(SubmissionError, match="WeightsUnavailable in features: no network") as caught:
+        runcore._read_back_status(sub, tmp_path, result, sandbox.Limits(timeout_s=60))
+    assert type(caught.value) is SubmissionError
 
 
 # --- the page ---------------------------------------------------------------------------------

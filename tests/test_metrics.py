@@ -210,7 +210,7 @@ def test_trials_array_errors():
 def test_normalized_r_hand_values():
     r = np.array([0.2, 0.4, 0.6, np.nan])
     c = np.array([0.5, 0.8, -0.1, 0.9])
-    out = M.normalized_r(r, c)
+    out = M.r_over_ceiling(r, c)  # the headline until 2026-12-03; today's is in test_ceiling.py
     np.testing.assert_allclose(out.per_neuroid, [0.4, 0.5, np.nan, np.nan])
     assert out.score == pytest.approx(0.4 / 0.65)
 
@@ -262,7 +262,7 @@ def test_normalized_bootstrap_at_unit_weights_is_the_point_estimate_and_ci_conta
     pred = signal[:, 0] + 0.8 * rng.normal(size=(80, 12))
     point = M.normalized_r(M.pearson_r(pred, target), M.split_half_ceiling(trials, 10, seed=0)).score
     a, b = M._split_half_means(trials, 10, 0)
-    at_ones = M._boot_normalized(np.ones((1, 80)), pred, target, a, b)[0]
+    at_ones = M._boot_normalized(np.ones((1, 80)), pred, target, a, b)[0, 0]
     assert at_ones == pytest.approx(point, rel=1e-9)
     lo, hi = M.bootstrap_normalized_ci(pred, target, trials, n_boot=300)
     assert lo < point < hi
@@ -289,13 +289,16 @@ def test_summarize_schema_values_and_json():
         "median_r",
         "ceiling",
         "normalized_r",
+        "r_over_ceiling",
+        "feve",
         "n_neuroids",
         "n_images",
         "n_nan_r",
         "ci",
     }
-    assert set(s["ci"]) == {"mean_ev", "median_ev", "mean_r", "median_r", "normalized_r"}
-    assert set(out["per_neuroid"]) == {"neuroid_id", "ev", "r", "ceiling"}
+    ceiled = {"normalized_r", "r_over_ceiling", "feve"}
+    assert set(s["ci"]) == {"mean_ev", "median_ev", "mean_r", "median_r", *ceiled}
+    assert set(out["per_neuroid"]) == {"neuroid_id", "ev", "r", "ceiling", "feve"}
     assert s["n_neuroids"] == 6 and s["n_images"] == 50 and s["n_nan_r"] == 1
     assert out["per_neuroid"]["neuroid_id"][0] == "n0"
     assert out["per_neuroid"]["r"][5] is None and out["per_neuroid"]["ev"][5] is None
@@ -304,7 +307,9 @@ def test_summarize_schema_values_and_json():
     assert s["mean_r"] == pytest.approx(r.mean()) and s["median_ev"] == pytest.approx(np.median(ev))
     ceiling = M.split_half_ceiling(trials[:, :, :5])
     assert s["ceiling"] == pytest.approx(np.median(ceiling))
-    assert s["normalized_r"] == pytest.approx(np.median(r) / np.median(ceiling))
+    assert s["normalized_r"] == pytest.approx(np.median(r) / np.sqrt(np.median(ceiling)))
+    assert s["r_over_ceiling"] == pytest.approx(np.median(r) / np.median(ceiling))
+    assert out["per_neuroid"]["feve"][5] is None  # nothing to explain at a silent site
     for key, (lo, hi) in s["ci"].items():
         assert lo <= s[key] <= hi
 

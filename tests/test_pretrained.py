@@ -195,3 +195,11 @@ def test_build_model_unknown_name_says_what_exists():
     with pytest.raises(ItbenchError) as err:
         pretrained.build_model("no_such_net")
     assert "no_such_net" in str(err.value) and "efficientnet_lite0" in err.value.hint
+
+
+def test_messages_name_the_home_folder_as_tilde():
+    """Skip reasons are published in records: no user name in them."""
+    from pathlib import Path
+
+    assert pretrained._shown(Path.home() / ".cache" / "torch" / "x.pth") == "~/.cache/torch/x.pth"
+    assert pretrained._shown(Path("/opt/weights/x.pth")) == "/opt/weights/x.pth"

@@ -127,6 +127,10 @@ def test_features_are_read_out_with_pls_and_models_without_are_fitted_per_split(
     assert rec.normalisations["brainscore_pr2169"].value == pytest.approx(
         raw**2 / rec.brainscore.ceiling, abs=1e-6
     )
+    # itbench's headline of the CV raw r: noise-corrected, bounded by ~1 (issue 19)
+    assert rec.scores.normalized_r == pytest.approx(raw / rec.brainscore.ceiling**0.5, abs=1e-6)
+    assert rec.scores.r_over_ceiling == pytest.approx(raw / rec.brainscore.ceiling, abs=1e-6)
+    assert rec.normalisations["itbench_normalized_r"].value == rec.scores.normalized_r
     # a re-score reuses the features extracted once
     again = score_submission(root / "submissions" / "with_features", "tiny", options=opts, log=lambda m: None)
     assert again.provenance.model_dump().get("predictions_cached") is True
@@ -152,4 +156,7 @@ def test_fixed_split_records_carry_protocol_and_both_normalisations(bench_and_ro
     r, c = rec.scores.median_r, rec.scores.ceiling
     assert rec.normalisations["brainscore_pre2026"].value == pytest.approx((r / c) ** 2)
     assert rec.normalisations["brainscore_pr2169"].value == pytest.approx(r**2 / c)
+    assert rec.scores.normalized_r == pytest.approx(r / c**0.5)
+    assert rec.normalisations["itbench_normalized_r"].formula == "median r / sqrt(median ceiling)"
+    assert rec.normalisations["itbench_r_over_ceiling"].value == pytest.approx(r / c)
     assert '"protocol": "fixed-split"' in rec.path.read_text()

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.ray
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from itbench import api  # noqa: E402
-from itbench.harness.ray_executor import RayExecutor  # noqa: E402
+from itbench.harness.ray_executor import RayExecutor, loopback_only  # noqa: E402
 from itbench.harness.record import (  # noqa: E402
     BenchmarkRef,
     Scores,
@@ -38,12 +38,13 @@ from itbench.harness.record import (  # noqa: E402
     write_record,
 )
 from itbench.harness.runner import RunOptions  # noqa: E402
+from tests.helpers_net import beyond_loopback  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "ray_submissions"
 CRASH = Path(__file__).resolve().parent / "faults" / "submissions" / "crash_fit"
 STORE = 600 * 2**20  # the demo's worker inputs are ~350 MiB: one copy per node
-NODE = {"num_cpus": 1, "object_store_memory": STORE}
+NODE = {"num_cpus": 1, "object_store_memory": STORE, "node_ip_address": "127.0.0.1"}  # loopback only
 WORKER = "itbench_test_worker"  # a custom resource only the non-head node has
 WORKER_NODE = {**NODE, "resources": {WORKER: 1}}
 
@@ -63,11 +64,15 @@ def _ray_processes() -> list[psutil.Process]:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """Head (1 CPU) + one worker node (1 CPU), each with its own raylet and object store."""
-    c = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
+    with loopback_only():  # every node and the driver on 127.0.0.1: the cluster is no open door
+        c = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
     try:
-        c.add_node(**WORKER_NODE)
-        c.wait_for_nodes()
-        ray.init(address=c.address, log_to_driver=False, logging_level="WARNING")
+        with loopback_only():
+            c.add_node(**WORKER_NODE)
+            c.wait_for_nodes()
+            ray.init(address=c.address, log_to_driver=False, logging_level="WARNING")
+        open_doors = beyond_loopback([psutil.Process(), *_ray_processes()])
+        assert not open_doors, f"the test cluster listens beyond loopback: {open_doors}"
         yield c
     finally:
         ray.shutdown()
@@ -205,7 +210,8 @@ def test_node_killed_mid_run(cluster: Cluster, tmp_path: Path, max_retries: int)
     _wait_for_start(executor, victim.node_id, out=out)
     time.sleep(1.0)  # the child is inside fit now
     cluster.remove_node(victim, allow_graceful=False)
-    cluster.add_node(**WORKER_NODE)  # where the retry can go (and the next test's worker node)
+    with loopback_only():
+        cluster.add_node(**WORKER_NODE)  # where the retry can go (and the next test's worker node)
     thread.join(timeout=400)
     assert not thread.is_alive() and "error" not in out, out
     (lost,) = out["records"]

@@ -125,6 +125,10 @@ def test_progress_bar_for_large_batches(zipped, capsys, monkeypatch):
     stim.load_images(list(table["stimulus_id"]), size=8)
     assert "images" not in capsys.readouterr().err
     monkeypatch.setattr(stimuli_mod, "PROGRESS_MIN", 5)
+    monkeypatch.setenv("ITBENCH_PROGRESS", "0")  # a log, not a terminal: no bar, however large
+    stim.load_images(list(table["stimulus_id"]), size=8)
+    assert "images" not in capsys.readouterr().err
+    monkeypatch.setenv("ITBENCH_PROGRESS", "1")  # a person watching
     stim.load_images(list(table["stimulus_id"]), size=8)
     assert "images" in capsys.readouterr().err
 

@@ -51,7 +51,7 @@ from itbench.harness.runcore import (
 from itbench.harness.submission import Submission
 from itbench.harness.untrusted import ChildStatus, UntrustedOutput, read_predictions, read_rows
 from itbench.models.cache import outputs_dir, run_key
-from itbench.scoring import brainscore
+from itbench.scoring import brainscore, metrics
 from itbench.scoring.benchmark import Benchmark
 
 ID = "brainscore"
@@ -289,10 +289,12 @@ def _fill_record(
 ) -> None:
     block = brainscore.summary(score, ceiling, n_components)
     state.record.brainscore = BrainScoreResult.model_validate(block)
-    state.record.normalisations = {
-        k: Normalisation.model_validate(v) for k, v in block["normalisations"].items()
-    }
     scored = _scores(score, ceiling, plan.bench, len(plan.ids))
+    labelled = {
+        **metrics.definitions(scored["scores"]),
+        **block["normalisations"],
+    }  # itbench's, then Brain-Score's
+    state.record.normalisations = {k: Normalisation.model_validate(v) for k, v in labelled.items()}
     state.record.scores = Scores.model_validate(scored["scores"])
     state.record.per_neuroid = PerNeuroid.model_validate(scored["per_neuroid"])
 
@@ -317,7 +319,9 @@ def _scores(
             "mean_r": f(mean_r),
             "median_r": f(score.raw),
             "ceiling": f(c) if c is not None else None,
-            "normalized_r": f(score.raw / c) if c else None,
+            # itbench's headline of the CV raw r: noise-corrected (issue 19); the old ratio kept
+            "normalized_r": f(score.raw / np.sqrt(c)) if c and c > 0 else None,
+            "r_over_ceiling": f(score.raw / c) if c and c > 0 else None,
             "n_neuroids": int(score.r.shape[1]),
             "n_images": int(n),
             "n_nan_r": int(np.isnan(per_neuroid_r).sum()),

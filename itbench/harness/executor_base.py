@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from itbench.harness.options import RunOptions
     from itbench.harness.record import SubmissionRecord
-    from itbench.harness.runcore import RunOptions
 
 Log = Callable[[str], None]
 OnRecord = Callable[["SubmissionRecord"], None]

@@ -22,8 +22,8 @@ from itbench.errors import ItbenchError
 from itbench.harness.executor_base import Executor, Log, OnRecord, stderr_log
 
 if TYPE_CHECKING:
+    from itbench.harness.options import RunOptions
     from itbench.harness.record import SubmissionRecord
-    from itbench.harness.runcore import RunOptions
 
 EXECUTORS = ("local", "ray")
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "make_executor"]

@@ -227,7 +227,7 @@ def _fill_scores(state: RunState, scored: dict[str, Any]) -> None:
     """The record's score blocks, from what ``Benchmark.score`` computed."""
     state.record.scores = Scores.model_validate(scored["scores"])
     state.record.per_neuroid = PerNeuroid.model_validate(scored["per_neuroid"])
-    state.record.examples = Examples.model_validate(scored["examples"])
+    state.record.examples = Examples.model_validate(scored["examples"]) if scored["examples"] else None
     if scored.get("bootstrap"):
         state.record.bootstrap = BootstrapSummary.model_validate(scored["bootstrap"])
     state.record.normalisations = {

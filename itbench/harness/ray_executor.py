@@ -11,7 +11,8 @@ running the child:
    folder as a small tarball (used when the node does not have the same
    folder, checked by code hash);
 3. submits one task per run, asking for ``num_gpus=1`` when the run uses a
-   GPU and ``memory`` from ``[limits] memory_gb`` (or ``--memory-gb``);
+   GPU and ``memory`` from ``[limits] memory_gb``, at most the operator's
+   maximum (``--memory-gb``; ``harness/quotas.py``);
    inside, the task runs ``fixed_split.run_child``: the same sandboxed worker
    process, with the same limits, on the worker node;
 4. receives raw predictions and the child's status, and validates, scores
@@ -47,10 +48,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import ray
 
-from itbench.errors import SubmissionError, WeightsUnavailable
+from itbench.errors import ItbenchError, SubmissionError, WeightsUnavailable
+from itbench.harness import quotas
 from itbench.harness.executor_base import Log, OnRecord, stderr_log
 from itbench.harness.fixed_split import PlannedRun, complete_run, plan_run, run_child
 from itbench.harness.inputs import WorkerInputs
@@ -212,6 +215,41 @@ def pack_submission(folder: Path) -> bytes:
 
 # --------------------------------------------------------------------------- driver side
 
+LOOPBACK = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """While held, Ray keeps a loopback node address as given (the tests' clusters start in it).
+
+    Ray turns a loopback node address into the machine's external one unless it
+    thinks multi-node clusters are off (its Windows/macOS default), so that
+    switch is held off here.
+    """
+    from ray._private import ray_constants
+
+    with mock.patch.object(ray_constants, "ENABLE_RAY_CLUSTER", False):
+        yield
+
+
+def start_private_ray(options: dict[str, Any]) -> None:
+    """A single-node Ray for this process alone, reachable from this machine only.
+
+    Every Ray server (GCS, raylet, object manager, workers, agents) binds the
+    node address, so the node address is loopback; there is no dashboard (its
+    job API would run code for anyone who reaches it). Fails closed: a node
+    that came up on another address is shut down and refused.
+    """
+    with loopback_only():
+        ray.init(include_dashboard=False, _node_ip_address=LOOPBACK, **options)
+    where = {ray.util.get_node_ip_address(), ray.get_runtime_context().gcs_address.rpartition(":")[0]}
+    if where != {LOOPBACK}:
+        ray.shutdown()
+        raise ItbenchError(
+            f"the private Ray came up on {', '.join(sorted(where))}, not on loopback only; refused",
+            "run a cluster on a trusted network and pass --address (README: Scaling out on Ray)",
+        )
+
 
 class RayExecutor:
     """One Ray task per run; planning, validation, scoring and records stay in this process."""
@@ -245,7 +283,7 @@ class RayExecutor:
         if address:
             ray.init(address=address, **options)
         else:
-            ray.init(include_dashboard=False, **options)
+            start_private_ray(options)
         try:
             yield
         finally:
@@ -293,6 +331,7 @@ class RayExecutor:
         on_record: OnRecord | None = None,
     ) -> list[SubmissionRecord]:
         check_allowed(opts)  # the sandbox is checked on each node, where the children run
+        opts = quotas.pinned(opts)  # the driver's operator maxima travel with each run
         bench = load_benchmark(benchmark_id)
         bench.stimulus_ids(opts.split)  # validates the split name early, as locally
         sub_paths = [find_submission(f) for f in folders]  # a typo is not a submission fault: no record
@@ -358,7 +397,8 @@ class RayExecutor:
                 options["resources"] = self.resources
             if str(plan.job["device"]).startswith("cuda"):
                 options["num_gpus"] = 1
-            memory_gb = opts.memory_gb or plan.sub.memory_gb
+            # what the run may use (a request above the maximum is refused on the node, by name)
+            memory_gb = min((m for m in (opts.memory_gb, plan.sub.memory_gb) if m), default=None)
             if memory_gb:
                 options["memory"] = int(memory_gb * 2**30)
             run.ref = _remote_task.options(**options).remote(

@@ -24,9 +24,19 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from itbench.errors import ItbenchError
+from itbench.scoring.benchmark import HELD_OUT_SPLIT
 
 if TYPE_CHECKING:
     from itbench.scoring.benchmark import Benchmark
@@ -96,7 +106,12 @@ class Scores(_Strict):
     mean_r: Number = None
     median_r: Number = None
     ceiling: Number = None
+    # noise-corrected r, median r / sqrt(median ceiling): the ideal model scores ~1 (since 2026-12-03)
     normalized_r: Number = None
+    # median r / median ceiling, the headline until 2026-12-03 (ideal model: 1 / sqrt(ceiling))
+    r_over_ceiling: Number = None
+    # fraction of explainable variance explained (Sensorium), median over neuroids
+    feve: Number = None
     n_neuroids: StrictInt | None = None
     n_images: StrictInt | None = None
     n_nan_r: StrictInt | None = None
@@ -108,12 +123,13 @@ class PerNeuroid(_Strict):
     ev: list[Number]
     r: list[Number]
     ceiling: list[Number] | None = None
+    feve: list[Number] | None = None
 
     def model_post_init(self, context: Any, /) -> None:
         n = len(self.r)
-        lengths = [len(v) for v in (self.ev, self.ceiling, self.neuroid_id) if v is not None]
+        lengths = [len(v) for v in (self.ev, self.ceiling, self.feve, self.neuroid_id) if v is not None]
         if any(length != n for length in lengths):
-            raise ValueError("per_neuroid arrays (neuroid_id, r, ev, ceiling) differ in length")
+            raise ValueError("per_neuroid arrays (neuroid_id, r, ev, ceiling, feve) differ in length")
 
 
 class Examples(_Strict):
@@ -201,6 +217,18 @@ class EnvironmentLock(BaseModel):
     disk_mb: float | None = None
 
 
+class RunLimits(BaseModel):
+    """Limits of one run, or an operator's maxima (``itbench.harness.quotas``); threads None: not capped."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    timeout_s: Annotated[float, Field(gt=0)] | None = None
+    memory_gb: Annotated[float, Field(gt=0)] | None = None
+    disk_gb: Annotated[float, Field(gt=0)] | None = None
+    processes: Annotated[int, Field(ge=1)] | None = None
+    threads: Annotated[int, Field(ge=1)] | None = None
+
+
 class Provenance(BaseModel):
     """How a result was made. Open-ended: new facts can be added without a schema bump."""
 
@@ -214,6 +242,8 @@ class Provenance(BaseModel):
     sandboxed: bool | None = None
     environment: EnvironmentLock | None = None
     """The submission's own packages, when it declares any (None: the harness's only)."""
+    limits: RunLimits | None = None
+    """The run's effective limits: the operator's maxima, or less where the submission asked."""
 
     def stamp(self, wall_time_s: float) -> None:
         """Add the facts every record carries: versions, platform, wall time."""
@@ -261,6 +291,14 @@ class SubmissionRecord(_Record):
     error_traceback: str | None = None
     """Failed runs: the child's full traceback, sanitised and capped (the terminal gets one line)."""
     path: Path | None = Field(default=None, exclude=True)  # where write_record put it; not stored
+
+    @model_validator(mode="after")
+    def _no_held_out_examples(self) -> SubmissionRecord:
+        """A test-split record never carries examples (measured test responses), even one
+        written before the rule (``scoring.benchmark.example_neuroids``): they are dropped here."""
+        if self.split == HELD_OUT_SPLIT and self.examples is not None:
+            self.examples = None
+        return self
 
     @property
     def stem(self) -> str:
@@ -341,13 +379,72 @@ def _reason(err: ValidationError) -> str:
     return f"{where or 'record'}: {first['msg']}"
 
 
+def _ceiled_scores(scores: Any) -> Any:
+    """A ``scores`` block from before 2026-12-03 read exactly in today's terms (else unchanged).
+
+    Its ``normalized_r`` was ``median r / median ceiling``: that becomes
+    ``r_over_ceiling`` (with its CI) and ``normalized_r`` is recomputed as
+    ``median r / sqrt(median ceiling)`` from the stored medians. Its interval
+    and FEVE need the predictions, so they stay undefined.
+    """
+    if not isinstance(scores, dict) or "r_over_ceiling" in scores or scores.get("normalized_r") is None:
+        return scores
+    med_r, ceiling = scores.get("median_r"), scores.get("ceiling")
+    bounded = None
+    if isinstance(med_r, int | float) and isinstance(ceiling, int | float) and ceiling > 0:
+        bounded = med_r / math.sqrt(ceiling)
+    ci = dict(scores.get("ci") or {})
+    ci["r_over_ceiling"], ci["normalized_r"] = ci.get("normalized_r"), None
+    new = {"r_over_ceiling": scores["normalized_r"], "normalized_r": bounded}
+    return {**scores, **new, "ci": ci}
+
+
+def _pre_issue19(data: dict[str, Any]) -> dict[str, Any]:
+    """Migrate a record written before the noise-corrected headline (issue 19); newer ones pass through."""
+    if data.get("kind") == "sweep":
+        layers = [
+            {**x, "scores": _ceiled_scores(x.get("scores"))} if isinstance(x, dict) else x
+            for x in data.get("layers") or []
+        ]
+        selection = data.get("layer_selection")
+        if isinstance(selection, dict) and selection.get("chosen_scores"):
+            selection = {**selection, "chosen_scores": _ceiled_scores(selection["chosen_scores"])}
+        return {**data, "layers": layers, "layer_selection": selection} if "layers" in data else data
+    scores = _ceiled_scores(data.get("scores"))
+    if scores is data.get("scores"):
+        return data
+    out = {**data, "scores": scores}
+    if isinstance(data.get("bootstrap"), dict):  # its per-resample values were the old ratio
+        out["bootstrap"] = {**data["bootstrap"], "normalized_r": None}
+    if isinstance(data.get("normalisations"), dict):
+        from itbench.scoring.metrics import definitions
+
+        out["normalisations"] = {**definitions(scores), **data["normalisations"]}
+    return out
+
+
+def migrate_file(path: Path) -> bool:
+    """Rewrite one stored record in today's form, touching only what changed; True if it did.
+
+    Works on the JSON (not a round trip through the model), so fields the
+    migration does not concern keep their bytes; the result is validated first.
+    """
+    data = json.loads(path.read_text(encoding="utf-8"))
+    migrated = _pre_issue19(data) if isinstance(data, dict) else data
+    if migrated == data:
+        return False
+    parse_record(migrated)
+    atomic_write_text(path, json.dumps(_clean(migrated), indent=1, sort_keys=True, allow_nan=False) + "\n")
+    return True
+
+
 def parse_record(data: Any) -> Record:
     """Validate parsed JSON as a record; raises :class:`InvalidRecord` saying why."""
     if not isinstance(data, dict):
         raise InvalidRecord("not a JSON object")
     if data.get("schema") != SCHEMA:
         raise InvalidRecord(f"schema is {data.get('schema')!r}, expected {SCHEMA!r}")
-    data = {"kind": "submission", **data}  # the first records had no kind
+    data = _pre_issue19({"kind": "submission", **data})  # the first records had no kind
     try:
         return _RECORD.validate_python(data)
     except ValidationError as err:

@@ -40,7 +40,8 @@ import numpy as np
 
 from itbench import paths
 from itbench.errors import SubmissionError, WeightsUnavailable
-from itbench.harness import environments, sandbox, worker
+from itbench.harness import environments, quotas, sandbox, worker
+from itbench.harness.options import RunOptions
 from itbench.harness.record import (
     BenchmarkRef,
     BrainScorePlugin,
@@ -63,40 +64,9 @@ from itbench.models.cache import outputs_dir, run_key, submission_namespace
 from itbench.paths import benchmark_dir, data_home, project_root
 from itbench.scoring.benchmark import Benchmark
 
-DEFAULT_TIMEOUT_S = 4 * 3600.0
-DEFAULT_MEMORY_FRACTION = 0.85
-DEFAULT_DISK_GB = 20.0
 TEST_SPLIT = "test"
 
 Log = Callable[[str], None]
-
-
-@dataclass
-class RunOptions:
-    """How to run: defaults suit a laptop; the CLI maps its flags onto these."""
-
-    split: str = "val"
-    device: str = "auto"
-    batch_size: int = 64
-    seed: int = 0
-    size: str = "auto"
-    timeout_s: float | None = None
-    memory_gb: float | None = None
-    use_cache: bool = True
-    n_boot: int = 1000
-    results_root: Path | None = None
-    unsandboxed: bool = False
-    """Run without bubblewrap (your own trusted code only): the record says so, it never
-    ranks above sandboxed ones, and its caches are never reused by a sandboxed run."""
-    confirm_test: bool = False
-    """Required for ``split='test'``: each test evaluation is counted in the record."""
-    submissions_root: Path | None = None
-    """Where record identities come from (default: the project's ``submissions/``)."""
-    disk_gb: float | None = None
-    allow_sdists: bool = False
-    """Let a submission's environment build sdists (inside the sandbox, network on); default wheels only."""
-    protocol: str = "fixed-split"
-    """A registered protocol id (``itbench.harness.protocols``): ``fixed-split`` or ``brainscore``."""
 
 
 # --- how a run is made ------------------------------------------------------------
@@ -112,12 +82,6 @@ def resolve_size(sub: Submission, size: str, device: str) -> str:
             )
         return size
     return "small" if device == "cpu" and "small" in sub.sizes else "full"
-
-
-def default_memory_gb() -> float:
-    import psutil
-
-    return round(psutil.virtual_memory().total / 2**30 * DEFAULT_MEMORY_FRACTION, 1)
 
 
 def trust_level(opts: RunOptions) -> str:
@@ -352,16 +316,6 @@ class ChildRun:
     """Names the fitted state kept in the exposure's namespace (None: nothing kept)."""
 
 
-def run_limits(sub: Submission, opts: RunOptions) -> sandbox.Limits:
-    """The limits of one child run."""
-    return sandbox.Limits(
-        timeout_s=opts.timeout_s or sub.timeout_s or DEFAULT_TIMEOUT_S,
-        memory_gb=opts.memory_gb or sub.memory_gb or default_memory_gb(),
-        cpu_threads=None,
-        disk_gb=opts.disk_gb or sub.disk_gb or DEFAULT_DISK_GB,
-    )
-
-
 def run_child(
     child: ChildRun, opts: RunOptions, provenance: dict[str, Any], log: Log
 ) -> tuple[Any, ChildStatus]:
@@ -375,6 +329,8 @@ def run_child(
     """
     sub = child.sub
     check_location(sub.path)  # again where the folder is bound into the sandbox
+    limits = quotas.effective_limits(sub, opts)  # the operator's maxima, or less where the submission asks
+    provenance["limits"] = quotas.describe(limits)
     ensure_weights(sub)
     prepared = environments.prepare(sub, log, allow_sdists=opts.allow_sdists)  # its own packages, if any
     if prepared is not None:
@@ -388,7 +344,6 @@ def run_child(
         try:
             child.write_inputs(workdir, restorable)
             (workdir / worker.JOB).write_text(json.dumps(job))
-            limits = run_limits(sub, opts)
             _trim_own_cache(cache, limits.disk_gb, log)
             log(f"running {sub.id} in an isolated process ...")
             result = _sandboxed(sub, workdir, cache, limits, opts, env_dir)
@@ -453,17 +408,9 @@ def _read_back_status(
         status = None  # a crash explains it better than its half-written status
     if result.ok and status is not None and status.ok:
         return status
-    if status is not None and status.error_type == WEIGHTS_UNAVAILABLE:
-        # a plugin that fetches its own weights finds no network in the sandbox: skipped, like
-        # a declared weight the parent cannot fetch (the child's claim only turns failed into skipped)
-        raise WeightsUnavailable(f"submission '{sub.id}': {status.failure_sentence()}", hint=status.hint)
     error = SubmissionError(f"submission '{sub.id}': {child_failure(result, status, limits)}")
     error.traceback = (status.traceback if status else None) or result.stderr_tail  # type: ignore[attr-defined]
     raise error
-
-
-WEIGHTS_UNAVAILABLE = WeightsUnavailable.__name__
-"""The error a child reports when a model's weights cannot be fetched in the sandbox (the run is skipped)."""
 
 
 def child_failure(result: sandbox.IsolatedResult, status: ChildStatus | None, limits: sandbox.Limits) -> str:
@@ -514,7 +461,7 @@ def store_in_parent_cache(path: Path, array: np.ndarray, sub: Submission, opts: 
     count a submission could grow them without bound (wide features, many
     splits) at the operator's expense.
     """
-    quota = run_limits(sub, opts).disk_gb
+    quota = quotas.effective_limits(sub, opts).disk_gb
     used = scan_tree(outputs_dir(sub.id))[0] + scan_tree(submission_namespace(sub.id))[0]
     if quota and used + array.nbytes > quota * 2**30:
         log(f"not caching {path.name}: {sub.id}'s caches would exceed its {quota} GiB disk quota")

@@ -62,11 +62,14 @@ class NeedsMeta(_Strict):
 
 
 class LimitsMeta(_Strict):
-    """``[limits]``: per-run limits the submission asks for (the CLI may override)."""
+    """``[limits]``: per-run limits the submission asks for: a request, granted only up to the
+    operator's maxima (``itbench.harness.quotas``); a request above one is refused."""
 
     timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
     memory_gb: Annotated[float, Field(gt=0, le=4096)] | None = None
     disk_gb: Annotated[float, Field(gt=0, le=4096)] | None = None
+    processes: Annotated[int, Field(ge=1, le=65536)] | None = None
+    threads: Annotated[int, Field(ge=1, le=4096)] | None = None
 
 
 class EnvMeta(_Strict):
@@ -150,6 +153,8 @@ class Submission:
     timeout_s: float | None = None
     memory_gb: float | None = None
     disk_gb: float | None = None
+    processes: int | None = None
+    threads: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
     env_requirements: list[str] = field(default_factory=list)
@@ -255,6 +260,8 @@ def _from_metadata(path: Path, meta: dict[str, Any], sub_id: str) -> Submission:
         timeout_s=parsed.limits.timeout_s,
         memory_gb=parsed.limits.memory_gb,
         disk_gb=parsed.limits.disk_gb,
+        processes=parsed.limits.processes,
+        threads=parsed.limits.threads,
         params=dict(parsed.params),
         sizes={k: dict(v) for k, v in parsed.sizes.items()},
         env_requirements=list(parsed.env.requirements),

@@ -12,8 +12,9 @@ in input order. It runs inside the sandbox in the submission's own
 environment (``brainscore-vision`` and its pins), where there is no network:
 dependency installation at load time is off (``BS_INSTALL_DEPENDENCIES=no``)
 and a plugin whose weights cannot be fetched raises
-:class:`~itbench.errors.WeightsUnavailable`, which the harness records as
-``skipped``.
+:class:`~itbench.errors.WeightsUnavailable` with the plugin's own error; the
+harness records it ``failed`` with those words (only its own check before
+launch may record ``skipped``: a child's claim is not believed).
 """
 
 from __future__ import annotations

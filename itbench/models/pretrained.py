@@ -137,17 +137,26 @@ def _torch_hub_checkpoint(url: str | tuple[str, str]) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
+def _shown(path: Path) -> str:
+    """A path for a message that may be published in a record: the home folder as ``~`` (no user name)."""
+    try:
+        return str(Path("~") / path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
 def _unavailable(what: str, cache: Path, remote: str, err: BaseException | None = None) -> WeightsUnavailable:
     """The user-facing error: which weights, where they were looked for, how to provide them."""
     cause = f" ({err})" if err is not None else ""
+    shown = _shown(cache)
     if cache.is_file():  # found but unreadable: a partial copy or a different file
         return WeightsUnavailable(
-            f"{what}: the cached file {cache} cannot be loaded{cause}",
-            hint=f"delete {cache} and run again with internet, or copy an intact file there",
+            f"{what}: the cached file {shown} cannot be loaded{cause}",
+            hint=f"delete {shown} and run again with internet, or copy an intact file there",
         )
     return WeightsUnavailable(
-        f"{what} are not cached at {cache} and could not be downloaded from {remote}{cause}",
-        hint=f"copy the weights to {cache} (TORCH_HOME / HF_HOME move the caches), "
+        f"{what} are not cached at {shown} and could not be downloaded from {remote}{cause}",
+        hint=f"copy the weights to {shown} (TORCH_HOME / HF_HOME move the caches), "
         "or run once on a machine with internet and copy that cache over",
     )
 

@@ -300,17 +300,19 @@ def _r_vs_ceiling(ax: Axes, r: Sequence[float], ceiling: Sequence[float]) -> Non
     _dots(ax, c_arr[ok], r_arr[ok], BLUE)
     lo = min(0.0, float(c_arr[ok].min()), float(r_arr[ok].min()))
     hi = max(1.0, float(c_arr[ok].max()), float(r_arr[ok].max()))
-    ax.plot([lo, hi], [lo, hi], color=GREY, linewidth=0.7, linestyle=":")
+    # the bound: the ceiling is a reliability, so no model's r exceeds sqrt(ceiling) (issue 19)
+    grid = np.linspace(max(lo, 0.0), hi, 200)
+    ax.plot(grid, np.sqrt(grid), color=GREY, linewidth=0.7, linestyle=":")
     ax.text(
         0.03,
         0.97,
-        "dotted: r = ceiling",
+        "dotted: r = \u221aceiling (the bound)",
         transform=ax.transAxes,
         ha="left",
         va="top",
         color=GREY,
         fontsize=6.2,
-    )  # top-left: r <= ceiling keeps points away
+    )  # top-left: r <= sqrt(ceiling) keeps points away
     ax.set_xlim(*_padded(lo, hi, 0.03))
     ax.set_ylim(*_padded(lo, hi, 0.03))
 

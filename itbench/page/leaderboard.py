@@ -68,8 +68,17 @@ from itbench.version import __version__
 if TYPE_CHECKING:
     import jinja2
 
-SCORE_KEYS = ("mean_ev", "median_ev", "mean_r", "median_r", "ceiling", "normalized_r")
-CI_KEYS = ("mean_ev", "median_ev", "mean_r", "median_r", "normalized_r")
+SCORE_KEYS = (
+    "mean_ev",
+    "median_ev",
+    "mean_r",
+    "median_r",
+    "ceiling",
+    "normalized_r",
+    "feve",
+    "r_over_ceiling",
+)
+CI_KEYS = ("mean_ev", "median_ev", "mean_r", "median_r", "normalized_r", "feve", "r_over_ceiling")
 COUNT_KEYS = ("n_neuroids", "n_images", "n_nan_r")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # ids become file names: no dots, no slashes
@@ -533,6 +542,8 @@ def flat_row(
         row[key] = sub.scores[key]
         if key in CI_KEYS:
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = sub.ci[key]
+        if key in metrics.DEFINITIONS:  # itbench's ceiled scores say what they are (issue 19)
+            row[f"{key}_formula"] = metrics.DEFINITIONS[key]["formula"]
     row.update(sub.counts)
     ref = table1.get(sub.table1_row) if compares_table1(sub) else None  # type: ignore[arg-type]
     row["report_mean_ev"] = ref.mean_ev if ref else None

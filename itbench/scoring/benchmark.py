@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "val", "test")
 N_EXAMPLE_NEUROIDS = 4
+HELD_OUT_SPLIT = "test"
+"""The guarded split: its records publish no measured response (see :func:`example_neuroids`)."""
 
 
 @dataclass
@@ -133,23 +135,46 @@ class Benchmark:
             if n_boot
             else None
         )
-        result["examples"] = _examples(
-            predictions, target, self.stimulus_ids(split), self.neuroid_ids, result["per_neuroid"]["r"]
+        picks = example_neuroids(split, len(self.neuroid_ids))
+        result["examples"] = (
+            _examples(predictions, target, self.stimulus_ids(split), self.neuroid_ids, picks)
+            if picks
+            else None
         )
-        # Brain-Score's two ceiled conventions of this split's median r and ceiling, labelled, so a
-        # fixed-split number can be read beside a Brain-Score one (itbench's own is normalized_r)
-        result["normalisations"] = normalisations(result["scores"]["median_r"], result["scores"]["ceiling"])
+        # itbench's ceiled scores (name, formula, value) and Brain-Score's two conventions of this
+        # split's median r and ceiling, all labelled, so a fixed-split number reads beside a Brain-Score one
+        scores = result["scores"]
+        result["normalisations"] = {
+            **metrics.definitions(scores),
+            **normalisations(scores["median_r"], scores["ceiling"]),
+        }
         return result
 
 
+def example_neuroids(split: str, n_neuroids: int) -> list[int]:
+    """Which neuroids a record of ``split`` shows measured beside predicted: the rule, by split.
+
+    - ``test`` (held out): none. A public record must not carry a measured test
+      response, or a series of submissions could collect them and answer from them.
+    - ``val`` (a development split) and ``train``: the same few neuroids for
+      every record of a benchmark, evenly spaced in its neuroid order. They are
+      chosen from the benchmark alone, never from a submission's predictions, so
+      all public records together show the responses of these neuroids and no
+      others, whatever the submissions predict.
+
+    It depends on the split only, so a benchmark added with ``itbench data add``
+    follows it as the fixed ones do.
+    """
+    if split == HELD_OUT_SPLIT or n_neuroids <= 0:
+        return []
+    k = min(N_EXAMPLE_NEUROIDS, n_neuroids)
+    return sorted({int(np.rint(i)) for i in np.linspace(0, n_neuroids - 1, k)})
+
+
 def _examples(
-    pred: np.ndarray, target: np.ndarray, stimulus_ids: np.ndarray, neuroid_ids: np.ndarray, r: list
+    pred: np.ndarray, target: np.ndarray, stimulus_ids: np.ndarray, neuroid_ids: np.ndarray, picks: list[int]
 ) -> dict[str, Any]:
-    """Predicted vs measured for the best, two middle and the worst neuroid."""
-    r_arr = np.array([np.nan if v is None else v for v in r], dtype=float)
-    order = np.argsort(np.where(np.isnan(r_arr), -np.inf, r_arr))[::-1]
-    n = len(order)
-    picks = sorted({int(order[i]) for i in (0, n // 3, 2 * n // 3, n - 1) if n})[:N_EXAMPLE_NEUROIDS]
+    """Predicted vs measured responses of the chosen neuroids, neuroid-major."""
     return {
         "stimulus_id": [str(s) for s in stimulus_ids],
         "neuroid_id": [str(neuroid_ids[i]) for i in picks],

@@ -27,15 +27,25 @@ Conventions (the choices a reader of a score needs to know):
   correlation is Spearman-Brown corrected (``2r / (1 + r)``) and the corrected
   values are averaged over splits. The per-neuroid ceiling is kept; the
   aggregate ceiling is the **median over neuroids**.
-* **Normalised score**: per neuroid ``r / ceiling`` (NaN where the ceiling is
-  not positive); the headline is ``median_r / median ceiling`` as Brain-Score
-  reports it (a ratio of medians, robust to neuroids with tiny ceilings).
-* **Confidence intervals** resample *images* with replacement (the neuroids are
-  fixed: they are the population the benchmark is about) and report percentile
-  intervals. The normalised score's interval resamples the same images in the
-  trial-level data *and* redraws the repetition split-halves (a fresh set of
-  ``n_splits`` splits for every block of resamples), so it carries the
-  ceiling's own uncertainty: ceiling and score move together.
+* **Normalised r** (``normalized_r``, the headline, "noise-corrected r"): per
+  neuroid ``r / sqrt(ceiling)``; the headline is ``median r / sqrt(median
+  ceiling)`` (a ratio of medians, as before, robust to neuroids with tiny
+  ceilings). The split-half ceiling estimates the *reliability* of the
+  trial-averaged response (a variance fraction), and the largest correlation any
+  model can reach with a noisy average is its square root, so a model that
+  predicts the noise-free signal scores about 1 (issue 19). Until 2026-12-03
+  itbench's headline was ``median r / median ceiling`` (:func:`r_over_ceiling`),
+  which puts that ideal model at ``1 / sqrt(ceiling)`` (about 1.14 at a ceiling
+  of 0.78); records keep it as ``r_over_ceiling``.
+* **FEVE** (fraction of explainable variance explained, as the Sensorium
+  benchmark defines it): per neuroid ``1 - (MSE - noise) / (Var(y) - noise)``
+  with ``y`` the trial-averaged response, ``MSE`` the mean squared error of the
+  prediction (offset and scale count), ``Var(y)`` its variance over images and
+  ``noise`` the trial-level noise variance of the mean (per image the variance
+  over repetitions, ddof 1, divided by their number; averaged over images).
+  For balanced repetitions this is Sensorium's trial-level formula. The ideal
+  model scores about 1, the mean predictor exactly 0; NaN where ``Var(y) <=
+  noise``. Aggregate: the **median over neuroids** (``feve``).
 * **Paired comparisons** between submissions use one fixed set of image
   resamples per benchmark split (:func:`shared_resample_indices`: derived from
   the split's stimulus ids and a fixed seed, independent of image order and of
@@ -66,13 +76,18 @@ __all__ = [
     "NormalizedR",
     "PairedDifference",
     "bootstrap_ci",
+    "bootstrap_feve_ci",
     "bootstrap_indices",
     "bootstrap_normalized_ci",
     "bootstrap_summary",
+    "definitions",
     "explained_variance",
+    "feve",
+    "noise_variance",
     "normalized_r",
     "paired_difference",
     "pearson_r",
+    "r_over_ceiling",
     "rank_groups",
     "shared_resample_indices",
     "spearman_brown",
@@ -380,8 +395,8 @@ class NormalizedR(NamedTuple):
     score: float
 
 
-def normalized_r(r: Any, ceiling: Any) -> NormalizedR:
-    """``r / ceiling`` per neuroid (NaN where ceiling <= 0) and ``median r / median ceiling``."""
+def _ratio(r: Any, ceiling: Any, power: float) -> NormalizedR:
+    """``r / ceiling**power`` per neuroid (NaN where ceiling <= 0) and the same of the medians."""
     r = np.asarray(r, dtype=np.float64)
     c = np.asarray(ceiling, dtype=np.float64)
     if r.shape != c.shape:
@@ -390,9 +405,69 @@ def normalized_r(r: Any, ceiling: Any) -> NormalizedR:
             hint="pass one r and one ceiling per neuroid",
         )
     with np.errstate(invalid="ignore", divide="ignore"), _quiet():
-        per = np.where(c > 0, r / c, np.nan)
-        score = float(np.nanmedian(r) / np.nanmedian(c))
+        per = np.where(c > 0, r / np.abs(c) ** power, np.nan)
+        med = np.nanmedian(c) if c.size else np.nan
+        score = float(np.nanmedian(r) / med**power) if med > 0 else float("nan")
     return NormalizedR(per, score)
+
+
+def normalized_r(r: Any, ceiling: Any) -> NormalizedR:
+    """Noise-corrected r: ``r / sqrt(ceiling)`` per neuroid, headline ``median r / sqrt(median ceiling)``.
+
+    The split-half ceiling is a reliability (variance fraction); its square
+    root bounds the correlation of any model with the noisy averaged response,
+    so the ideal model scores about 1 here. NaN where the ceiling is not positive.
+    """
+    return _ratio(r, ceiling, 0.5)
+
+
+def r_over_ceiling(r: Any, ceiling: Any) -> NormalizedR:
+    """itbench's headline until 2026-12-03: ``r / ceiling``, ``median r / median ceiling``.
+
+    Not bounded by 1: the ideal model scores ``1 / sqrt(ceiling)``. Kept so old
+    numbers stay readable (records' ``r_over_ceiling``).
+    """
+    return _ratio(r, ceiling, 1.0)
+
+
+def noise_variance(trials: Any) -> np.ndarray:
+    """Per image and neuroid, the trial-noise variance of the mean response ``(n_images, n_neuroids)``.
+
+    The variance over repetitions (ddof 1, NaN padding ignored) divided by the
+    number of repetitions: the error variance of the trial average the model is
+    scored against. NaN for an image with fewer than 2 repetitions.
+    """
+    t = _check_trials(trials)
+    with np.errstate(invalid="ignore", divide="ignore"), _quiet():
+        k = np.isfinite(t).sum(axis=1).astype(np.float64)
+        var = np.nanvar(t, axis=1, ddof=1)
+        return np.where(k >= 2, var / k, np.nan)
+
+
+def _feve_from(mse: np.ndarray, var: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """``1 - (mse - noise) / (var - noise)``, NaN where nothing is explainable (``var <= noise``)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        explainable = var - noise
+        return np.where(explainable > 0, 1.0 - (mse - noise) / explainable, np.nan)
+
+
+def feve(pred: Any, target: Any, trials: Any) -> np.ndarray:
+    """Per-neuroid fraction of explainable variance explained (Sensorium's FEVE).
+
+    ``target`` is the trial-averaged response, ``trials`` the same images'
+    trials ``(n_images, n_reps, n_neuroids)``. ``1 - (MSE - noise) / (Var(y) -
+    noise)`` with ``noise`` the mean over images of :func:`noise_variance`:
+    the noise-free-signal model scores about 1, the mean predictor 0.
+    """
+    p, t = _pair(pred, target, min_images=2)
+    if p.ndim != 2:
+        raise MetricInputError(f"pred must be 2-D, got shape {p.shape}", hint="(n_images, n_neuroids)")
+    nv = noise_variance(_aligned_trials(trials, *p.shape))
+    with np.errstate(invalid="ignore", over="ignore"), _quiet():
+        mse = np.mean((t - p) ** 2, axis=0)
+        var = np.var(t, axis=0)
+        out = _feve_from(mse, var, np.nanmean(nv, axis=0))
+    return np.where(_finite_cols(p, t), out, np.nan)
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -531,7 +606,11 @@ def bootstrap_ci(
 def _boot_normalized(
     w: np.ndarray, p: np.ndarray, t: np.ndarray, half_a: np.ndarray, half_b: np.ndarray
 ) -> np.ndarray:
-    """Headline normalised score for each weight vector (resample)."""
+    """Both ceiled scores for each weight vector (resample): ``(n_w, 2)``.
+
+    Column 0 is the headline ``median r / sqrt(median ceiling)``, column 1 the
+    old ``median r / median ceiling`` (same resamples, same split-halves).
+    """
     n_splits, n, m = half_a.shape
     r = _weighted_corr(w, p, t)
     # every split's half-means are resampled with the same image weights
@@ -539,8 +618,12 @@ def _boot_normalized(
     b2 = half_b.transpose(1, 0, 2).reshape(n, n_splits * m)
     split_r = _weighted_corr(w, a2, b2).reshape(len(w), n_splits, m)
     with np.errstate(invalid="ignore", divide="ignore"), _quiet():
-        ceiling = np.nanmean(spearman_brown(split_r), axis=1)
-        return np.nanmedian(r, axis=-1) / np.nanmedian(ceiling, axis=-1)
+        ceiling = np.nanmedian(np.nanmean(spearman_brown(split_r), axis=1), axis=-1)
+        median_r = np.nanmedian(r, axis=-1)
+        positive = ceiling > 0
+        bounded = np.where(positive, median_r / np.sqrt(np.abs(ceiling)), np.nan)
+        old = np.where(positive, median_r / ceiling, np.nan)
+    return np.stack([bounded, old], axis=1)
 
 
 #: Resamples that share one draw of split-halves (see :func:`_normalized_resamples`).
@@ -550,7 +633,7 @@ SPLIT_BLOCK = 50
 def _normalized_resamples(
     w: np.ndarray, p: np.ndarray, t: np.ndarray, trials: np.ndarray, n_splits: int, split_seed: int
 ) -> np.ndarray:
-    """Normalised score per resample, with image weights ``w`` and redrawn split-halves.
+    """Ceiled scores per resample ``(n_boot, 2)`` (see :func:`_boot_normalized`), split-halves redrawn.
 
     Resamples are taken in blocks of :data:`SPLIT_BLOCK`; block ``g`` uses its
     own ``n_splits`` random split-halves of the repetitions (seed
@@ -569,7 +652,7 @@ def _normalized_resamples(
         out += [
             _boot_normalized(block[s : s + chunk], p, t, half_a, half_b) for s in range(0, len(block), chunk)
         ]
-    return np.concatenate(out) if out else np.empty(0)
+    return np.concatenate(out) if out else np.empty((0, 2))
 
 
 def bootstrap_normalized_ci(
@@ -582,7 +665,7 @@ def bootstrap_normalized_ci(
     n_splits: int = 10,
     split_seed: int = 0,
 ) -> tuple[float | None, float | None]:
-    """Percentile CI of ``median r / median ceiling`` over images and split-halves together.
+    """Percentile CI of ``median r / sqrt(median ceiling)`` over images and split-halves together.
 
     The same resampled images are used for the predictions and for the trials
     (the split-half means of a resampled image set are the resampled split-half
@@ -594,7 +677,40 @@ def bootstrap_normalized_ci(
     p, t = _pair(pred, target)
     tr = _aligned_trials(trials, *p.shape)
     w = _counts(bootstrap_indices(p.shape[0], n_boot, seed))
-    return _percentile_ci(_normalized_resamples(w, p, t, tr, n_splits, split_seed), alpha)
+    return _percentile_ci(_normalized_resamples(w, p, t, tr, n_splits, split_seed)[:, 0], alpha)
+
+
+def _weighted_feve(w: np.ndarray, p: np.ndarray, t: np.ndarray, nv: np.ndarray) -> np.ndarray:
+    """Median FEVE over neuroids for every weight vector: MSE, Var(y) and noise all resampled.
+
+    ``nv`` is :func:`noise_variance` per image; each resample's noise is the
+    weighted mean over the images it drew, so the noise estimate varies with
+    the images exactly as the response variance does.
+    """
+    ok = np.isfinite(nv).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        n = w.sum(axis=1, keepdims=True)
+        d = t - p
+        t0 = t - t.mean(axis=0)
+        mse = (w @ (d * d)) / n
+        var = (w @ (t0 * t0)) / n - ((w @ t0) / n) ** 2
+        noise = (w @ np.where(ok > 0, nv, 0.0)) / (w @ ok)
+        values = _feve_from(mse, var, noise)
+    values = np.where(_finite_cols(p, t), values, np.nan)
+    return _agg(values, "median")
+
+
+def bootstrap_feve_ci(
+    pred: Any, target: Any, trials: Any, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float | None, float | None]:
+    """Percentile CI of the median FEVE over image resamples (noise variance resampled too)."""
+    _check_boot(n_boot, alpha)
+    p, t = _pair(pred, target)
+    nv = noise_variance(_aligned_trials(trials, *p.shape))
+    w = _counts(bootstrap_indices(p.shape[0], n_boot, seed))
+    chunk = max(1, int(5e7 // (3 * p.size)))
+    stats = [_weighted_feve(w[s : s + chunk], p, t, nv) for s in range(0, n_boot, chunk)]
+    return _percentile_ci(np.concatenate(stats), alpha)
 
 
 # --------------------------------------------------------------------------- paired bootstrap
@@ -673,7 +789,7 @@ def bootstrap_summary(
     norm = None
     if trials is not None:
         tr = _aligned_trials(trials, *p.shape)
-        norm = _normalized_resamples(w, p, t, tr, n_splits, int(key[:8], 16))
+        norm = _normalized_resamples(w, p, t, tr, n_splits, int(key[:8], 16))[:, 0]
 
     def rounded(a: np.ndarray) -> list[float | None]:
         return [None if not np.isfinite(v) else round(float(v), 6) for v in a]
@@ -788,6 +904,47 @@ def _json_ids(ids: Sequence[Any] | np.ndarray) -> list[Any]:
     return out
 
 
+#: Confidence-interval keys of :func:`summarize` (``STATS`` plus the ceiled scores).
+CI_KEYS = (*STATS, "normalized_r", "r_over_ceiling", "feve")
+
+
+def _ceiled(
+    p: np.ndarray, t: np.ndarray, r: np.ndarray, tr: np.ndarray, n_splits: int, seed: int
+) -> dict[str, Any]:
+    """Ceiling, both ceiled r's and FEVE of one split: per neuroid and aggregated."""
+    ceiling = split_half_ceiling(tr, n_splits=n_splits, seed=seed)
+    per_feve = feve(p, t, tr)
+    with _quiet():
+        return {
+            "ceiling": ceiling,
+            "feve": per_feve,
+            "scores": {
+                "ceiling": _json_float(np.nanmedian(ceiling)),
+                "normalized_r": _json_float(normalized_r(r, ceiling).score),
+                "r_over_ceiling": _json_float(r_over_ceiling(r, ceiling).score),
+                "feve": _json_float(np.nanmedian(per_feve)),
+            },
+        }
+
+
+def _cis(
+    p: np.ndarray, t: np.ndarray, tr: np.ndarray | None, n_boot: int, seed: int, alpha: float, n_splits: int
+) -> dict[str, Any]:
+    """Percentile CIs of every summary score; the ceiled ones carry the ceiling's uncertainty."""
+    ci: dict[str, Any] = dict.fromkeys(CI_KEYS)
+    if not n_boot:
+        return ci
+    w = _counts(bootstrap_indices(p.shape[0], n_boot, seed))
+    for name in STATS:
+        ci[name] = list(_percentile_ci(_named_stat(name, w, p, t), alpha))
+    if tr is not None:
+        both = _normalized_resamples(w, p, t, tr, n_splits, seed)
+        ci["normalized_r"] = list(_percentile_ci(both[:, 0], alpha))
+        ci["r_over_ceiling"] = list(_percentile_ci(both[:, 1], alpha))
+        ci["feve"] = list(bootstrap_feve_ci(p, t, tr, n_boot=n_boot, seed=seed, alpha=alpha))
+    return ci
+
+
 def summarize(
     pred: Any,
     target: Any,
@@ -803,10 +960,10 @@ def summarize(
     Returns ``{"scores": {...}, "per_neuroid": {...}}`` with exactly the keys of
     the ``itbench.record/1`` schema (docs/internals.md); JSON-serialisable, NaN
     written as ``None``. ``trials`` (``(n_images, n_reps, n_neuroids)`` for the
-    same images and neuroids, in order; see :func:`trials_array`) adds the ceiling and the
-    normalised score; without it those are ``None``. A constant-target neuroid
-    has EV and r ``None`` (see the module docstring). ``n_boot=0`` skips the
-    confidence intervals (all ``None``).
+    same images and neuroids, in order; see :func:`trials_array`) adds the
+    ceiling, the normalised r (both conventions) and FEVE; without it those are
+    ``None``. A constant-target neuroid has EV and r ``None`` (see the module
+    docstring). ``n_boot=0`` skips the confidence intervals (all ``None``).
     """
     p, t = _pair(pred, target)
     if p.ndim != 2:
@@ -820,38 +977,60 @@ def summarize(
     ev = explained_variance(p, t, force_finite=False)
     ev[~np.isfinite(ev) | _constant(t)] = np.nan
     r = pearson_r(p, t)
-    tr = None
-    if trials is not None:
-        tr = _aligned_trials(trials, n, m)
-    ceiling = split_half_ceiling(tr, n_splits=n_splits, seed=seed) if tr is not None else None
+    tr = _aligned_trials(trials, n, m) if trials is not None else None
+    ceiled = _ceiled(p, t, r, tr, n_splits, seed) if tr is not None else None
     with _quiet():
         scores: dict[str, Any] = {
             "mean_ev": _json_float(np.nanmean(ev)),
             "median_ev": _json_float(np.nanmedian(ev)),
             "mean_r": _json_float(np.nanmean(r)),
             "median_r": _json_float(np.nanmedian(r)),
-            "ceiling": _json_float(np.nanmedian(ceiling)) if ceiling is not None else None,
-            "normalized_r": _json_float(normalized_r(r, ceiling).score) if ceiling is not None else None,
+            **dict.fromkeys(("ceiling", "normalized_r", "r_over_ceiling", "feve")),
+            **(ceiled["scores"] if ceiled else {}),
             "n_neuroids": int(m),
             "n_images": int(n),
             "n_nan_r": int(np.isnan(r).sum()),
         }
-    ci: dict[str, Any] = dict.fromkeys((*STATS, "normalized_r"))
-    if n_boot:
-        w = _counts(bootstrap_indices(n, n_boot, seed))
-        for name in STATS:
-            ci[name] = list(_percentile_ci(_named_stat(name, w, p, t), alpha))
-        if tr is not None:
-            ci["normalized_r"] = list(
-                bootstrap_normalized_ci(
-                    p, t, tr, n_boot=n_boot, seed=seed, alpha=alpha, n_splits=n_splits, split_seed=seed
-                )
-            )
-    scores["ci"] = ci
+    scores["ci"] = _cis(p, t, tr, n_boot, seed, alpha, n_splits)
     per_neuroid = {
         "neuroid_id": ids,
         "ev": _json_list(ev),
         "r": _json_list(r),
-        "ceiling": _json_list(ceiling) if ceiling is not None else None,
+        "ceiling": _json_list(ceiled["ceiling"]) if ceiled else None,
+        "feve": _json_list(ceiled["feve"]) if ceiled else None,
     }
     return {"scores": scores, "per_neuroid": per_neuroid}
+
+
+#: itbench's own ceiled scores, labelled like Brain-Score's (``itbench.scoring.brainscore.NORMALISATIONS``);
+#: keys are the ``scores`` fields they describe. Records carry them under ``normalisations``.
+DEFINITIONS: dict[str, dict[str, str]] = {
+    "normalized_r": {
+        "name": "noise-corrected r (itbench headline)",
+        "formula": "median r / sqrt(median ceiling)",
+        "dates": "itbench since 2026-12-03 (issue 19)",
+        "definition": "per neuroid r / sqrt(split-half ceiling), aggregated as a ratio of medians; the "
+        "ceiling is a reliability, its square root bounds r, so a model predicting the noise-free "
+        "signal scores about 1",
+    },
+    "r_over_ceiling": {
+        "name": "r over ceiling (itbench headline before 2026-12-03)",
+        "formula": "median r / median ceiling",
+        "dates": "itbench until 2026-12-03",
+        "definition": "r divided by the reliability itself: not bounded by 1, the ideal model scores "
+        "1 / sqrt(ceiling); kept so old numbers stay readable",
+    },
+    "feve": {
+        "name": "fraction of explainable variance explained (FEVE)",
+        "formula": "median of 1 - (MSE - noise) / (Var(y) - noise)",
+        "dates": "itbench since 2026-12-03 (issue 19); Sensorium benchmark definition",
+        "definition": "per neuroid, y the trial-averaged response, noise the trial-noise variance of the "
+        "mean (variance over repetitions, ddof 1, over their number, averaged over images); bounded "
+        "by 1 for the noise-free signal, 0 for the mean predictor; median over neuroids",
+    },
+}
+
+
+def definitions(scores: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """itbench's ceiled scores with their labels and the values in ``scores`` (a record's ``normalisations``)."""
+    return {f"itbench_{key}": {**label, "value": scores.get(key)} for key, label in DEFINITIONS.items()}
