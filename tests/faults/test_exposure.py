@@ -118,6 +118,9 @@ def test_per_split_fits_keep_nothing_that_a_fixed_split_run_can_recall(demo_home
     recalled = [line for line in capfd.readouterr().out.splitlines() if line.startswith("ITBENCH-RECALL")]
     n_val = again.scores.n_images
     assert again.status == "ok" and recalled[-1] == f"ITBENCH-RECALL 0/{n_val}", recalled[-1:]
+    print(
+        f"ITBENCH-MEMO val mean r {again.scores.mean_r:.4f} (control {control.scores.mean_r:.4f}, ceiling {again.scores.ceiling:.3f})"
+    )
     # exactly what it scored before anything was memorised: far from the 1.0 of a recall
     assert again.scores.mean_r == pytest.approx(control.scores.mean_r, abs=1e-9)
     assert again.scores.mean_r < 0.5 * again.scores.ceiling
