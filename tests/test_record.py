@@ -16,6 +16,7 @@ from itbench.errors import ItbenchError
 from itbench.harness.record import (
     BenchmarkRef,
     InvalidRecord,
+    RunLimits,
     Scores,
     SubmissionRecord,
     SubmissionRef,
@@ -78,6 +79,7 @@ def test_a_rescore_that_reproduces_the_record_leaves_the_file_as_it_is(tmp_path)
     again.created = "2031-01-01T00:00:00+00:00"
     again.provenance.stamp(3.0)
     again.provenance.peak_rss_gb = 9.9
+    again.provenance.limits = RunLimits(timeout_s=60.0)  # a cached rerun ran no child: other or no limits
     assert same_result(read_record(path), again)
     assert write_record(again, path) == path and path.read_bytes() == before
     changed = rec("ok", 0.5001)

@@ -566,10 +566,12 @@ def write_record(record: Record, path: Path) -> Path:
 
 
 #: Facts of one run that say how it went, not what it found: a rescore may differ in them.
+#: ``limits`` and ``limiter`` are absent when cached predictions meant no child ran.
 RUN_FACTS = frozenset(
     {
         "wall_time_s",
         "peak_rss_gb",
+        "limits",
         "limiter",
         "fit_cached",
         "predictions_cached",
