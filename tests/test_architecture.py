@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
         "itbench.console",
         "itbench.version",
         "itbench.linalg",
+        "itbench.locks",
     ),
     ("itbench.data",),
     ("itbench.scoring",),

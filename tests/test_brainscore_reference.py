@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,25 @@ def test_other_build_failures_are_errors_not_skips(tmp_path, monkeypatch):
     with pytest.raises(ItbenchError, match="No solution found") as info:
         ref.ensure_env()
     assert not isinstance(info.value, ref.ReferenceUnavailable)
+
+
+def test_two_processes_build_the_reference_once(tmp_path, monkeypatch):
+    """A second ensure_env waits for the first build instead of deleting its folder half-way."""
+    monkeypatch.setenv("ITBENCH_HOME", str(tmp_path / "home"))
+    calls: list[str] = []
+
+    def slow_uv(args):
+        calls.append(args[0])
+        if args[0] == "venv":
+            time.sleep(0.3)  # the second caller arrives while the first is building
+            (Path(args[-1]) / "bin").mkdir(parents=True)
+            (Path(args[-1]) / "bin" / "python").write_text("")
+
+    monkeypatch.setattr(ref, "_uv", slow_uv)
+    with ThreadPoolExecutor(2) as pool:
+        pythons = list(pool.map(lambda _: ref.ensure_env(), range(2)))
+    assert calls == ["venv", "pip", "pip"]  # built once; the other found it complete
+    assert pythons[0] == pythons[1] and pythons[0].exists()
 
 
 def test_the_cache_key_is_the_requirements(monkeypatch):

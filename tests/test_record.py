@@ -23,13 +23,13 @@ from itbench.harness.record import (
     SweepRecord,
     atomic_write_text,
     failure_path,
-    locked,
     parse_record,
     read_record,
     record_path,
     same_result,
     write_record,
 )
+from itbench.locks import locked
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -53,9 +53,10 @@ from packaging.version import InvalidVersion, Version
 from itbench import paths
 from itbench.console import show_progress
 from itbench.errors import SubmissionError
-from itbench.harness.record import EnvironmentLock, locked
+from itbench.harness.record import EnvironmentLock
 from itbench.harness.submission import Submission
 from itbench.harness.untrusted import UntrustedOutput, clean_text, read_bytes
+from itbench.locks import locked
 from itbench.version import __version__
 
 REQUIREMENTS_FILE = "requirements.txt"

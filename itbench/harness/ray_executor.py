@@ -57,13 +57,14 @@ from itbench.harness import quotas
 from itbench.harness.executor_base import Log, OnRecord, stderr_log
 from itbench.harness.fixed_split import PlannedRun, complete_run, plan_run, run_child
 from itbench.harness.inputs import WorkerInputs
-from itbench.harness.record import SubmissionRecord, locked
+from itbench.harness.record import SubmissionRecord
 from itbench.harness.runcore import Exposure, RunOptions, RunState, recording
 from itbench.harness.runner import check_allowed, check_sandbox, record_path_of, store_record
 from itbench.harness.sandbox import SandboxUnavailable
 from itbench.harness.submission import Submission, find_submission, load_submission
 from itbench.harness.sweep import LayerPredictions, sweep_predictions
 from itbench.harness.untrusted import ChildStatus
+from itbench.locks import locked
 from itbench.scoring.benchmark import Benchmark, load_benchmark
 
 DEFAULT_MAX_RETRIES = 2

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import math
 import os
 import platform
 import tempfile
-from collections.abc import Iterator
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
@@ -35,7 +33,6 @@ from pydantic import (
     model_validator,
 )
 
-from itbench.errors import ItbenchError
 from itbench.scoring.benchmark import HELD_OUT_SPLIT
 
 if TYPE_CHECKING:
@@ -519,25 +516,6 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-@contextlib.contextmanager
-def locked(path: Path, wait: bool = True) -> Iterator[None]:
-    """An exclusive advisory lock on ``<path>.lock`` for one submission x benchmark."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_file = path.parent / f".{path.name}.lock"
-    with open(lock_file, "w") as handle:
-        flags = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
-        try:
-            fcntl.flock(handle, flags)
-        except BlockingIOError:
-            raise ItbenchError(
-                f"another itbench run is writing {path.name}", "wait for it to finish, then run again"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _is_ok(path: Path) -> bool:

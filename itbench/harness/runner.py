@@ -24,13 +24,13 @@ from itbench.harness.record import (
     InvalidRecord,
     SubmissionRecord,
     failure_path,
-    locked,
     read_record,
     record_path,
     write_record,
 )
 from itbench.harness.runcore import TEST_SPLIT, RunOptions, RunState, recording
 from itbench.harness.submission import discover_all, find_submission, load_submission, submission_identity
+from itbench.locks import locked
 from itbench.scoring.benchmark import Benchmark, load_benchmark
 
 __all__ = ["RunOptions", "score_submission", "stale_submissions"]

@@ -33,10 +33,10 @@ from itbench.harness.record import (
     Scores,
     SweepLayer,
     SweepRecord,
-    locked,
     sweep_path,
     write_record,
 )
+from itbench.locks import locked
 from itbench.models.features import default_layers, extract
 from itbench.models.pretrained import build_model
 from itbench.models.readouts import DEFAULT_ALPHAS, PCA, RidgeGCV

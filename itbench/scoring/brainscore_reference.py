@@ -38,6 +38,7 @@ import xarray as xr
 
 from itbench.data.assembly import save_assembly
 from itbench.errors import ItbenchError
+from itbench.locks import locked
 from itbench.paths import cache_dir
 
 #: Brain-Score's packages, installed with ``--no-deps``.
@@ -114,20 +115,25 @@ def _uv(args: Sequence[str]) -> None:
 
 
 def ensure_env(log: Callable[[str], None] = lambda m: None) -> Path:
-    """The reference environment's python, built on first use (a marker says the build completed)."""
+    """The reference environment's python, built on first use (a marker says the build completed).
+
+    Built under a lock: a second process (a perf run beside the tests) waits
+    and then finds it built, instead of deleting the folder the first is filling.
+    """
     root = env_path()
     python = root / "bin" / "python"
     marker = root / ".complete"
-    if marker.exists() and python.exists():
+    with locked(root):
+        if marker.exists() and python.exists():
+            return python
+        shutil.rmtree(root, ignore_errors=True)
+        log(f"building Brain-Score's reference environment ({', '.join(NO_DEPS)}) with uv ...")
+        _uv(["venv", "--quiet", "--python", sys.executable, str(root)])
+        target = ["--python", str(python), "--quiet"]
+        _uv(["pip", "install", *target, "--no-deps", *NO_DEPS])
+        _uv(["pip", "install", *target, *REQUIREMENTS])
+        marker.write_text(requirements_text())
         return python
-    shutil.rmtree(root, ignore_errors=True)
-    log(f"building Brain-Score's reference environment ({', '.join(NO_DEPS)}) with uv ...")
-    _uv(["venv", "--quiet", "--python", sys.executable, str(root)])
-    target = ["--python", str(python), "--quiet"]
-    _uv(["pip", "install", *target, "--no-deps", *NO_DEPS])
-    _uv(["pip", "install", *target, *REQUIREMENTS])
-    marker.write_text(requirements_text())
-    return python
 
 
 def features_assembly(
