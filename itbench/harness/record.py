@@ -571,14 +571,14 @@ REPRODUCED_REL_TOL: Final = 1e-5
 REPRODUCED_ABS_TOL: Final = 2e-6
 
 
-def same_result(old: Record, new: Record, rel_tol: float = REPRODUCED_REL_TOL) -> bool:
+def same_result(old: Record, new: Record) -> bool:
     """Whether ``new`` reports what ``old`` does: every field equal, numbers to float32 precision.
 
     Only when it was made (``created``) and the run facts in :data:`RUN_FACTS`
     may differ; a different score, status, package version or platform is a
     different record.
     """
-    return _close(_comparable(old), _comparable(new), rel_tol)
+    return _close(_comparable(old), _comparable(new))
 
 
 def _reproduces(path: Path, record: Record) -> bool:
@@ -599,11 +599,11 @@ def _comparable(record: Record) -> Any:
     return data
 
 
-def _close(a: Any, b: Any, rel_tol: float) -> bool:
+def _close(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], rel_tol) for k in a)
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y, rel_tol) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
     numbers = (int, float)
     if (
         isinstance(a, numbers)
@@ -611,5 +611,5 @@ def _close(a: Any, b: Any, rel_tol: float) -> bool:
         and not isinstance(a, bool)
         and not isinstance(b, bool)
     ):
-        return math.isclose(a, b, rel_tol=rel_tol, abs_tol=REPRODUCED_ABS_TOL)
+        return math.isclose(a, b, rel_tol=REPRODUCED_REL_TOL, abs_tol=REPRODUCED_ABS_TOL)
     return bool(a == b)
